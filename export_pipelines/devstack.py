@@ -1,0 +1,301 @@
+"""`make run`: start the whole service locally on 127.0.0.1 and stop all of it on Ctrl-C/SIGTERM.
+
+Starts (unless MONGODB_URI / S3_ENDPOINT_URL point elsewhere) a MongoDB-protocol server with
+its files under DATA_DIR and moto's S3 server with the four buckets, then the Dagster
+daemon, the Dagster webserver and the API. Seeds a demo campaign into an empty database.
+The local S3 server keeps objects in memory: its buckets are saved under DATA_DIR on
+shutdown and restored on start, so a second `make run` finds its files again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from export_pipelines.domain.settings import REPO_ROOT, Settings
+
+BIN = Path(sys.executable).parent
+STOP_GRACE_SECONDS = 10
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _pick_port(preferred: int) -> int:
+    if _port_free(preferred):
+        return preferred
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, name: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _port_free(port):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{name} did not start listening on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM if this supervisor dies, even by SIGKILL: no orphans."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def ensure_dev_keys(data_dir: Path) -> None:
+    """Generate the dev RS256 key pair /dev/token signs with, once per DATA_DIR."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    keys = data_dir / "keys"
+    if (keys / "dev_private.pem").exists():
+        return
+    keys.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (keys / "dev_public.pem").write_bytes(public)
+    private_path = keys / "dev_private.pem"
+    private_path.touch(mode=0o600)
+    private_path.write_bytes(private)
+
+
+class Supervisor:
+    """Starts child processes in their own sessions and stops them in reverse order."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env, self.log_dir = env, log_dir
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, args: list[str], *, quiet: bool = True) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"{name}.log").open("ab") if quiet else None
+        proc = subprocess.Popen(
+            args,
+            env=self.env,
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT if quiet else None,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only sets the death signal
+        )
+        self.children.append((name, proc))
+        return proc
+
+    def check(self) -> None:
+        for name, proc in self.children:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode}; see {self.log_dir / (name + '.log')}")
+
+    def stop(self, name: str) -> None:
+        """SIGTERM to the child's whole process group, SIGKILL after a grace period."""
+        for child_name, proc in self.children:
+            if child_name != name:
+                continue
+            if proc.poll() is None:
+                _signal_group(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=STOP_GRACE_SECONDS)
+                except subprocess.TimeoutExpired:
+                    print(f"{name} did not stop within {STOP_GRACE_SECONDS} s; killing it", flush=True)
+            # Whatever is left in its group (e.g. a run worker of the daemon) goes too.
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+
+
+def save_s3(settings: Settings, target: Path) -> int:
+    """Copy every object of the four buckets to `target` (the local S3 server forgets on exit)."""
+    from export_pipelines.domain.clients import s3_client
+
+    client = s3_client(settings)
+    shutil.rmtree(target, ignore_errors=True)
+    saved = 0
+    for bucket in settings.all_buckets:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for obj in page.get("Contents", []):
+                path = target / bucket / obj["Key"]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(bucket, obj["Key"], str(path))
+                saved += 1
+    return saved
+
+
+def restore_s3(settings: Settings, source: Path) -> int:
+    from export_pipelines.domain.clients import s3_client
+
+    client = s3_client(settings)
+    restored = 0
+    for bucket in settings.all_buckets:
+        root = source / bucket
+        for path in sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []:
+            client.upload_file(str(path), bucket, path.relative_to(root).as_posix())
+            restored += 1
+    return restored
+
+
+def banner(settings: Settings, api: str, dagster: str) -> str:
+    return f"""
+export-service is running.
+  API        {api}      (GET {api}/heartbeat)
+  Dagster UI {dagster}
+  data       {settings.data_dir}   (logs in {settings.data_dir / "logs"})
+
+Try it (demo campaign 123 is seeded); in another shell:
+  get() {{ python3 -c 'import sys,json; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }}
+  TOKEN=$(curl -s -X POST {api}/dev/token -H 'content-type: application/json' \\
+      -d '{{"userId":"admin-1","campaignId":"123","permissions":["REPORT"]}}' | get token)
+  AUTH="Authorization: Bearer $TOKEN"
+  EXPORT=$(curl -s -X POST {api}/campaigns/123/exports -H "$AUTH" \\
+      -H 'content-type: application/json' -d '{{"exportType":"entries"}}' | get id)
+  curl -s {api}/campaigns/123/exports/$EXPORT -H "$AUTH" | get status   # until FINISHED
+  curl -s -o entries.csv "$(curl -s {api}/campaigns/123/exports/$EXPORT -H "$AUTH" | get path)"
+
+Ctrl-C stops everything.
+"""
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    data_dir = settings.data_dir
+    log_dir = data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.setdefault("DEV_MODE", "1")
+    if not os.environ.get("JWT_PUBLIC_KEY"):
+        ensure_dev_keys(data_dir)
+    dagster_home = data_dir / "dagster_home"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    env["DAGSTER_HOME"] = str(dagster_home)
+    env["PYTHONUNBUFFERED"] = "1"
+
+    stopping = False
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    sup = Supervisor(env, log_dir)
+    own_s3 = not os.environ.get("S3_ENDPOINT_URL")
+    try:
+        if not os.environ.get("MONGODB_URI"):
+            port = _pick_port(27017)
+            sup.start(
+                "mongodb",
+                [
+                    str(BIN / "secantusd-py"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--storage-path",
+                    str(data_dir / "mongodb"),
+                    "--sync-on-commit",
+                ],
+            )
+            _wait_for_port(port, "MongoDB-protocol server")
+            env["MONGODB_URI"] = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+        if own_s3:
+            port = _pick_port(4566)
+            sup.start("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)])
+            _wait_for_port(port, "S3 server")
+            env["S3_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
+            env.setdefault("AWS_ACCESS_KEY_ID", "local")
+            env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+        os.environ.update(env)
+        settings = Settings.from_env()
+        from export_pipelines.domain.clients import ensure_buckets
+
+        ensure_buckets(settings)
+        if own_s3:
+            restored = restore_s3(settings, data_dir / "s3")
+            if restored:
+                print(f"restored {restored} object(s) into the local S3 server", flush=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "export_pipelines.seed",
+                "--if-empty",
+                "--campaign-id",
+                "123",
+                "--uri",
+                settings.mongodb_uri,
+                "--db",
+                settings.mongodb_db,
+                "--entries",
+                "50000",
+                "--s3",
+            ],
+            env=env,
+            cwd=REPO_ROOT,
+            check=True,
+        )
+        sup.start("dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(REPO_ROOT / "workspace.yaml")])
+        sup.start(
+            "dagster-webserver",
+            [
+                str(BIN / "dagster-webserver"),
+                "-w",
+                str(REPO_ROOT / "workspace.yaml"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(settings.dagster_port),
+            ],
+        )
+        sup.start(
+            "api",
+            [str(BIN / "uvicorn"), "export_api.app:app", "--host", "127.0.0.1", "--port", str(settings.api_port)],
+        )
+        _wait_for_port(settings.api_port, "API")
+        _wait_for_port(settings.dagster_port, "Dagster webserver", timeout=120)
+        print(
+            banner(settings, f"http://127.0.0.1:{settings.api_port}", f"http://127.0.0.1:{settings.dagster_port}"),
+            flush=True,
+        )
+        while not stopping:
+            sup.check()
+            time.sleep(0.5)
+        return 0
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        print("stopping...", flush=True)
+        for name in ("api", "dagster-webserver", "dagster-daemon"):
+            sup.stop(name)
+        if own_s3 and any(n == "s3" for n, _ in sup.children):
+            try:
+                print(f"saved {save_s3(settings, data_dir / 's3')} S3 object(s) to {data_dir / 's3'}", flush=True)
+            except Exception as exc:  # noqa: BLE001 - shutting down anyway
+                print(f"could not save the local S3 objects: {exc}", file=sys.stderr)
+        for name in ("s3", "mongodb"):
+            sup.stop(name)
+        print("stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

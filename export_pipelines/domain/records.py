@@ -1,0 +1,207 @@
+"""The `exports` collection: the only place export records are created or change status.
+
+Every status change is one conditional `find_one_and_update` whose filter names the
+statuses it may leave, so two processes can never both win a transition and an illegal
+transition is refused instead of silently applied.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+PENDING, TRIGGERED, FINISHED, FAILED, EXPIRED = "PENDING", "TRIGGERED", "FINISHED", "FAILED", "EXPIRED"
+STATUSES = (PENDING, TRIGGERED, FINISHED, FAILED, EXPIRED)
+ACTIVE = (PENDING, TRIGGERED)
+RERUNNABLE = (FAILED, EXPIRED)
+
+SORT_FIELDS = {"created": "date.created", "status": "status", "exportType": "exportType"}
+
+
+class IllegalTransition(Exception):
+    """The record is not in a status this transition may leave."""
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    record: dict[str, Any]
+    created: bool
+
+
+def utcnow() -> datetime:
+    """Now, truncated to milliseconds as BSON stores it, so values round-trip exactly."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class ExportStore:
+    """Create, read, list and move export records through PENDING → TRIGGERED → end state."""
+
+    def __init__(self, db: Database) -> None:
+        self.collection: Collection = db["exports"]
+
+    def ensure_indexes(self) -> None:
+        """Idempotent; the partial unique index is what makes de-duplication race-free."""
+        self.collection.create_index(
+            [("campaignId", ASCENDING), ("exportType", ASCENDING), ("dateKey", ASCENDING)],
+            name="one_active_per_request",
+            unique=True,
+            partialFilterExpression={"active": True},
+        )
+        self.collection.create_index([("status", ASCENDING), ("date.created", ASCENDING)], name="queue")
+        self.collection.create_index([("campaignId", ASCENDING), ("date.created", DESCENDING)], name="by_campaign")
+
+    # -- create / read ------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        campaign_id: str,
+        campaign_name: str,
+        export_type: str,
+        requester_user_id: str,
+        date_key: str | None = None,
+        include_all_markets: bool | None = None,
+    ) -> CreateResult:
+        """Insert a PENDING record, or return the PENDING/TRIGGERED one with the same request key."""
+        dedupe = {"campaignId": campaign_id, "exportType": export_type, "dateKey": date_key}
+        for _ in range(10):
+            export_id = uuid.uuid4().hex
+            doc: dict[str, Any] = {
+                "_id": export_id,
+                "id": export_id,
+                **dedupe,
+                "campaignName": campaign_name,
+                "status": PENDING,
+                "active": True,
+                "requesterUserId": requester_user_id,
+                "date": {"created": utcnow()},
+            }
+            if include_all_markets is not None:
+                doc["includeAllMarkets"] = include_all_markets
+            try:
+                self.collection.insert_one(doc)
+                return CreateResult(doc, True)
+            except DuplicateKeyError:
+                existing = self.collection.find_one({**dedupe, "active": True})
+                if existing is not None:
+                    return CreateResult(existing, False)
+                # The duplicate ended between our insert and our read: try again.
+        raise RuntimeError("could not create export record: request key kept changing")
+
+    def get(self, export_id: str) -> dict[str, Any] | None:
+        return self.collection.find_one({"_id": export_id})
+
+    def list(
+        self,
+        campaign_id: str,
+        *,
+        export_type: str | None = None,
+        page: int = 0,
+        limit: int = 20,
+        sort: str = "created",
+        sort_order: str = "desc",
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of a campaign's records and the total count of the filter."""
+        query: dict[str, Any] = {"campaignId": campaign_id}
+        if export_type is not None:
+            query["exportType"] = export_type
+        direction = ASCENDING if sort_order == "asc" else DESCENDING
+        cursor = (
+            self.collection.find(query)
+            .sort([(SORT_FIELDS[sort], direction), ("_id", direction)])
+            .skip(page * limit)
+            .limit(limit)
+        )
+        return list(cursor), self.collection.count_documents(query)
+
+    def pending(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Oldest PENDING records first: the queue order."""
+        return list(
+            self.collection.find({"status": PENDING})
+            .sort([("date.created", ASCENDING), ("_id", ASCENDING)])
+            .limit(limit)
+        )
+
+    def with_status(self, *statuses: str) -> list[dict[str, Any]]:
+        return list(self.collection.find({"status": {"$in": list(statuses)}}))
+
+    def count_by_type_and_status(self) -> list[dict[str, Any]]:
+        return list(
+            self.collection.aggregate(
+                [{"$group": {"_id": {"exportType": "$exportType", "status": "$status"}, "n": {"$sum": 1}}}]
+            )
+        )
+
+    # -- transitions --------------------------------------------------------------------
+
+    def _transition(self, export_id: str, allowed_from: tuple[str, ...], update: dict[str, Any]) -> dict[str, Any]:
+        updated = self.collection.find_one_and_update(
+            {"_id": export_id, "status": {"$in": list(allowed_from)}},
+            update,
+            return_document=ReturnDocument.AFTER,
+        )
+        if updated is None:
+            current = self.get(export_id)
+            state = current["status"] if current else "missing"
+            raise IllegalTransition(f"export {export_id} is {state}; expected one of {', '.join(allowed_from)}")
+        return updated
+
+    def attach_run(self, export_id: str, run_id: str) -> None:
+        """Remember which Dagster run is (or will be) executing this export."""
+        self.collection.update_one({"_id": export_id}, {"$set": {"runId": run_id}})
+
+    def mark_triggered(self, export_id: str, *, run_id: str, preliminary_count: int | None) -> dict[str, Any]:
+        """PENDING → TRIGGERED on first start; FAILED/EXPIRED → TRIGGERED on a re-run.
+
+        A re-run does not take the request's de-duplication slot (`active`): a user may
+        already have queued a fresh request for the same export.
+        """
+        fields: dict[str, Any] = {"status": TRIGGERED, "runId": run_id, "date.triggered": utcnow()}
+        if preliminary_count is not None:
+            fields["preliminaryCount"] = preliminary_count
+        return self._transition(
+            export_id,
+            (PENDING, *RERUNNABLE),
+            {"$set": fields, "$unset": {"error": "", "date.failed": "", "date.expired": ""}},
+        )
+
+    def mark_finished(
+        self, export_id: str, *, key: str | list[str], count: int, meta: dict[str, Any]
+    ) -> dict[str, Any]:
+        return self._transition(
+            export_id,
+            (TRIGGERED,),
+            {
+                "$set": {"status": FINISHED, "key": key, "count": count, "meta": meta, "date.finished": utcnow()},
+                "$unset": {"active": ""},
+            },
+        )
+
+    def mark_failed(self, export_id: str, *, message: str, payload: str = "") -> dict[str, Any]:
+        """TRIGGERED → FAILED; also PENDING → FAILED when its run died before it could start."""
+        return self._transition(
+            export_id,
+            (PENDING, TRIGGERED),
+            {
+                "$set": {"status": FAILED, "error": {"message": message, "payload": payload}, "date.failed": utcnow()},
+                "$unset": {"active": ""},
+            },
+        )
+
+    def mark_expired(self, export_id: str, *, message: str) -> dict[str, Any]:
+        return self._transition(
+            export_id,
+            (TRIGGERED,),
+            {
+                "$set": {"status": EXPIRED, "error": {"message": message, "payload": ""}, "date.expired": utcnow()},
+                "$unset": {"active": ""},
+            },
+        )

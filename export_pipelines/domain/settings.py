@@ -1,0 +1,96 @@
+"""The one place environment variables are read (SPEC §8); both processes import it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    mongodb_uri: str
+    mongodb_db: str
+    s3_endpoint_url: str | None
+    exports_bucket: str
+    scoring_bucket: str
+    vf_scoring_bucket: str
+    sfmc_bucket: str
+    api_port: int
+    dagster_port: int
+    data_dir: Path
+    polling_interval_ms: int
+    timeout_millis: int
+    max_rows_per_exported_file: int
+    signed_url_ttl_seconds: int
+    jwt_public_key: str | None
+    jwt_private_key: str | None
+    dev_mode: bool
+    dagster_graphql_url: str
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        data_dir = Path(os.environ.get("DATA_DIR") or REPO_ROOT / ".local").resolve()
+        dagster_port = _int("DAGSTER_PORT", 3000)
+        return cls(
+            mongodb_uri=os.environ.get("MONGODB_URI") or "mongodb://127.0.0.1:27017/?directConnection=true",
+            mongodb_db=os.environ.get("MONGODB_DB") or "verifiedfan",
+            s3_endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None,
+            exports_bucket=os.environ.get("EXPORTS_S3_BUCKET") or "exports",
+            scoring_bucket=os.environ.get("SCORING_S3_BUCKET") or "scoring",
+            vf_scoring_bucket=os.environ.get("VF_SCORING_S3_BUCKET") or "vf-scoring",
+            sfmc_bucket=os.environ.get("SFMC_S3_BUCKET") or "sfmc",
+            api_port=_int("API_PORT", 8000),
+            dagster_port=dagster_port,
+            data_dir=data_dir,
+            polling_interval_ms=_int("POLLING_INTERVAL_MS", 1000),
+            timeout_millis=_int("TIMEOUT_MILLIS", 3_600_000),
+            max_rows_per_exported_file=_int("MAX_ROWS_PER_EXPORTED_FILE", 100_000),
+            signed_url_ttl_seconds=_int("SIGNED_URL_TTL_SECONDS", 3600),
+            jwt_public_key=_read_key("JWT_PUBLIC_KEY", data_dir / "keys" / "dev_public.pem"),
+            jwt_private_key=_read_key("JWT_PRIVATE_KEY", data_dir / "keys" / "dev_private.pem"),
+            dev_mode=_bool("DEV_MODE", False),
+            dagster_graphql_url=os.environ.get("DAGSTER_GRAPHQL_URL") or f"http://127.0.0.1:{dagster_port}/graphql",
+        )
+
+    def bucket_for(self, logical: str) -> str:
+        """Map a registry bucket name (exportsS3, scoringS3, ...) to the configured bucket."""
+        return {
+            "exportsS3": self.exports_bucket,
+            "scoringS3": self.scoring_bucket,
+            "vfScoringS3": self.vf_scoring_bucket,
+            "sfmcS3": self.sfmc_bucket,
+        }[logical]
+
+    @property
+    def all_buckets(self) -> tuple[str, ...]:
+        return (self.exports_bucket, self.scoring_bucket, self.vf_scoring_bucket, self.sfmc_bucket)
+
+
+def _read_key(env_name: str, default_path: Path) -> str | None:
+    """A PEM from the variable itself, or the generated dev key file when the variable is unset."""
+    value = os.environ.get(env_name)
+    if value:
+        return value.replace("\\n", "\n")
+    if default_path.exists():
+        return default_path.read_text()
+    return None

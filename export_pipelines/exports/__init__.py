@@ -1,0 +1,1 @@
+"""One module per export type: `extract(ctx)` writes raw Parquet parts, `transform(ctx)` yields rows."""

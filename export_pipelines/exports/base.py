@@ -1,0 +1,95 @@
+"""What every export type module gets to work with, and the errors it may raise."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bson
+import polars as pl
+from pymongo.database import Database
+
+from export_pipelines.domain.export_types import ExportType
+from export_pipelines.domain.settings import Settings
+
+RAW_BATCH_SIZE = 10_000
+
+
+class PermanentExportError(Exception):
+    """Bad data or a request that can never succeed: fail at once, do not retry."""
+
+
+class NoMarketsFound(PermanentExportError):
+    def __init__(self, campaign_id: str) -> None:
+        super().__init__(f"NoMarketsFound: campaign {campaign_id!r} has no markets")
+
+
+@dataclass
+class ExportContext:
+    """One export being produced: its record, its campaign and where its scratch files go."""
+
+    record: dict[str, Any]
+    campaign: dict[str, Any]
+    export_type: ExportType
+    db: Database
+    s3: Any
+    settings: Settings
+    work_dir: Path
+    log: logging.Logger | Any
+
+    @property
+    def campaign_id(self) -> str:
+        return str(self.record["campaignId"])
+
+    @property
+    def export_id(self) -> str:
+        return str(self.record["_id"])
+
+    def extract_path(self, name: str) -> Path:
+        """Directory of one extracted dataset (Parquet parts), created on demand."""
+        path = self.work_dir / "extract" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def decode_raw_batches(raw_batches: Iterable[bytes]) -> Iterator[list[dict[str, Any]]]:
+    """Documents of each raw BSON batch; only one batch is ever decoded at a time."""
+    codec = bson.CodecOptions(tz_aware=True)
+    for raw in raw_batches:
+        docs = bson.decode_all(raw, codec)
+        if docs:
+            yield docs
+
+
+def write_parts(
+    batches: Iterable[list[dict[str, Any]]],
+    to_frame: Callable[[list[dict[str, Any]]], pl.DataFrame],
+    out_dir: Path,
+    prefix: str,
+) -> int:
+    """Write each batch as its own Parquet part; returns the number of rows written."""
+    rows = 0
+    for number, docs in enumerate(batches):
+        frame = to_frame(docs)
+        frame.write_parquet(out_dir / f"{prefix}-{number:06d}.parquet")
+        rows += frame.height
+    return rows
+
+
+def scan_parts(directory: Path) -> Iterator[pl.DataFrame]:
+    """The Parquet parts of a dataset in the order they were written."""
+    for path in sorted(directory.glob("*.parquet")):
+        yield pl.read_parquet(path)
+
+
+def nested(doc: dict[str, Any], dotted: str) -> Any:
+    """doc['a']['b'] for 'a.b', None when any level is missing or not a document."""
+    value: Any = doc
+    for part in dotted.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value

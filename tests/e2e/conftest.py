@@ -1,0 +1,104 @@
+"""The real Dagster daemon (and webserver) as subprocesses, pointed at the test's servers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from export_pipelines.domain.settings import REPO_ROOT
+from tests.conftest import free_port
+
+BIN = Path(sys.executable).parent
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, message: str, interval: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s: {message}")
+
+
+class DagsterProcesses:
+    def __init__(self, env: dict[str, str], home: Path) -> None:
+        self.env, self.home = env, home
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.graphql_url: str | None = None
+
+    def _start(self, name: str, args: list[str]) -> None:
+        log = (self.home / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
+            args, env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def start_daemon(self) -> None:
+        self._start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(REPO_ROOT / "workspace.yaml")])
+
+    def start_webserver(self) -> str:
+        port = free_port()
+        self._start(
+            "webserver",
+            [
+                str(BIN / "dagster-webserver"),
+                "-w",
+                str(REPO_ROOT / "workspace.yaml"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+        )
+        self.graphql_url = f"http://127.0.0.1:{port}/graphql"
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/server_info"), 120, "webserver up")
+        return self.graphql_url
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def log(self, name: str) -> str:
+        return (self.home / f"{name}.log").read_text(errors="replace")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def dagster_home(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def dagster(settings: Any, dagster_home: Path) -> Iterator[DagsterProcesses]:
+    """Daemon (and, on request, webserver) sharing the test's DAGSTER_HOME and environment."""
+    processes = DagsterProcesses(dict(os.environ), dagster_home)
+    yield processes
+    for name in list(processes.procs):
+        processes.stop(name)

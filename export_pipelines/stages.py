@@ -23,6 +23,7 @@ from pymongo.database import Database
 from export_pipelines.domain.csv_format import format_cells, header_line, write_csv
 from export_pipelines.domain.export_types import EXPORT_TYPES, ExportType
 from export_pipelines.domain.keys import export_key, safe_key_part
+from export_pipelines.domain.membership import MembershipStore
 from export_pipelines.domain.settings import Settings
 from export_pipelines.domain.storage import UploadedObject, upload_file
 from export_pipelines.exports.base import ExportContext, PermanentExportError
@@ -85,9 +86,15 @@ def transform(ctx: ExportContext) -> dict[str, int]:
     columns = ctx.export_type.columns
     limit = ctx.settings.max_rows_per_exported_file if ctx.export_type.segment_rows else None
     writer = _SegmentedWriter(out_dir, columns, limit)
+    members = MembershipStore(ctx.db)
+    members.ensure_indexes()
+    members.reset(ctx.export_id)
+    member_column = ctx.export_type.member_column
     for frame in type_module(ctx.export_type).transform(ctx):
         if frame.height == 0:
             continue
+        if member_column is not None:
+            members.add(ctx.export_id, frame.get_column(member_column).cast(pl.String).to_list())
         if FILE_COLUMN in frame.columns:
             for (name,), group in frame.group_by(FILE_COLUMN, maintain_order=True):
                 writer.write(str(name), format_cells(group, columns))

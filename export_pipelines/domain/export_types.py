@@ -26,11 +26,15 @@ class ExportType:
     # Object name; {campaign} is the key-safe campaign name. The key adds the export id.
     file_name: str = "{campaign}.csv"
     segment_rows: bool = False  # split each CSV at MAX_ROWS_PER_EXPORTED_FILE rows
+    # Column holding the user id of each row, recorded per export for CCPA deletion
+    # (None: the rows are not about users).
+    member_column: str | None = "userId"
 
 
 EXPORT_TYPES: dict[str, ExportType] = {
     t.name: t
     for t in (
+        # -- entries (walking skeleton) --
         ExportType(
             name="entries",
             module="entries",
@@ -61,6 +65,8 @@ EXPORT_TYPES: dict[str, ExportType] = {
                 "fields",
             ),
         ),
+        # -- data exports: codes, scoring, code assignments, opt-ins, waves, fan list, waitlist, promoters --
+        # -- reminder e-mails (SFMC) --
     )
 }
 

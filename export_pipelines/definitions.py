@@ -10,6 +10,7 @@ from export_pipelines.sensors import (
     export_run_canceled_sensor,
     export_run_failure_sensor,
     pending_exports_sensor,
+    stale_exports_sensor,
 )
 
 # Dagster's own run status sensors emit a BetaWarning about `owners` on every load.
@@ -17,6 +18,6 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 
 defs = Definitions(
     jobs=list(EXPORT_JOBS.values()),
-    sensors=[pending_exports_sensor, export_run_failure_sensor, export_run_canceled_sensor],
+    sensors=[pending_exports_sensor, export_run_failure_sensor, export_run_canceled_sensor, stale_exports_sensor],
     resources={"service": ExportServiceResource()},
 )

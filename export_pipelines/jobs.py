@@ -10,6 +10,7 @@ from typing import Any
 
 from dagster import (
     Backoff,
+    DagsterExecutionInterruptedError,
     DynamicPartitionsDefinition,
     Failure,
     HookContext,
@@ -31,6 +32,7 @@ from export_pipelines.domain.records import (
     TRIGGERED,
     IllegalTransition,
 )
+from export_pipelines.domain.settings import Settings
 from export_pipelines.exports.base import ExportContext, PermanentExportError
 from export_pipelines.resources import ExportServiceResource
 
@@ -38,6 +40,10 @@ QUEUE_TAG = "export-service/queue"  # dagster.yaml limits runs with this tag to 
 # The export id is the partition key, so re-executions and backfills carry it too.
 EXPORT_ID_TAG = "dagster/partition"
 EXPORT_TYPE_TAG = "export-service/export-type"
+
+# Dagster's run monitoring stops a run after this many seconds (TIMEOUT_MILLIS); being a job
+# tag, it applies to sensor runs, re-executions and backfills alike.
+MAX_RUNTIME_TAG = "dagster/max_runtime"
 
 # Connection hiccups are retried with backoff; PermanentExportError is raised as a Failure
 # that forbids retries, so bad data fails at once.
@@ -134,6 +140,8 @@ def record_failure(context: HookContext) -> None:
     if not export_id:
         return
     error = context.op_exception
+    if isinstance(error, DagsterExecutionInterruptedError):
+        return  # terminated (cancel or timeout): the run status sensors decide FAILED vs EXPIRED
     message = (error.description if isinstance(error, Failure) else None) or repr(error)
     with suppress(IllegalTransition):
         context.resources.service.store().mark_failed(export_id, message=message, payload=context.step_key or "")
@@ -146,7 +154,11 @@ def build_export_job(export_type: ExportType) -> JobDefinition:
         description=f"Export `{export_type.name}` rows of one campaign to S3 (partition = export id).",
         partitions_def=DynamicPartitionsDefinition(name=partitions_name(export_type.name)),
         executor_def=in_process_executor,
-        tags={QUEUE_TAG: "exports", EXPORT_TYPE_TAG: export_type.name},
+        tags={
+            QUEUE_TAG: "exports",
+            EXPORT_TYPE_TAG: export_type.name,
+            MAX_RUNTIME_TAG: str(max(1, Settings.from_env().timeout_millis // 1000)),
+        },
         hooks={record_failure},
     )
     def export_job() -> None:

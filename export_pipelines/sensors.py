@@ -3,11 +3,14 @@
 import contextlib
 import json
 import math
+from datetime import timedelta
 
 from dagster import (
     AddDynamicPartitionsRequest,
+    DagsterEventType,
     DagsterRunStatus,
     DefaultSensorStatus,
+    DeleteDynamicPartitionsRequest,
     RunFailureSensorContext,
     RunRequest,
     RunStatusSensorContext,
@@ -19,15 +22,19 @@ from dagster import (
     sensor,
 )
 
-from export_pipelines.domain.records import IllegalTransition
+from export_pipelines.domain.records import TRIGGERED, ExportStore, IllegalTransition, utcnow
 from export_pipelines.domain.settings import Settings
 from export_pipelines.jobs import EXPORT_ID_TAG, EXPORT_JOBS, job_name, partitions_name
 from export_pipelines.resources import ExportServiceResource
 
 _settings = Settings.from_env()
 POLL_SECONDS = max(1, math.ceil(_settings.polling_interval_ms / 1000))
-MAX_RUNTIME_TAG = "dagster/max_runtime"
 MONITORED_JOBS = list(EXPORT_JOBS.values())
+RECONCILE_SECONDS = 15
+GRACE = timedelta(seconds=60)  # let the run status sensors act first
+# Partitions (one per export) of exports that ended this long ago are dropped, keeping the
+# partition count far below Dagster's ~100k guidance; their records and files stay.
+PARTITION_RETENTION = timedelta(days=30)
 
 
 @sensor(
@@ -49,8 +56,8 @@ def pending_exports_sensor(
     new = [r for r in pending if r["_id"] not in already]
     if not new:
         return SkipReason(f"{len(pending)} PENDING export(s), all already launched")
-    timeout_seconds = max(1, service.settings.timeout_millis // 1000)
-    run_requests, partitions = [], {}
+    run_requests: list[RunRequest] = []
+    partitions: dict[str, list[str]] = {}
     for record in new:
         export_id, export_type = record["_id"], record["exportType"]
         if export_type not in EXPORT_JOBS:
@@ -63,7 +70,6 @@ def pending_exports_sensor(
                 run_key=export_id,
                 job_name=job_name(export_type),
                 partition_key=export_id,
-                tags={MAX_RUNTIME_TAG: str(timeout_seconds)},
             )
         )
     launched = {r["_id"] for r in pending} & (already | {r.run_key for r in run_requests})
@@ -74,23 +80,24 @@ def pending_exports_sensor(
     )
 
 
+def record_run_outcome(store: ExportStore, export_id: str, message: str, run_id: str) -> None:
+    """A run that ended without finishing its export: EXPIRED when stopped for its runtime, else FAILED."""
+    with contextlib.suppress(IllegalTransition):  # already recorded (failure hook, other sensor, later run)
+        if "maximum runtime" in message:
+            store.mark_expired(export_id, message=message)
+        else:
+            store.mark_failed(export_id, message=message, payload=run_id)
+
+
 @run_failure_sensor(
     monitored_jobs=MONITORED_JOBS, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=1
 )
 def export_run_failure_sensor(context: RunFailureSensorContext, service: ExportServiceResource) -> None:
     """A failed run ends its record FAILED, or EXPIRED when Dagster stopped it for its max runtime."""
     export_id = context.dagster_run.tags.get(EXPORT_ID_TAG)
-    if not export_id:
-        return
-    message = context.failure_event.message or "export run failed"
-    store = service.store()
-    try:
-        if "maximum runtime" in message:
-            store.mark_expired(export_id, message=message)
-        else:
-            store.mark_failed(export_id, message=message, payload=context.dagster_run.run_id)
-    except IllegalTransition:
-        pass  # the failure hook (or a later run) already recorded the outcome
+    if export_id:
+        message = context.failure_event.message or "export run failed"
+        record_run_outcome(service.store(), export_id, message, context.dagster_run.run_id)
 
 
 @run_status_sensor(
@@ -102,7 +109,53 @@ def export_run_failure_sensor(context: RunFailureSensorContext, service: ExportS
 def export_run_canceled_sensor(context: RunStatusSensorContext, service: ExportServiceResource) -> None:
     """run_failure_sensor does not fire on cancellation: a cancelled run ends its record FAILED."""
     export_id = context.dagster_run.tags.get(EXPORT_ID_TAG)
-    if not export_id:
-        return
-    with contextlib.suppress(IllegalTransition):
-        service.store().mark_failed(export_id, message="export run was canceled", payload=context.dagster_run.run_id)
+    if export_id:
+        record_run_outcome(service.store(), export_id, "export run was canceled", context.dagster_run.run_id)
+
+
+@sensor(minimum_interval_seconds=RECONCILE_SECONDS, default_status=DefaultSensorStatus.RUNNING)
+def stale_exports_sensor(context: SensorEvaluationContext, service: ExportServiceResource) -> SensorResult:
+    """Reconcile records with their runs so none stays TRIGGERED forever, and bound the partitions.
+
+    Catches what the run status sensors cannot: a run that vanished, a run that ended while
+    the daemon was down, a run still going long after TIMEOUT_MILLIS (e.g. monitoring was
+    off). Also drops the dynamic partitions of exports that ended long ago.
+    """
+    store, instance = service.store(), context.instance
+    now = utcnow()
+    timeout = timedelta(milliseconds=service.settings.timeout_millis)
+    fixed: list[str] = []
+    for record in store.with_status(TRIGGERED):
+        export_id, run_id = str(record["_id"]), str(record.get("runId") or "")
+        run = instance.get_run_by_id(run_id) if run_id else None
+        since = now - record["date"]["triggered"]
+        if since < GRACE:
+            continue
+        if run is None:
+            record_run_outcome(store, export_id, f"its Dagster run {run_id or '(none)'} no longer exists", run_id)
+        elif run.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
+            failures = instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_FAILURE)
+            message = (failures[-1].message if failures else None) or f"run ended {run.status.value}"
+            record_run_outcome(store, export_id, message, run.run_id)
+        elif run.status == DagsterRunStatus.SUCCESS:
+            record_run_outcome(store, export_id, "run succeeded without finishing the export", run.run_id)
+        elif since > timeout + GRACE:
+            message = f"Exceeded maximum runtime of {timeout.total_seconds():.0f} seconds (TIMEOUT_MILLIS)"
+            instance.report_run_canceling(run, message=message)
+            if not instance.run_launcher.terminate(run.run_id):
+                instance.report_run_failed(run, message)
+            record_run_outcome(store, export_id, message, run.run_id)
+        else:
+            continue
+        fixed.append(export_id)
+
+    ended_long_ago = store.ended_before(now - PARTITION_RETENTION)
+    deletions = []
+    for export_type in EXPORT_JOBS:
+        name = partitions_name(export_type)
+        stale = sorted(set(instance.get_dynamic_partitions(name)) & ended_long_ago)
+        if stale:
+            deletions.append(DeleteDynamicPartitionsRequest(name, stale))
+    dropped = sum(len(d.partition_keys) for d in deletions)
+    summary = f"reconciled {len(fixed)} stuck export(s) {fixed}; dropped {dropped} old partition(s)"
+    return SensorResult(skip_reason=None if fixed or deletions else summary, dynamic_partitions_requests=deletions)

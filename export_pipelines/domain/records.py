@@ -99,7 +99,7 @@ class ExportStore:
     def get(self, export_id: str) -> dict[str, Any] | None:
         return self.collection.find_one({"_id": export_id})
 
-    def list(
+    def list_page(
         self,
         campaign_id: str,
         *,
@@ -129,6 +129,11 @@ class ExportStore:
             .sort([("date.created", ASCENDING), ("_id", ASCENDING)])
             .limit(limit)
         )
+
+    def ended_before(self, cutoff: datetime) -> set[str]:
+        """Ids of exports created before `cutoff` that are no longer queued or running."""
+        query = {"date.created": {"$lt": cutoff}, "status": {"$in": [FINISHED, FAILED, EXPIRED]}}
+        return {str(doc["_id"]) for doc in self.collection.find(query, {"_id": 1})}
 
     def with_status(self, *statuses: str) -> list[dict[str, Any]]:
         return list(self.collection.find({"status": {"$in": list(statuses)}}))

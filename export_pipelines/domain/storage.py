@@ -33,7 +33,12 @@ def sha256_of(path: Path) -> str:
 
 
 def upload_file(s3: Any, path: Path, *, bucket: str, key: str, acl: str, content_type: str) -> UploadedObject:
-    """Upload `path` to bucket/key with the export type's ACL."""
+    """Upload `path` to bucket/key with the export type's ACL.
+
+    Multipart uploads left over for this key (an earlier attempt that lost S3 midway and
+    could not abort) are aborted first, so storage never keeps orphaned parts.
+    """
+    abort_incomplete_uploads(s3, bucket=bucket, key=key)
     checksum = sha256_of(path)
     s3.upload_file(
         str(path),
@@ -43,3 +48,14 @@ def upload_file(s3: Any, path: Path, *, bucket: str, key: str, acl: str, content
         Config=TRANSFER_CONFIG,
     )
     return UploadedObject(bucket=bucket, key=key, bytes=path.stat().st_size, sha256=checksum)
+
+
+def abort_incomplete_uploads(s3: Any, *, bucket: str, key: str) -> int:
+    """Abort every unfinished multipart upload of exactly this key; returns how many."""
+    aborted = 0
+    listing = s3.list_multipart_uploads(Bucket=bucket, Prefix=key)
+    for upload in listing.get("Uploads", []):
+        if upload["Key"] == key:
+            s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+            aborted += 1
+    return aborted

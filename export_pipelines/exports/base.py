@@ -57,7 +57,7 @@ class ExportContext:
 
 def decode_raw_batches(raw_batches: Iterable[bytes]) -> Iterator[list[dict[str, Any]]]:
     """Documents of each raw BSON batch; only one batch is ever decoded at a time."""
-    codec = bson.CodecOptions(tz_aware=True)
+    codec: bson.CodecOptions[dict[str, Any]] = bson.CodecOptions(tz_aware=True)
     for raw in raw_batches:
         docs = bson.decode_all(raw, codec)
         if docs:

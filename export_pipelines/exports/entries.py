@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import polars as pl
@@ -82,14 +83,18 @@ def _flag(value: Any) -> bool | None:
     return None if value is None else bool(value)
 
 
+def _doc(value: Any) -> dict[str, Any]:
+    """A sub-document, or {} when it is missing or not a document."""
+    return value if isinstance(value, dict) else {}
+
+
 def entries_frame(docs: list[dict[str, Any]], market_id: str, additional: bool) -> pl.DataFrame:
     """Flatten one batch of entry documents (with their joined user as `u`) into columns."""
     columns: dict[str, list[Any]] = {name: [] for name in ENTRY_SCHEMA}
     for doc in docs:
-        users = doc.get("u") or [{}]
-        user = users[0] if isinstance(users[0], dict) else {}
-        snapshot = doc.get("user") if isinstance(doc.get("user"), dict) else {}
-        opt_ins = doc.get("optIns") if isinstance(doc.get("optIns"), dict) else {}
+        user = _doc((doc.get("u") or [{}])[0])
+        snapshot = _doc(doc.get("user"))
+        opt_ins = _doc(doc.get("optIns"))
         codes = doc.get("codes")
         custom = doc.get("fields")
         values = (
@@ -164,10 +169,7 @@ def extract(ctx: ExportContext) -> None:
             raw = ctx.db["entries"].aggregate_raw_batches(_entries_pipeline(match), batchSize=RAW_BATCH_SIZE)
             prefix = f"{index:05d}-{'b' if additional else 'a'}"
             total += write_parts(
-                decode_raw_batches(raw),
-                lambda docs, m=market_id, a=additional: entries_frame(docs, m, a),
-                out,
-                prefix,
+                decode_raw_batches(raw), partial(entries_frame, market_id=market_id, additional=additional), out, prefix
             )
         ctx.log.info(f"extracted market {index + 1}/{len(markets)}: {total} rows so far")
 

@@ -1,0 +1,123 @@
+"""Bearer-token auth (SPEC §6): RS256 JWTs checked against the configured public key.
+
+Only RS256 is accepted, so a token signed with HS256 using the public key as secret,
+or an unsigned ("none") token, is refused. Tokens are never stored or logged: the only
+thing kept from one is the `Principal` built from its claims.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from export_api.errors import ApiError
+
+logger = logging.getLogger("export_api.auth")
+
+REPORT = "REPORT"
+ALGORITHMS = ["RS256"]
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, from a verified token's claims."""
+
+    user_id: str
+    campaigns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    supreme: bool = False
+
+    def can_report(self, campaign_id: str) -> bool:
+        return self.supreme or REPORT in self.campaigns.get(campaign_id, ())
+
+
+def unauthorized(message: str) -> ApiError:
+    return ApiError(401, message, headers=_CHALLENGE)
+
+
+class TokenVerifier:
+    """Verifies bearer tokens; with no public key configured every token is refused."""
+
+    def __init__(self, public_key_pem: str | None) -> None:
+        self._key: RSAPublicKey | None = None
+        if public_key_pem:
+            key = load_pem_public_key(public_key_pem.encode())
+            if not isinstance(key, RSAPublicKey):
+                raise ValueError("JWT_PUBLIC_KEY must be an RSA public key (tokens are RS256)")
+            self._key = key
+        else:
+            logger.warning("JWT_PUBLIC_KEY is not set: every authenticated request will get 401")
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """The principal of an `Authorization: Bearer <JWT>` header value, or 401."""
+        if not authorization:
+            raise unauthorized("Missing bearer token.")
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or " " in token:
+            raise unauthorized("Authorization header must be 'Bearer <token>'.")
+        if self._key is None:
+            raise unauthorized("Invalid token.")
+        try:
+            claims = jwt.decode(token, self._key, algorithms=ALGORITHMS, options={"require": ["exp", "sub"]})
+        except jwt.ExpiredSignatureError:
+            raise unauthorized("Token expired.") from None
+        except jwt.InvalidTokenError:
+            # `from None`: the PyJWT error is not chained into anything that might be logged.
+            raise unauthorized("Invalid token.") from None
+        return _principal(claims)
+
+
+def _principal(claims: Mapping[str, object]) -> Principal:
+    sub = claims.get("sub")
+    campaigns = claims.get("campaigns", {})
+    supreme = claims.get("supreme", False)
+    if not isinstance(sub, str) or not sub:
+        raise unauthorized("Invalid token.")
+    if not isinstance(campaigns, dict) or not isinstance(supreme, bool):
+        raise unauthorized("Invalid token.")
+    perms: dict[str, tuple[str, ...]] = {}
+    for campaign_id, granted in campaigns.items():
+        if isinstance(granted, list):
+            perms[str(campaign_id)] = tuple(p for p in granted if isinstance(p, str))
+    return Principal(user_id=sub, campaigns=perms, supreme=supreme)
+
+
+def require_report(principal: Principal, campaign_id: str) -> Principal:
+    """REPORT on the campaign (or a supreme token), else 401 as SPEC §6 says."""
+    if not principal.can_report(campaign_id):
+        raise unauthorized(f"Token lacks {REPORT} permission on this campaign.")
+    return principal
+
+
+def require_supreme(principal: Principal) -> Principal:
+    """For compliance endpoints such as CCPA deletion: supreme tokens only, else 401."""
+    if not principal.supreme:
+        raise unauthorized("Supreme token required.")
+    return principal
+
+
+def issue_dev_token(
+    private_key_pem: str,
+    *,
+    user_id: str,
+    campaigns: Mapping[str, list[str]],
+    supreme: bool,
+    now: int,
+    expires_in: int,
+) -> str:
+    """An RS256 token for local development (the /dev/token endpoint)."""
+    claims: dict[str, object] = {
+        "sub": user_id,
+        "campaigns": dict(campaigns),
+        "iat": now,
+        "exp": now + expires_in,
+    }
+    if supreme:
+        claims["supreme"] = True
+    return jwt.encode(claims, private_key_pem, algorithm="RS256")

@@ -1,0 +1,293 @@
+"""HTTP endpoints (SPEC §6) and the state they share.
+
+Blocking pymongo/boto3 calls run in sync endpoints (Starlette runs those in its thread
+pool) or through `run_in_threadpool`, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import httpx
+import pymongo
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
+from starlette.endpoints import HTTPEndpoint
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from export_api import auth
+from export_api.dagster_status import fetch_run
+from export_api.errors import ApiError, error_response
+from export_api.metrics import ApiMetrics
+from export_pipelines.domain.export_types import (
+    EXPORT_TYPES,
+    ExportRequest,
+    InvalidExportRequest,
+    parse_export_request,
+)
+from export_pipelines.domain.records import FINISHED, SORT_FIELDS, ExportStore
+from export_pipelines.domain.settings import Settings
+
+HIDDEN_FIELDS = ("_id", "active")  # storage details, not part of the record users see
+MAX_BODY_BYTES = 64 * 1024
+MAX_LIMIT = 100
+MAX_PAGE = 1_000_000  # keeps page * limit far inside what a MongoDB skip accepts
+MAX_DEV_TOKEN_SECONDS = 30 * 24 * 3600
+NO_STORE = {"Cache-Control": "no-store"}  # signed URLs and tokens must not sit in shared caches
+
+
+@dataclass(frozen=True)
+class ApiState:
+    """Everything endpoints need; built once by the app's lifespan (`app.state.api`)."""
+
+    settings: Settings
+    verifier: auth.TokenVerifier
+    metrics: ApiMetrics
+    db: Database
+    store: ExportStore
+    s3: Any
+    http: httpx.AsyncClient
+
+
+def api_state(request: Request) -> ApiState:
+    return cast(ApiState, request.app.state.api)
+
+
+def authenticate(request: Request) -> auth.Principal:
+    """The caller's principal, or 401 (for routes that are not tied to a campaign, e.g. CCPA)."""
+    return api_state(request).verifier.authenticate(request.headers.get("authorization"))
+
+
+def authorize_report(request: Request, campaign_id: str) -> auth.Principal:
+    return auth.require_report(authenticate(request), campaign_id)
+
+
+# -- JSON rendering ---------------------------------------------------------------------
+
+
+def iso_utc(value: datetime) -> str:
+    """`2024-01-15T10:30:00.000Z`, the one date format of SPEC §3/§6."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def to_json(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso_utc(value)
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if value is None or isinstance(value, str | int | float):
+        return value
+    return str(value)  # ObjectId, Decimal128, ... written by other tools must not turn a read into a 500
+
+
+def record_view(record: dict[str, Any]) -> dict[str, Any]:
+    return cast(dict[str, Any], to_json({k: v for k, v in record.items() if k not in HIDDEN_FIELDS}))
+
+
+def download_links(state: ApiState, record: dict[str, Any]) -> dict[str, Any]:
+    """`path` (one key) or `paths` (several keys) of signed GET URLs for a downloadable record."""
+    key = record.get("key")
+    export_type = EXPORT_TYPES.get(record.get("exportType", ""))
+    if record.get("status") != FINISHED or record.get("date", {}).get("deleted") or not key or export_type is None:
+        return {}
+    bucket = state.settings.bucket_for(export_type.bucket)
+
+    def sign(k: str) -> str:
+        return cast(
+            str,
+            state.s3.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": k}, ExpiresIn=state.settings.signed_url_ttl_seconds
+            ),
+        )
+
+    if isinstance(key, list):
+        return {"paths": [{"key": k, "url": sign(k)} for k in key]}
+    return {"path": sign(key)}
+
+
+# -- request parsing --------------------------------------------------------------------
+
+
+async def json_body(request: Request) -> Any:
+    """The parsed JSON body; bodies are a few small fields, so anything large is refused early."""
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise ApiError(413, f"Request body is larger than {MAX_BODY_BYTES} bytes.")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "Request body must be valid JSON.") from None
+
+
+def _int_param(params: QueryParams, name: str, default: int, low: int, high: int) -> int:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    # The length check comes first: int() of thousands of digits is refused by Python itself.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9 and low <= int(raw) <= high):
+        raise ApiError(400, f"'{name}' must be an integer from {low} to {high}.", raw[:100])
+    return int(raw)
+
+
+def _choice_param(params: QueryParams, name: str, default: str | None, choices: tuple[str, ...]) -> str | None:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    if raw not in choices:
+        raise ApiError(400, f"'{name}' must be one of: {', '.join(choices)}.", raw[:100])
+    return raw
+
+
+def list_params(params: QueryParams) -> dict[str, Any]:
+    export_type = params.get("exportType")
+    if export_type is not None and export_type not in EXPORT_TYPES:
+        raise ApiError(400, f"Invalid export type: '{export_type[:100]}'.")
+    return {
+        "export_type": export_type,
+        "page": _int_param(params, "page", 0, 0, MAX_PAGE),
+        "limit": _int_param(params, "limit", 20, 1, MAX_LIMIT),
+        "sort": _choice_param(params, "sort", "created", tuple(SORT_FIELDS)),
+        "sort_order": _choice_param(params, "sortOrder", "desc", ("asc", "desc")),
+    }
+
+
+def find_campaign(state: ApiState, campaign_id: str) -> dict[str, Any]:
+    campaign = state.db["campaigns"].find_one({"_id": campaign_id}, {"name": 1})
+    if campaign is None:
+        raise ApiError(400, "Campaign not found.", campaign_id[:100])
+    return campaign
+
+
+# -- endpoints --------------------------------------------------------------------------
+
+
+class CampaignExports(HTTPEndpoint):
+    """`/campaigns/{campaignId}/exports`; one endpoint so a 405 lists both methods in `Allow`."""
+
+    async def post(self, request: Request) -> Response:
+        """Queue an export; an identical PENDING/TRIGGERED request is returned instead (200)."""
+        state = api_state(request)
+        campaign_id = request.path_params["campaignId"]
+        principal = authorize_report(request, campaign_id)
+        try:
+            export_request = parse_export_request(await json_body(request))
+        except InvalidExportRequest as exc:
+            raise ApiError(400, str(exc)) from None
+        result = await run_in_threadpool(_create_export, state, campaign_id, export_request, principal.user_id)
+        return JSONResponse(record_view(result.record), 201 if result.created else 200)
+
+    def get(self, request: Request) -> Response:
+        """A page of the campaign's records, newest first unless asked otherwise (sync: pymongo)."""
+        state = api_state(request)
+        campaign_id = request.path_params["campaignId"]
+        authorize_report(request, campaign_id)
+        params = list_params(request.query_params)
+        find_campaign(state, campaign_id)
+        records, total = state.store.list_page(campaign_id, **params)
+        exports = [record_view(r) for r in records]
+        return JSONResponse({"exports": exports, "page": params["page"], "limit": params["limit"], "total": total})
+
+
+def _create_export(state: ApiState, campaign_id: str, request: ExportRequest, user_id: str) -> Any:
+    campaign = find_campaign(state, campaign_id)
+    return state.store.create(
+        campaign_id=campaign_id,
+        campaign_name=str(campaign.get("name") or ""),
+        export_type=request.export_type.name,
+        requester_user_id=user_id,
+        date_key=request.date_key,
+        include_all_markets=request.include_all_markets,
+    )
+
+
+async def get_export(request: Request) -> Response:
+    """One record, its download link(s) when finished, and its Dagster run's status."""
+    state = api_state(request)
+    campaign_id = request.path_params["campaignId"]
+    authorize_report(request, campaign_id)
+    record, links = await run_in_threadpool(_load_export, state, campaign_id, request.path_params["exportId"])
+    body = {**record_view(record), **links}
+    body["run"] = await fetch_run(state.http, state.settings.dagster_graphql_url, record.get("runId"))
+    return JSONResponse(body, headers=NO_STORE)
+
+
+def _load_export(state: ApiState, campaign_id: str, export_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    record = state.store.get(export_id)
+    # Another campaign's export is "not found": its existence is not the caller's business.
+    if record is None or record.get("campaignId") != campaign_id:
+        raise ApiError(404, "Export not found.", export_id[:100])
+    return record, download_links(state, record)
+
+
+def heartbeat(request: Request) -> Response:
+    """200 while MongoDB answers a ping within 2 s; 503 otherwise, for load balancers."""
+    try:
+        with pymongo.timeout(2.0):
+            api_state(request).db.command("ping")
+    except PyMongoError:
+        return error_response(503, "Database unreachable.")
+    return JSONResponse({"status": "ok"})
+
+
+def metrics(request: Request) -> Response:
+    """Prometheus exposition; export counts are read from MongoDB now, hence a sync endpoint."""
+    content, content_type = api_state(request).metrics.render()
+    return Response(content, headers={"Content-Type": content_type})
+
+
+async def dev_token(request: Request) -> Response:
+    """Mint a token for local use; only mounted when DEV_MODE is on."""
+    state = api_state(request)
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "Request body must be a JSON object.")
+    user_id, campaign_id, permissions = body.get("userId"), body.get("campaignId"), body.get("permissions")
+    supreme, expires_in = body.get("supreme", False), body.get("expiresIn", 3600)
+    if not isinstance(user_id, str) or not user_id:
+        raise ApiError(400, "'userId' must be a non-empty string.")
+    if not isinstance(campaign_id, str) or not campaign_id:
+        raise ApiError(400, "'campaignId' must be a non-empty string.")
+    if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
+        raise ApiError(400, "'permissions' must be a list of strings.")
+    if not isinstance(supreme, bool):
+        raise ApiError(400, "'supreme' must be true or false.")
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int) or not 1 <= expires_in <= MAX_DEV_TOKEN_SECONDS:
+        raise ApiError(400, f"'expiresIn' must be an integer number of seconds from 1 to {MAX_DEV_TOKEN_SECONDS}.")
+    if not state.settings.jwt_private_key:
+        raise ApiError(500, "Dev mode is on but no JWT_PRIVATE_KEY is configured.")
+    token = auth.issue_dev_token(
+        state.settings.jwt_private_key,
+        user_id=user_id,
+        campaigns={campaign_id: permissions},
+        supreme=supreme,
+        now=int(time.time()),
+        expires_in=expires_in,
+    )
+    return JSONResponse({"token": token}, headers=NO_STORE)
+
+
+routes = [
+    Route("/heartbeat", heartbeat, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/campaigns/{campaignId}/exports", CampaignExports),
+    Route("/campaigns/{campaignId}/exports/{exportId}", get_export, methods=["GET"]),
+]
+
+dev_routes = [
+    Route("/dev/token", dev_token, methods=["POST"]),
+]

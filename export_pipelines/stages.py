@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib
 import json
 import shutil
+import time
 import zipfile
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -46,7 +48,42 @@ def staging_dir(settings: Settings, export_id: str) -> Path:
     return settings.data_dir / "staging" / safe_key_part(export_id)
 
 
-def build_context(record: dict[str, Any], db: Database, s3: Any, settings: Settings, log: Any) -> ExportContext:
+# Types whose module sets PER_RUN_SCRATCH = True (the reminder e-mails, SPEC §5) keep their
+# scratch in a directory of the run instead, removed when the run ends, successful or not
+# (finish_export on success, the job's failure hook otherwise). A re-execution from failure
+# starts with an empty directory, so each stage below redoes the earlier ones it finds missing.
+def run_scratch_dir(settings: Settings, run_id: str) -> Path:
+    return settings.data_dir / "tmp" / safe_key_part(run_id)
+
+
+def uses_run_scratch(export_type: ExportType) -> bool:
+    return bool(getattr(type_module(export_type), "PER_RUN_SCRATCH", False))
+
+
+def discard_run_scratch(settings: Settings, run_id: str) -> None:
+    shutil.rmtree(run_scratch_dir(settings, run_id), ignore_errors=True)
+
+
+def _sweep_stale_run_scratch(settings: Settings) -> None:
+    """Remove directories left by runs that were killed outright (no hook ran); none can be alive."""
+    cutoff = time.time() - 2 * settings.timeout_millis / 1000
+    for stale in (settings.data_dir / "tmp").glob("*"):
+        with suppress(OSError):
+            if stale.stat().st_mtime < cutoff:
+                shutil.rmtree(stale, ignore_errors=True)
+
+
+def _lost(ctx: ExportContext, path: Path) -> bool:
+    """A per-run stage input that is not there: this run re-executes a failed run's later step."""
+    if path.exists() or not uses_run_scratch(ctx.export_type):
+        return False
+    ctx.log.info(f"{path.name} is not in this run's scratch directory: redoing the earlier stages")
+    return True
+
+
+def build_context(
+    record: dict[str, Any], db: Database, s3: Any, settings: Settings, log: Any, run_id: str | None = None
+) -> ExportContext:
     """Everything a stage needs about one export; the campaign must still exist."""
     export_type = EXPORT_TYPES.get(record.get("exportType", ""))
     if export_type is None:
@@ -54,6 +91,11 @@ def build_context(record: dict[str, Any], db: Database, s3: Any, settings: Setti
     campaign = db["campaigns"].find_one({"_id": record["campaignId"]})
     if campaign is None:
         raise PermanentExportError(f"campaign {record['campaignId']!r} not found")
+    work_dir = staging_dir(settings, str(record["_id"]))
+    if run_id is not None and uses_run_scratch(export_type):
+        work_dir = run_scratch_dir(settings, run_id)
+        if not work_dir.exists():
+            _sweep_stale_run_scratch(settings)
     return ExportContext(
         record=record,
         campaign=campaign,
@@ -61,7 +103,7 @@ def build_context(record: dict[str, Any], db: Database, s3: Any, settings: Setti
         db=db,
         s3=s3,
         settings=settings,
-        work_dir=staging_dir(settings, str(record["_id"])),
+        work_dir=work_dir,
         log=log,
     )
 
@@ -80,6 +122,8 @@ def extract(ctx: ExportContext) -> None:
 
 def transform(ctx: ExportContext) -> dict[str, int]:
     """Write the type's rows as formatted CSV files under out/; returns rows per file."""
+    if _lost(ctx, ctx.work_dir / "extract"):
+        extract(ctx)
     out_dir = ctx.work_dir / "out"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
@@ -100,7 +144,7 @@ def transform(ctx: ExportContext) -> dict[str, int]:
                 writer.write(str(name), format_cells(group, columns))
         else:
             writer.write(SINGLE_FILE, format_cells(frame, columns))
-    if ctx.export_type.packaging == "csv" and not writer.rows:
+    if ctx.export_type.packaging in ("csv", "zip") and not writer.rows:  # empty: a header-only file
         writer.write(SINGLE_FILE, pl.DataFrame(schema=dict.fromkeys(columns, pl.String)))
     (ctx.work_dir / "manifest.json").write_text(json.dumps(writer.rows))
     return writer.rows
@@ -149,6 +193,8 @@ def file_name(ctx: ExportContext) -> str:
 
 def package(ctx: ExportContext) -> list[Artifact]:
     """Turn out/ into the object(s) to upload: one CSV, one ZIP, or one CSV per file."""
+    if _lost(ctx, ctx.work_dir / "manifest.json"):
+        transform(ctx)
     out_dir = ctx.work_dir / "out"
     rows: dict[str, int] = json.loads((ctx.work_dir / "manifest.json").read_text())
     record, export_type = ctx.record, ctx.export_type
@@ -177,6 +223,8 @@ def package(ctx: ExportContext) -> list[Artifact]:
 
 
 def upload(ctx: ExportContext, artifacts: list[Artifact]) -> list[UploadedObject]:
+    if artifacts and _lost(ctx, artifacts[0].path):  # they all live in one directory
+        artifacts = package(ctx)
     bucket = ctx.settings.bucket_for(ctx.export_type.bucket)
     content_type = "application/zip" if ctx.export_type.packaging == "zip" else "text/csv; charset=utf-8"
     return [
@@ -187,6 +235,8 @@ def upload(ctx: ExportContext, artifacts: list[Artifact]) -> list[UploadedObject
 
 def finish_fields(ctx: ExportContext, uploaded: list[UploadedObject]) -> dict[str, Any]:
     """key, count and meta for the FINISHED record."""
+    if _lost(ctx, ctx.work_dir / "manifest.json"):
+        uploaded = upload(ctx, package(ctx))  # the counts must describe the objects at the keys
     rows: dict[str, int] = json.loads((ctx.work_dir / "manifest.json").read_text())
     keys = [u.key for u in uploaded]
     meta: dict[str, Any] = {

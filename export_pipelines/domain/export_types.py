@@ -31,6 +31,29 @@ class ExportType:
     member_column: str | None = "userId"
 
 
+# Shared by the three reminder e-mail types: SPEC §3's required ten, then what SFMC imports use
+# (docs/reminder-email.md): wording, presale date, region, business unit and the fan's ids.
+REMINDER_EMAIL_COLUMNS = (
+    "email",
+    "firstName",
+    "locale",
+    "campaignName",
+    "artistName",
+    "eventName",
+    "eventDate",
+    "venue",
+    "eventLink",
+    "code",
+    "presaleName",
+    "presaleDate",
+    "campaignType",
+    "region",
+    "mid",
+    "countryCode",
+    "marketId",
+    "memberId",
+)
+
 EXPORT_TYPES: dict[str, ExportType] = {
     t.name: t
     for t in (
@@ -250,6 +273,34 @@ EXPORT_TYPES: dict[str, ExportType] = {
             ),
         ),
         # -- reminder e-mails (SFMC) --
+        ExportType(
+            name="reminderEmail",
+            module="reminder_email",
+            bucket="exportsS3",
+            packaging="zip",
+            columns=REMINDER_EMAIL_COLUMNS,
+            file_name="Combined - {campaign} ASU - Reminder Email Data.zip",
+            segment_rows=True,
+            member_column="memberId",
+        ),
+        ExportType(
+            name="reminderEmailSample",
+            module="reminder_email",
+            bucket="exportsS3",
+            packaging="zip",
+            columns=REMINDER_EMAIL_COLUMNS,
+            file_name="Combined - {campaign} ASU - Reminder Email Data (Sample).zip",
+            segment_rows=True,
+            member_column="memberId",
+        ),
+        ExportType(
+            name="autoReminderEmail",
+            module="reminder_email",
+            bucket="sfmcS3",
+            packaging="multi_csv",  # one CSV per region, keys from reminder_email.object_key
+            columns=REMINDER_EMAIL_COLUMNS,
+            member_column="memberId",
+        ),
     )
 }
 

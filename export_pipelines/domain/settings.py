@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -43,9 +43,11 @@ class Settings:
     max_rows_per_exported_file: int
     signed_url_ttl_seconds: int
     jwt_public_key: str | None
-    jwt_private_key: str | None
+    jwt_private_key: str | None = field(repr=False)  # never printed, e.g. in a failing test
     dev_mode: bool
     dagster_graphql_url: str
+    # SFMC tables override (reminder e-mails): a JSON file path or inline JSON; see domain/sfmc.py.
+    sfmc_config: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -70,6 +72,7 @@ class Settings:
             jwt_private_key=_read_key("JWT_PRIVATE_KEY", data_dir / "keys" / "dev_private.pem"),
             dev_mode=_bool("DEV_MODE", False),
             dagster_graphql_url=os.environ.get("DAGSTER_GRAPHQL_URL") or f"http://127.0.0.1:{dagster_port}/graphql",
+            sfmc_config=os.environ.get("SFMC_CONFIG") or None,
         )
 
     def bucket_for(self, logical: str) -> str:

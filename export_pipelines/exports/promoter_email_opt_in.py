@@ -1,0 +1,72 @@
+"""`promoterEmailOptIn`: the entries with `optIns.allowPromoter` true, one CSV per promoter in a ZIP.
+
+A fan goes into the file of every promoter of their entry's market (a market with two
+promoters puts them in both); a market without promoters contributes to no file. Files
+are named after the promoter, made key-safe and unique (see `common.unique_file_names`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import polars as pl
+
+from export_pipelines.exports.base import ExportContext
+from export_pipelines.exports.common import (
+    ENTRIES,
+    extract_entries,
+    extract_markets,
+    parts,
+    read_all,
+    read_markets,
+    text,
+    unique_file_names,
+    with_names,
+)
+from export_pipelines.stages import FILE_COLUMN
+
+PROMOTERS = "promoters"
+PROMOTER_SCHEMA: dict[str, Any] = {"promoterId": pl.String, "promoterName": pl.String, FILE_COLUMN: pl.String}
+
+
+def extract(ctx: ExportContext) -> None:
+    """Markets and their promoters (a small table, loaded whole), then the opted-in entries."""
+    markets = extract_markets(ctx, required=True)
+    raw_ids: dict[str, Any] = {}  # str(id) → the id as stored, to query with its own BSON type
+    for market in markets:
+        for promoter_id in market.get("promoterIds") or []:
+            if promoter_id is not None:
+                raw_ids.setdefault(str(promoter_id), promoter_id)
+    without = [str(m["_id"]) for m in markets if not m.get("promoterIds")]
+    if without:
+        ctx.log.warning(f"{len(without)} market(s) without promoters, their fans are in no file: {without[:20]}")
+    found = ctx.db["promoters"].find({"_id": {"$in": list(raw_ids.values())}})
+    names = {str(p["_id"]): text(p.get("name")) for p in found}
+    missing = sorted(set(raw_ids) - set(names))
+    if missing:
+        ctx.log.warning(f"promoters not found, their files are named after their id: {missing[:20]}")
+    files = unique_file_names([(ident, names.get(ident)) for ident in sorted(raw_ids)])
+    pl.DataFrame(
+        {
+            "promoterId": list(files),
+            "promoterName": [names.get(ident) for ident in files],
+            FILE_COLUMN: list(files.values()),
+        },
+        schema=PROMOTER_SCHEMA,
+    ).write_parquet(ctx.extract_path(PROMOTERS) / "promoters.parquet")
+    extract_entries(ctx, {"optIns.allowPromoter": True})
+
+
+def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
+    """One row per (entry, promoter of its market), tagged with the promoter's file."""
+    market_promoters = (
+        read_markets(ctx)
+        .select("marketId", "marketName", promoterId="promoterIds")
+        .explode("promoterId")
+        .filter(pl.col("promoterId").is_not_null())
+        .unique(subset=["marketId", "promoterId"], keep="first", maintain_order=True)
+        .join(read_all(ctx, PROMOTERS, PROMOTER_SCHEMA), on="promoterId", how="inner", maintain_order="left")
+    )
+    for part in parts(ctx, ENTRIES):
+        yield with_names(part).join(market_promoters, on="marketId", how="inner", maintain_order="left")

@@ -1,0 +1,365 @@
+"""`reminderEmail`, `reminderEmailSample`, `autoReminderEmail`: selected fans, formatted for SFMC (SPEC §5).
+
+A row per scoring record of the campaign with `selected: true`, joined to
+- the user (`email`, `firstName`, `countryCode`), field by field falling back to the entry's
+  `user` snapshot (SPEC §2), and to the entry's `localeId` when scoring has no `locale`;
+- the fan's code: the `codes` document with `status: assigned`, `assignedTo` = memberId and the
+  scoring record's market (the newest when there are several) — the collection that issues
+  codes, not the entry's `codes` list, which may also hold legacy codes of other presales;
+- the market's event (name, date, venue, ticket link).
+Country = scoring.countryCode, else user.countryCode, else the market's; region, MID, locale
+and wording come from the SFMC tables (domain/sfmc.py).
+
+Memory stays flat: extract writes every input in raw batches to Parquet parts, then hashes the
+parts by member id into buckets of about BUCKET_ROWS rows; transform joins one bucket at a
+time (polars) and yields it, and the generic writer appends each bucket's rows to the per
+region/locale CSVs and segments them. No region, and no whole input, is ever one frame.
+
+File of each row (stages.FILE_COLUMN): `{region}/{locale}` for the ZIPs (→ `NA/en-us_1.csv`),
+`{region}` for autoReminderEmail (→ one CSV per region under its SFMC prefix).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from export_pipelines.domain.keys import safe_key_part
+from export_pipelines.domain.sfmc import LOCALE, LOCALE_STRIP, RAW_LOCALE, SfmcConfig, SfmcConfigError, load_sfmc_config
+from export_pipelines.exports.base import (
+    RAW_BATCH_SIZE,
+    ExportContext,
+    NoMarketsFound,
+    PermanentExportError,
+    decode_raw_batches,
+    nested,
+    write_parts,
+)
+from export_pipelines.stages import FILE_COLUMN
+
+# Scratch in a per-run directory, removed when the run ends however it ends (stages.run_scratch_dir).
+PER_RUN_SCRATCH = True
+
+SAMPLE_ROWS = 10  # reminderEmailSample: rows per region + locale
+# Input rows (scoring + entries + codes) per join bucket, i.e. what transform holds at once.
+# Measured: a 263k-row bucket peaked ~150 MB above the process's baseline; 200k keeps it ~100 MB.
+BUCKET_ROWS = 200_000
+INPUTS = {"scoring": "memberId", "entries": "userId", "codes": "assignedTo"}  # dataset → member id column
+
+SCORING_SCHEMA: dict[str, Any] = {
+    "memberId": pl.String,
+    "marketId": pl.String,
+    "scoringLocale": pl.String,
+    "scoringCountry": pl.String,
+    "userEmail": pl.String,
+    "userFirstName": pl.String,
+    "userCountry": pl.String,
+}
+ENTRY_SCHEMA: dict[str, Any] = {
+    "userId": pl.String,
+    "entryLocale": pl.String,
+    "snapEmail": pl.String,
+    "snapFirstName": pl.String,
+}
+CODE_SCHEMA: dict[str, Any] = {
+    "assignedTo": pl.String,
+    "codeMarketId": pl.String,
+    "code": pl.String,
+    "assignedAt": pl.Datetime("ms", "UTC"),
+}
+MARKET_SCHEMA: dict[str, Any] = {
+    "marketId": pl.String,
+    "marketCountry": pl.String,
+    "eventName": pl.String,
+    "eventDate": pl.Datetime("ms", "UTC"),
+    "venue": pl.String,
+    "eventLink": pl.String,
+}
+
+
+def sfmc_config(ctx: ExportContext) -> SfmcConfig:
+    try:
+        return load_sfmc_config(ctx.settings.sfmc_config)
+    except SfmcConfigError as exc:
+        raise PermanentExportError(str(exc)) from exc
+
+
+# -- extract --------------------------------------------------------------------------------
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _frame(rows: list[tuple[Any, ...]], schema: dict[str, Any]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
+def scoring_frame(docs: list[dict[str, Any]]) -> pl.DataFrame:
+    rows = []
+    for doc in docs:
+        users = doc.get("u") or [{}]
+        user = users[0] if isinstance(users[0], dict) else {}
+        rows.append(
+            (
+                _text(doc.get("memberId")),
+                _text(doc.get("marketId")),
+                _text(doc.get("locale")),
+                _text(doc.get("countryCode")),
+                _text(user.get("email")),
+                _text(user.get("firstName")),
+                _text(user.get("countryCode")),
+            )
+        )
+    return _frame(rows, SCORING_SCHEMA)
+
+
+def entries_frame(docs: list[dict[str, Any]]) -> pl.DataFrame:
+    rows = []
+    for doc in docs:
+        snapshot = doc["user"] if isinstance(doc.get("user"), dict) else {}
+        rows.append(
+            (
+                _text(doc.get("userId")),
+                _text(doc.get("localeId")),
+                _text(snapshot.get("email")),
+                _text(snapshot.get("firstName")),
+            )
+        )
+    return _frame(rows, ENTRY_SCHEMA)
+
+
+def codes_frame(docs: list[dict[str, Any]]) -> pl.DataFrame:
+    rows = [
+        (_text(d.get("assignedTo")), _text(d.get("marketId")), _text(d.get("code")), nested(d, "date.assigned"))
+        for d in docs
+    ]
+    return _frame(rows, CODE_SCHEMA)
+
+
+def markets_frame(markets: list[dict[str, Any]]) -> pl.DataFrame:
+    rows = [
+        (
+            str(m["_id"]),
+            _text(m.get("countryCode")),
+            _text(nested(m, "event.name")),
+            nested(m, "event.date"),
+            _text(nested(m, "event.venue")),
+            _text(nested(m, "event.ticketLink")),
+        )
+        for m in markets
+    ]
+    return _frame(rows, MARKET_SCHEMA)
+
+
+def extract(ctx: ExportContext) -> None:
+    """Markets, then selected scoring (with its user), entries and assigned codes, bucketed by member."""
+    cid = ctx.campaign_id
+    markets = list(ctx.db["markets"].find({"campaignId": cid}).sort("_id", 1))
+    if not markets:
+        raise NoMarketsFound(cid)
+    markets_frame(markets).write_parquet(ctx.extract_path("markets") / "markets.parquet")
+
+    scoring = ctx.db["scoring"].aggregate_raw_batches(
+        [
+            {"$match": {"campaignId": cid, "selected": True}},
+            {"$sort": {"_id": 1}},
+            # The user by _id: the one join MongoDB-compatible servers all do fast.
+            {"$lookup": {"from": "users", "localField": "memberId", "foreignField": "_id", "as": "u"}},
+            {
+                "$project": {
+                    "memberId": 1,
+                    "marketId": 1,
+                    "locale": 1,
+                    "countryCode": 1,
+                    "u.email": 1,
+                    "u.firstName": 1,
+                    "u.countryCode": 1,
+                }
+            },
+        ],
+        batchSize=RAW_BATCH_SIZE,
+    )
+    entries = ctx.db["entries"].find_raw_batches(
+        {"campaignId": cid},
+        {"userId": 1, "localeId": 1, "user.email": 1, "user.firstName": 1},
+        sort=[("_id", 1)],
+        batch_size=RAW_BATCH_SIZE,
+    )
+    codes = ctx.db["codes"].find_raw_batches(
+        {"campaignId": cid, "status": "assigned"},
+        {"assignedTo": 1, "marketId": 1, "code": 1, "date.assigned": 1},
+        sort=[("_id", 1)],
+        batch_size=RAW_BATCH_SIZE,
+    )
+    # Selected fans are joined in polars, bucket by bucket: `$in` with a long id list is slow on
+    # the local server, and a `$lookup` on a field other than _id has no index to use.
+    total = 0
+    for name, raw, to_frame in (
+        ("scoring", scoring, scoring_frame),
+        ("entries", entries, entries_frame),
+        ("codes", codes, codes_frame),
+    ):
+        rows = write_parts(decode_raw_batches(raw), to_frame, ctx.extract_path(f"raw-{name}"), "part")
+        ctx.log.info(f"extracted {rows} {name} rows")
+        total += rows
+    buckets = max(1, math.ceil(total / BUCKET_ROWS))
+    for name, key in INPUTS.items():
+        _bucketize(ctx.extract_path(f"raw-{name}"), ctx.extract_path(name), key, buckets)
+    (ctx.work_dir / "extract" / "plan.json").write_text(json.dumps({"buckets": buckets}))
+
+
+def _bucketize(raw_dir: Path, out_dir: Path, key: str, buckets: int) -> None:
+    """Split each raw part by hash of the member id into `buckets` directories, part by part."""
+    for part in sorted(raw_dir.glob("*.parquet")):
+        if buckets == 1:
+            (out_dir / "00000").mkdir(exist_ok=True)
+            part.rename(out_dir / "00000" / part.name)
+            continue
+        frame = pl.read_parquet(part).with_columns(__bucket=pl.col(key).hash(seed=0) % buckets)
+        for (bucket,), rows in frame.partition_by("__bucket", as_dict=True, include_key=False).items():
+            target = out_dir / f"{int(bucket):05d}"
+            target.mkdir(exist_ok=True)
+            rows.write_parquet(target / part.name)
+        part.unlink()
+    shutil.rmtree(raw_dir, ignore_errors=True)
+
+
+# -- transform ------------------------------------------------------------------------------
+
+
+def locale_expr(column: pl.Expr, config: SfmcConfig) -> pl.Expr:
+    """SfmcConfig.normalise_locale as a polars expression (tests check the two agree)."""
+    stripped = column.str.strip_chars(LOCALE_STRIP)
+    canonical = stripped.str.to_lowercase().str.replace_all("_", "-", literal=True)
+    mapped = canonical.replace(dict(config.locales))
+    usable = stripped.str.contains(f"^{RAW_LOCALE.pattern}$") & mapped.str.contains(f"^{LOCALE.pattern}$")
+    return pl.when(usable).then(mapped).otherwise(pl.lit(config.default_locale))
+
+
+def country_expr(column: pl.Expr) -> pl.Expr:
+    stripped = column.str.strip_chars(LOCALE_STRIP).str.to_uppercase()
+    return pl.when(stripped != "").then(stripped)
+
+
+def region_mid_exprs(country: pl.Expr, config: SfmcConfig, lne: bool) -> tuple[pl.Expr, pl.Expr]:
+    """SfmcConfig.region_for / mid_for as polars expressions (tests check they agree)."""
+    if lne:
+        region = pl.lit(config.lne_region, dtype=pl.String)
+    else:
+        region = country.replace_strict(dict(config.country_regions), default=config.default_region)
+    region_mids = {name: r.mid for name, r in config.regions.items()}
+    country_mid = country.replace_strict(dict(config.country_mids), default=None, return_dtype=pl.String)
+    mid = (
+        pl.when(region == config.lne_region)
+        .then(pl.lit(config.regions[config.lne_region].mid))
+        .otherwise(pl.coalesce(country_mid, region.replace_strict(region_mids, return_dtype=pl.String)))
+    )
+    return region, mid
+
+
+def _read_bucket(ctx: ExportContext, name: str, bucket: int, schema: dict[str, Any]) -> pl.DataFrame:
+    directory = ctx.extract_path(name) / f"{bucket:05d}"
+    parts = sorted(directory.glob("*.parquet"))
+    if not parts:
+        return pl.DataFrame(schema=schema)
+    return pl.concat([pl.read_parquet(p) for p in parts])
+
+
+def reminder_rows(
+    scoring: pl.DataFrame,
+    entries: pl.DataFrame,
+    codes: pl.DataFrame,
+    markets: pl.DataFrame,
+    campaign: dict[str, Any],
+    config: SfmcConfig,
+    per_locale: bool = True,
+) -> pl.DataFrame:
+    """One bucket's rows: the registry columns plus FILE_COLUMN, in scoring order."""
+    campaign_id = str(campaign["_id"])
+    campaign_type = _text(campaign.get("type")) or "standard"
+    # One entry per fan and one code per fan and market, so the joins never multiply rows.
+    entries = entries.filter(pl.col("userId").is_not_null()).unique("userId", keep="first", maintain_order=True)
+    codes = (
+        codes.filter(pl.col("assignedTo").is_not_null())
+        .sort(["assignedAt", "code"], descending=[True, False], nulls_last=True)
+        .unique(["assignedTo", "codeMarketId"], keep="first", maintain_order=True)
+    )
+    joined = (
+        scoring.with_row_index("__row")
+        .join(entries, left_on="memberId", right_on="userId", how="left")
+        .join(codes, left_on=["memberId", "marketId"], right_on=["assignedTo", "codeMarketId"], how="left")
+        .join(markets, on="marketId", how="left")
+        .sort("__row")
+    )
+    country = country_expr(pl.coalesce("scoringCountry", "userCountry", "marketCountry"))
+    region, mid = region_mid_exprs(pl.col("countryCode"), config, config.is_lne(campaign_id))
+    locale = locale_expr(pl.coalesce("scoringLocale", "entryLocale"), config)
+    frame = joined.with_columns(
+        email=pl.coalesce("userEmail", "snapEmail"),
+        firstName=pl.coalesce("userFirstName", "snapFirstName"),
+        locale=locale,
+        countryCode=country,
+        campaignName=pl.lit(_text(campaign.get("name")), dtype=pl.String),
+        artistName=pl.lit(_text(nested(campaign, "artist.name")), dtype=pl.String),
+        presaleName=pl.lit(config.presale_name(campaign_type), dtype=pl.String),
+        presaleDate=pl.lit(nested(campaign, "date.presale"), dtype=pl.Datetime("ms", "UTC")),
+        campaignType=pl.lit(campaign_type, dtype=pl.String),
+    ).with_columns(region=region, mid=mid)
+    file_expr = pl.col("region") + "/" + pl.col("locale") if per_locale else pl.col("region")
+    return frame.with_columns(file_expr.alias(FILE_COLUMN))
+
+
+def _cap_per_file(frame: pl.DataFrame, taken: dict[str, int], cap: int) -> pl.DataFrame:
+    """At most `cap` rows per file over the whole export (`taken` carries over between buckets)."""
+    kept = []
+    for (name,), group in frame.group_by(FILE_COLUMN, maintain_order=True):
+        room = cap - taken.get(str(name), 0)
+        if room > 0:
+            kept.append(group.head(room))
+            taken[str(name)] = taken.get(str(name), 0) + min(room, group.height)
+    return pl.concat(kept) if kept else frame.clear()
+
+
+def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
+    """Join bucket by bucket and yield each bucket's rows (the writer appends and segments)."""
+    config = sfmc_config(ctx)
+    markets = pl.read_parquet(ctx.extract_path("markets") / "markets.parquet")
+    buckets = json.loads((ctx.work_dir / "extract" / "plan.json").read_text())["buckets"]
+    sample = ctx.export_type.name == "reminderEmailSample"
+    per_locale = ctx.export_type.packaging == "zip"
+    taken: dict[str, int] = {}
+    for bucket in range(buckets):
+        scoring = _read_bucket(ctx, "scoring", bucket, SCORING_SCHEMA)
+        if scoring.height == 0:
+            continue
+        frame = reminder_rows(
+            scoring,
+            _read_bucket(ctx, "entries", bucket, ENTRY_SCHEMA),
+            _read_bucket(ctx, "codes", bucket, CODE_SCHEMA),
+            markets,
+            ctx.campaign,
+            config,
+            per_locale=per_locale,
+        )
+        yield _cap_per_file(frame, taken, SAMPLE_ROWS) if sample else frame
+
+
+# -- autoReminderEmail keys -----------------------------------------------------------------
+
+
+def object_key(ctx: ExportContext, relative_file: str) -> str:
+    """`{region prefix}_{campaign}_{region}_{export id}.csv`: under the region's SFMC prefix,
+    unique to the export (a re-run overwrites its own files only) and to the region."""
+    region = relative_file.removesuffix(".csv")
+    config = sfmc_config(ctx)
+    if region not in config.regions:
+        raise PermanentExportError(f"no SFMC region {region!r} configured for file {relative_file!r}")
+    campaign = safe_key_part(str(ctx.campaign.get("name") or ctx.campaign_id))
+    return f"{config.regions[region].prefix}_{campaign}_{region}_{safe_key_part(ctx.export_id)}.csv"

@@ -9,10 +9,11 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 
-from export_api import dagster_status, routes
+from export_api import ccpa, dagster_status, routes
 from export_api.auth import TokenVerifier
 from export_api.errors import exception_handlers
 from export_api.metrics import ApiMetrics, RequestMetricsMiddleware
+from export_pipelines.domain import ccpa as ccpa_domain
 from export_pipelines.domain.clients import mongo_client, s3_client
 from export_pipelines.domain.records import ExportStore
 from export_pipelines.domain.settings import Settings
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             db = mongo[settings.mongodb_db]
             store = ExportStore(db)
             await run_in_threadpool(store.ensure_indexes)
+            await run_in_threadpool(ccpa_domain.ensure_indexes, db)  # membership, tombstones, audit
             s3 = await run_in_threadpool(s3_client, settings)
             metrics.exports.store = store
             app.state.api = routes.ApiState(settings, verifier, metrics, db, store, s3, http)
@@ -46,8 +48,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app_routes = [*routes.routes]
     if settings.dev_mode:
         app_routes += routes.dev_routes
-    # CCPA (SPEC §7) plugs in here: `app_routes += ccpa.routes`, its endpoint guarded by
-    # `auth.require_supreme(routes.authenticate(request))`.
+    app_routes += ccpa.routes  # DELETE /ccpa/users/{userId} (SPEC §7), supreme tokens only
     return Starlette(
         routes=app_routes,
         middleware=[Middleware(RequestMetricsMiddleware, metrics=metrics)],

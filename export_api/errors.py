@@ -57,9 +57,7 @@ async def internal_error_handler(request: Request, exc: Exception) -> Response:
     Only the method and route template are logged next to the traceback, never headers,
     so bearer tokens cannot end up in logs.
     """
-    logger.error(
-        "unhandled error on %s %s", request.method, route_template(request.scope), exc_info=exc
-    )
+    logger.error("unhandled error on %s %s", request.method, route_template(request.scope), exc_info=exc)
     return error_response(500, _DEFAULT_MESSAGES[500])
 
 

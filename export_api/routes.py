@@ -94,14 +94,19 @@ def to_json(value: Any) -> Any:
 
 
 def record_view(record: dict[str, Any]) -> dict[str, Any]:
-    return cast(dict[str, Any], to_json({k: v for k, v in record.items() if k not in HIDDEN_FIELDS}))
+    view = cast(dict[str, Any], to_json({k: v for k, v in record.items() if k not in HIDDEN_FIELDS}))
+    if record.get("date", {}).get("deleted"):
+        view["deleted"] = True  # CCPA (SPEC §7): its files are gone; `deletedBy` says who asked
+    return view
 
 
 def download_links(state: ApiState, record: dict[str, Any]) -> dict[str, Any]:
     """`path` (one key) or `paths` (several keys) of signed GET URLs for a downloadable record."""
     key = record.get("key")
     export_type = EXPORT_TYPES.get(record.get("exportType", ""))
-    if record.get("status") != FINISHED or record.get("date", {}).get("deleted") or not key or export_type is None:
+    # A record claimed by a CCPA deletion (`deletion`, even before `date.deleted`) offers no download.
+    deleted = record.get("date", {}).get("deleted") or record.get("deletion")
+    if record.get("status") != FINISHED or deleted or not key or export_type is None:
         return {}
     bucket = state.settings.bucket_for(export_type.bucket)
 

@@ -32,3 +32,15 @@ class MembershipStore:
 
     def exports_containing(self, user_id: str) -> set[str]:
         return {str(e) for e in self.collection.distinct("exportId", {"userIds": user_id})}
+
+    def members_among(self, export_id: str, user_ids: Iterable[str]) -> set[str]:
+        """Which of `user_ids` (a short list, e.g. recent CCPA requests) this export contains."""
+        candidates = sorted(set(user_ids))
+        found: set[str] = set()
+        for start in range(0, len(candidates), 1000):
+            chunk = candidates[start : start + 1000]
+            # One query answers the usual case (none of them); only a hit pays for the per-user lookups.
+            if self.collection.find_one({"exportId": export_id, "userIds": {"$in": chunk}}, {"_id": 1}) is None:
+                continue
+            found |= {u for u in chunk if self.collection.find_one({"exportId": export_id, "userIds": u}, {"_id": 1})}
+        return found

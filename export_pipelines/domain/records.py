@@ -57,6 +57,8 @@ class ExportStore:
         )
         self.collection.create_index([("status", ASCENDING), ("date.created", ASCENDING)], name="queue")
         self.collection.create_index([("campaignId", ASCENDING), ("date.created", DESCENDING)], name="by_campaign")
+        # CCPA: records whose deletion is unfinished are found without a scan (sparse: few have it).
+        self.collection.create_index([("deletion.status", ASCENDING)], name="by_deletion_status", sparse=True)
 
     # -- create / read ------------------------------------------------------------------
 
@@ -178,6 +180,10 @@ class ExportStore:
             {"$set": fields, "$unset": {"error": "", "date.failed": "", "date.expired": ""}},
         )
 
+    def set_preliminary_count(self, export_id: str, count: int) -> None:
+        """Number of entries of the campaign, for progress display while the export runs."""
+        self.collection.update_one({"_id": export_id}, {"$set": {"preliminaryCount": count}})
+
     def mark_finished(
         self, export_id: str, *, key: str | list[str], count: int, meta: dict[str, Any]
     ) -> dict[str, Any]:
@@ -208,5 +214,51 @@ class ExportStore:
             {
                 "$set": {"status": EXPIRED, "error": {"message": message, "payload": ""}, "date.expired": utcnow()},
                 "$unset": {"active": ""},
+            },
+        )
+
+    # -- CCPA deletion (SPEC §7; the flow is in domain/ccpa.py) ----------------------------
+    # Orthogonal to the status: `deletion.status` goes pending → complete (or failed → retried);
+    # `date.deleted` and `deletedBy` are set once every object of the export is gone.
+
+    def get_many(self, export_ids: list[str]) -> list[dict[str, Any]]:
+        return list(self.collection.find({"_id": {"$in": export_ids}})) if export_ids else []
+
+    def unfinished_deletions(self) -> list[dict[str, Any]]:
+        """Records whose deletion was started or failed but never completed."""
+        return list(self.collection.find({"deletion.status": {"$in": ["pending", "failed"]}}))
+
+    def begin_deletion(self, export_ids: list[str], *, by: str, audit_id: str, source: str) -> None:
+        """Claim records for deletion before any object goes: from here on no download link is offered."""
+        if export_ids:
+            fields = {"status": "pending", "requestedBy": by, "auditId": audit_id, "source": source}
+            self.collection.update_many(
+                {"_id": {"$in": export_ids}},
+                {"$set": {f"deletion.{k}": v for k, v in fields.items()}, "$unset": {"deletion.error": ""}},
+            )
+
+    def mark_deleted(self, export_id: str, *, by: str, keys_deleted: list[str], audit_id: str) -> None:
+        """Every object of the export is gone: `date.deleted`, who asked, and which keys went."""
+        self.collection.update_one(
+            {"_id": export_id},
+            {
+                "$set": {
+                    "date.deleted": utcnow(),
+                    "deletedBy": by,
+                    "deletion.status": "complete",
+                    "deletion.auditId": audit_id,
+                },
+                "$unset": {"deletion.error": ""},
+                "$addToSet": {"deletion.keysDeleted": {"$each": keys_deleted}},
+            },
+        )
+
+    def mark_deletion_failed(self, export_id: str, *, error: str, keys_deleted: list[str]) -> None:
+        """Some objects may remain: say so, and which keys did go; a retry picks the record up again."""
+        self.collection.update_one(
+            {"_id": export_id},
+            {
+                "$set": {"deletion.status": "failed", "deletion.error": error},
+                "$addToSet": {"deletion.keysDeleted": {"$each": keys_deleted}},
             },
         )

@@ -59,3 +59,50 @@ def abort_incomplete_uploads(s3: Any, *, bucket: str, key: str) -> int:
             s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
             aborted += 1
     return aborted
+
+
+# S3 DeleteObjects takes at most this many keys per call.
+DELETE_BATCH = 1000
+
+
+class S3DeleteError(Exception):
+    """Some keys could not be deleted; `deleted` lists those S3 confirmed before the failure."""
+
+    def __init__(self, message: str, deleted: list[str]) -> None:
+        super().__init__(message)
+        self.deleted = deleted
+
+
+def delete_objects(s3: Any, *, bucket: str, keys: list[str]) -> list[str]:
+    """Delete `keys` from `bucket`, 1,000 per call; returns the keys deleted.
+
+    A key that is already gone counts as deleted (S3 semantics), so a repeated call is a
+    no-op. Any failure raises S3DeleteError carrying the keys deleted until then.
+    """
+    deleted: list[str] = []
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), DELETE_BATCH):
+        chunk = unique[start : start + DELETE_BATCH]
+        try:
+            response = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True})
+        except Exception as exc:
+            raise S3DeleteError(f"S3 DeleteObjects on bucket {bucket!r} failed: {exc}", deleted) from exc
+        errors = response.get("Errors") or []
+        failed = {e.get("Key") for e in errors}
+        deleted += [k for k in chunk if k not in failed]
+        if errors:
+            first = errors[0]
+            raise S3DeleteError(
+                f"S3 refused to delete {len(errors)} key(s) in bucket {bucket!r}: "
+                f"{first.get('Code')}: {first.get('Message')}",
+                deleted,
+            )
+    return deleted
+
+
+def list_keys(s3: Any, *, bucket: str, prefix: str) -> list[str]:
+    """Every key under `prefix` (all pages)."""
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [obj["Key"] for obj in page.get("Contents", [])]
+    return keys

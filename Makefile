@@ -23,7 +23,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy export_pipelines export_api
+	$(BIN)/mypy export_pipelines export_api bench
 
 pytest: install
 	$(BIN)/python -m pytest -q

@@ -55,24 +55,30 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def ensure_dev_keys(data_dir: Path) -> None:
-    """Generate the dev RS256 key pair /dev/token signs with, once per DATA_DIR."""
+def rsa_pem_pair() -> tuple[str, str]:
+    """A fresh RS256 key pair as (private PKCS8 PEM, public SubjectPublicKeyInfo PEM)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    keys = data_dir / "keys"
-    if (keys / "dev_private.pem").exists():
-        return
-    keys.mkdir(parents=True, exist_ok=True)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    (keys / "dev_public.pem").write_bytes(public)
+    return private.decode(), public.decode()
+
+
+def ensure_dev_keys(data_dir: Path) -> None:
+    """Generate the dev key pair /dev/token signs with, once per DATA_DIR."""
+    keys = data_dir / "keys"
+    if (keys / "dev_private.pem").exists():
+        return
+    keys.mkdir(parents=True, exist_ok=True)
+    private, public = rsa_pem_pair()
+    (keys / "dev_public.pem").write_text(public)
     private_path = keys / "dev_private.pem"
     private_path.touch(mode=0o600)
-    private_path.write_bytes(private)
+    private_path.write_text(private)
 
 
 class Supervisor:

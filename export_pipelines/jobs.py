@@ -24,14 +24,9 @@ from dagster import (
 )
 
 from export_pipelines import stages
+from export_pipelines.domain import ccpa
 from export_pipelines.domain.export_types import EXPORT_TYPES, ExportType
-from export_pipelines.domain.records import (
-    FAILED,
-    PENDING,
-    RERUNNABLE,
-    TRIGGERED,
-    IllegalTransition,
-)
+from export_pipelines.domain.records import FAILED, FINISHED, TRIGGERED, IllegalTransition
 from export_pipelines.domain.settings import Settings
 from export_pipelines.exports.base import ExportContext, PermanentExportError
 from export_pipelines.resources import ExportServiceResource
@@ -66,25 +61,30 @@ def export_context(context: OpExecutionContext, service: ExportServiceResource) 
     record = store.get(export_id)
     if record is None:
         raise Failure(f"export record {export_id} not found", allow_retries=False)
-    if record["status"] in RERUNNABLE or (record["status"] == TRIGGERED and record.get("runId") != context.run_id):
-        if record["status"] in RERUNNABLE:
-            record = store.mark_triggered(export_id, run_id=context.run_id, preliminary_count=None)
-        else:
-            store.attach_run(export_id, context.run_id)
+    if record["status"] == FINISHED:
+        raise Failure(f"export {export_id} is already FINISHED; only FAILED or EXPIRED exports are re-run")
+    if record["status"] != TRIGGERED:  # PENDING: first start; FAILED/EXPIRED: a re-run
+        record = store.mark_triggered(export_id, run_id=context.run_id, preliminary_count=None)
+        context.log.info(f"export {export_id} TRIGGERED by run {context.run_id}")
+    elif record.get("runId") != context.run_id:  # re-executed while the old run was never recorded as ended
+        store.attach_run(export_id, context.run_id)
     try:
-        yield stages.build_context(record, service.db(), service.s3(), service.settings, context.log)
+        yield stages.build_context(
+            record, service.db(), service.s3(), service.settings, context.log, run_id=context.run_id
+        )
     except PermanentExportError as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
 
 
 @op(retry_policy=TRANSIENT_RETRY)
 def start_export(context: OpExecutionContext, service: ExportServiceResource) -> str:
-    """Mark the export TRIGGERED with its preliminary count: processing has really started."""
+    """Mark the export TRIGGERED (before anything can fail), then store its preliminary count."""
     with export_context(context, service) as ctx:
-        if ctx.record["status"] == PENDING:
+        if "preliminaryCount" not in ctx.record:
             count = stages.preliminary_count(ctx)
-            service.store().mark_triggered(ctx.export_id, run_id=context.run_id, preliminary_count=count)
-            context.log.info(f"export {ctx.export_id} TRIGGERED, preliminary count {count}")
+            if count is not None:
+                service.store().set_preliminary_count(ctx.export_id, count)
+            context.log.info(f"export {ctx.export_id}: preliminary count {count}")
     return ctx.export_id
 
 
@@ -129,6 +129,9 @@ def finish_export(context: OpExecutionContext, service: ExportServiceResource, u
     with export_context(context, service) as ctx:
         fields = stages.finish_fields(ctx, [stages.UploadedObject(**u) for u in uploaded])
         service.store().mark_finished(ctx.export_id, **fields)
+        # After FINISHED, never before: a CCPA request that arrived while this export ran either
+        # saw it FINISHED or is seen here (domain/ccpa.py), so its file cannot escape the deletion.
+        ccpa.enforce_on_finish(ctx.db, ctx.s3, ctx.settings, ctx.export_id, log=context.log)
         stages.clean_up(ctx)
     context.log.info(f"export {ctx.export_id} FINISHED: {fields['count']} rows at {fields['key']}")
 
@@ -136,6 +139,8 @@ def finish_export(context: OpExecutionContext, service: ExportServiceResource, u
 @failure_hook(required_resource_keys={"service"})
 def record_failure(context: HookContext) -> None:
     """Mark the record FAILED the moment a step gives up, before the next export can start."""
+    # The run ends here: per-run scratch (reminder e-mails) must not outlive it, SPEC §5.
+    stages.discard_run_scratch(context.resources.service.settings, context.run_id)
     export_id = context.instance.get_run_by_id(context.run_id).tags.get(EXPORT_ID_TAG)  # type: ignore[union-attr]
     if not export_id:
         return

@@ -84,9 +84,10 @@ def record_run_outcome(store: ExportStore, export_id: str, message: str, run_id:
     """A run that ended without finishing its export: EXPIRED when stopped for its runtime, else FAILED."""
     with contextlib.suppress(IllegalTransition):  # already recorded (failure hook, other sensor, later run)
         if "maximum runtime" in message:
-            store.mark_expired(export_id, message=message)
-        else:
-            store.mark_failed(export_id, message=message, payload=run_id)
+            with contextlib.suppress(IllegalTransition):  # a record never TRIGGERED cannot expire: FAILED
+                store.mark_expired(export_id, message=message)
+                return
+        store.mark_failed(export_id, message=message, payload=run_id)
 
 
 @run_failure_sensor(

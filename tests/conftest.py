@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from pymongo import MongoClient
 from pymongo.database import Database
 
+from export_pipelines.devstack import rsa_pem_pair
 from export_pipelines.domain.clients import ensure_buckets, s3_client
 from export_pipelines.domain.settings import Settings
 
@@ -50,23 +49,10 @@ def s3_endpoint() -> Iterator[str]:
     server.stop()
 
 
-def _pem_pair() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
-
-
 @pytest.fixture(scope="session")
 def jwt_keys() -> tuple[str, str]:
     """(private PEM, public PEM) of the key pair the tests sign tokens with."""
-    return _pem_pair()
+    return rsa_pem_pair()
 
 
 @pytest.fixture
@@ -111,3 +97,25 @@ def db(settings: Settings) -> Iterator[Database]:
 @pytest.fixture
 def s3(settings: Settings) -> Any:
     return s3_client(settings)
+
+
+class FailPoints:
+    """Server-side fault injection (MongoDB's `failCommand`), always switched off after the test."""
+
+    def __init__(self, client: MongoClient) -> None:
+        self.client = client
+
+    def set(self, mode: Any, **data: Any) -> None:
+        self.client.admin.command({"configureFailPoint": "failCommand", "mode": mode, "data": data})
+
+    def off(self) -> None:
+        self.client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+
+
+@pytest.fixture
+def failpoints(mongo_uri: str) -> Iterator[FailPoints]:
+    client: MongoClient = MongoClient(mongo_uri)
+    points = FailPoints(client)
+    yield points
+    points.off()
+    client.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -36,6 +37,7 @@ class DagsterProcesses:
         self.env, self.home = env, home
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.graphql_url: str | None = None
+        self.orphan_groups: list[int] = []
 
     def _start(self, name: str, args: list[str]) -> None:
         log = (self.home / f"{name}.log").open("ab")
@@ -75,6 +77,20 @@ class DagsterProcesses:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
+    def kill_leader(self, name: str) -> None:
+        """SIGKILL the process alone (like `kill -9 <pid>`); its children live on until teardown."""
+        proc = self.procs.pop(name)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        self.orphan_groups.append(proc.pid)
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+        for group in self.orphan_groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+
     def log(self, name: str) -> str:
         return (self.home / f"{name}.log").read_text(errors="replace")
 
@@ -100,5 +116,4 @@ def dagster(settings: Any, dagster_home: Path) -> Iterator[DagsterProcesses]:
     """Daemon (and, on request, webserver) sharing the test's DAGSTER_HOME and environment."""
     processes = DagsterProcesses(dict(os.environ), dagster_home)
     yield processes
-    for name in list(processes.procs):
-        processes.stop(name)
+    processes.stop_all()

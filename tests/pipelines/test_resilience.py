@@ -1,0 +1,99 @@
+"""Transient faults are retried; uploads never leave a partial object; a failed export re-runs cleanly."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from moto.server import ThreadedMotoServer
+from pymongo.database import Database
+
+from export_pipelines.domain.records import FAILED, FINISHED, ExportStore
+from export_pipelines.domain.settings import Settings
+from export_pipelines.domain.storage import upload_file
+from export_pipelines.seed import seed_campaign
+from tests.conftest import FailPoints, free_port
+from tests.pipelines.helpers import read_csv, request_export, run_export
+
+
+def test_transient_database_faults_are_retried_inside_the_run(db: Database, failpoints: FailPoints):
+    seed_campaign(db, campaign_id="flaky", n_entries=100, seed=3)
+    record = request_export(db, "flaky", "entries")
+    # Three dropped connections: more than pymongo's own single retry, fewer than the op's retries.
+    failpoints.set({"times": 3}, failCommands=["aggregate"], closeConnection=True)
+    result = run_export(record)
+    assert result.success
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert retries, "the step was retried by its RetryPolicy"
+    done = ExportStore(db).get(record["_id"])
+    assert done is not None and done["status"] == FINISHED and done["count"] == 100
+
+
+def test_upload_interrupted_midway_leaves_nothing_at_the_key(tmp_path: Path):
+    """Stop the S3 server between parts of a multipart upload: no object, and a retry cleans up."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=5),
+    )
+    client.create_bucket(Bucket="midway")
+    payload = tmp_path / "big.csv"
+    payload.write_bytes(os.urandom(40 * 1024 * 1024))  # three 16 MB parts
+    parts_done = []
+
+    def stop_after_first_part(**_: Any) -> None:
+        parts_done.append(1)
+        if len(parts_done) == 1:
+            server.stop()
+
+    client.meta.events.register("after-call.s3.UploadPart", stop_after_first_part)
+    with pytest.raises(Exception):  # noqa: B017 - any transport error will do
+        upload_file(client, payload, bucket="midway", key="final.csv", acl="private", content_type="text/csv")
+    client.meta.events.unregister("after-call.s3.UploadPart", stop_after_first_part)
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()  # same process, so moto still holds what reached it before the outage
+    try:
+        listed = client.list_objects_v2(Bucket="midway").get("Contents", [])
+        assert listed == [], "nothing visible at the final key"
+        uploaded = upload_file(
+            client, payload, bucket="midway", key="final.csv", acl="private", content_type="text/csv"
+        )
+        assert client.list_multipart_uploads(Bucket="midway").get("Uploads", []) == [], "no dangling parts"
+        body = client.get_object(Bucket="midway", Key="final.csv")["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == uploaded.sha256 and len(body) == 40 * 1024 * 1024
+    finally:
+        server.stop()
+
+
+def test_export_with_s3_down_fails_then_reruns_to_the_same_key(
+    db: Database, s3: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
+):
+    seed_campaign(db, campaign_id="s3down", n_entries=50, seed=4)
+    record = request_export(db, "s3down", "entries")
+    monkeypatch.setenv("S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens
+    result = run_export(record)
+    assert not result.success
+    failed = ExportStore(db).get(record["_id"])
+    assert failed is not None and failed["status"] == FAILED and failed["error"]["message"]
+    assert s3.list_objects_v2(Bucket=settings.exports_bucket, Prefix="entries/s3down/").get("Contents", []) == []
+
+    monkeypatch.setenv("S3_ENDPOINT_URL", settings.s3_endpoint_url or "")
+    assert run_export(record).success
+    done = ExportStore(db).get(record["_id"])
+    assert done is not None and done["status"] == FINISHED and done["count"] == 50
+    objects = s3.list_objects_v2(Bucket=settings.exports_bucket, Prefix="entries/s3down/")["Contents"]
+    assert [o["Key"] for o in objects] == [done["key"]], "the re-run wrote its own key and nothing else"
+    rows = read_csv(s3.get_object(Bucket=settings.exports_bucket, Key=done["key"])["Body"].read())
+    assert len(rows) == 50

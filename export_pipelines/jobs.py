@@ -4,6 +4,7 @@ The export id is the run's partition key (one dynamic partition set per job), so
 Dagster UI can backfill failed exports, and re-execution keeps the same export id.
 """
 
+import resource
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -128,12 +129,19 @@ def finish_export(context: OpExecutionContext, service: ExportServiceResource, u
     """Mark the export FINISHED with key, count and meta, then drop its staging files."""
     with export_context(context, service) as ctx:
         fields = stages.finish_fields(ctx, [stages.UploadedObject(**u) for u in uploaded])
+        fields["meta"]["process"] = process_usage()
         service.store().mark_finished(ctx.export_id, **fields)
         # After FINISHED, never before: a CCPA request that arrived while this export ran either
         # saw it FINISHED or is seen here (domain/ccpa.py), so its file cannot escape the deletion.
         ccpa.enforce_on_finish(ctx.db, ctx.s3, ctx.settings, ctx.export_id, log=context.log)
         stages.clean_up(ctx)
     context.log.info(f"export {ctx.export_id} FINISHED: {fields['count']} rows at {fields['key']}")
+
+
+def process_usage() -> dict[str, float]:
+    """CPU seconds and peak RSS of this run's process so far: what the export cost us (not the DB)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {"cpuSeconds": round(usage.ru_utime + usage.ru_stime, 3), "peakRssMb": round(usage.ru_maxrss / 1024, 1)}
 
 
 @failure_hook(required_resource_keys={"service"})

@@ -56,6 +56,7 @@ def test_entries_csv_matches_an_independent_computation(db: Database, s3: Any, s
     assert done["preliminaryCount"] == 1500
     assert done["meta"]["bytes"] == len(body)
     assert len(done["meta"]["sha256"]) == 64
+    assert done["meta"]["process"]["cpuSeconds"] > 0 and done["meta"]["process"]["peakRssMb"] > 0
     assert done["date"]["finished"] >= done["date"]["triggered"] >= done["date"]["created"]
     assert done["key"].startswith(f"entries/{seeded}/{record['_id']}/")
     assert done["key"].endswith(" - Entries.csv")

@@ -260,6 +260,10 @@ def main() -> int:
             cwd=REPO_ROOT,
             check=True,
         )
+        # Create/upgrade Dagster's storage before its two processes start and race to do it.
+        subprocess.run(
+            [str(BIN / "dagster"), "instance", "migrate"], env=env, cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL
+        )
         sup.start("dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(REPO_ROOT / "workspace.yaml")])
         sup.start(
             "dagster-webserver",

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from dagster import DagsterInstance
 
 from export_pipelines.domain.settings import REPO_ROOT
 from tests.conftest import free_port
@@ -108,6 +109,10 @@ def dagster_home(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.Monkey
     home.mkdir()
     shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
+    # Create the storage once, here: a daemon and a webserver starting together on an empty
+    # DAGSTER_HOME race each other's schema migrations ("more than one head present").
+    with DagsterInstance.get() as instance:
+        instance.upgrade()
     return home
 
 

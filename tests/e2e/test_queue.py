@@ -45,7 +45,13 @@ def test_exports_requested_at_once_run_one_after_another(db: Database, settings:
     assert [f["runId"] for f in finished if f] and all(f["count"] == 300 for f in finished if f)
 
     instance = DagsterInstance.get()
-    runs = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
+
+    # A record is FINISHED by the run's last step, a moment before Dagster marks the run SUCCESS.
+    def all_runs_succeeded() -> list[Any] | None:
+        found = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.SUCCESS]))
+        return found if len(found) == len(records) else None
+
+    runs = wait_until(all_runs_succeeded, 30, "every run SUCCESS")
     assert {r.dagster_run.tags["dagster/partition"] for r in runs} == {r["_id"] for r in records}
     windows = sorted((r.start_time, r.end_time) for r in runs)
     for (_, end), (start, _) in zip(windows, windows[1:], strict=False):

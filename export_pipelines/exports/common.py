@@ -25,12 +25,12 @@ from export_pipelines.domain.keys import safe_key_part
 from export_pipelines.exports.base import (
     RAW_BATCH_SIZE,
     ExportContext,
+    NoMarketsFound,
     decode_raw_batches,
     nested,
     scan_parts,
     write_parts,
 )
-from export_pipelines.exports.entries import load_markets
 
 UTC_MS = pl.Datetime("ms", "UTC")
 
@@ -73,14 +73,14 @@ def strings(value: Any) -> list[str] | None:
     return [str(v) for v in value if v is not None] if isinstance(value, list) else None
 
 
-def _document(value: Any) -> dict[str, Any]:
+def document(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
 def looked_up_user(doc: dict[str, Any]) -> dict[str, Any]:
     """The user document a `$lookup` put under `u` (empty when there is none)."""
     users = doc.get("u")
-    return _document(users[0]) if isinstance(users, list) and users else {}
+    return document(users[0]) if isinstance(users, list) and users else {}
 
 
 def frame_of(
@@ -166,7 +166,7 @@ def user_values(doc: dict[str, Any]) -> tuple[Any, ...]:
 
 def snapshot_values(doc: dict[str, Any]) -> tuple[Any, ...]:
     """SNAPSHOT_SCHEMA values from an entry's `user` snapshot."""
-    snapshot = _document(doc.get("user"))
+    snapshot = document(doc.get("user"))
     return tuple(text(snapshot.get(f)) for f in ("firstName", "lastName", "email"))
 
 
@@ -218,12 +218,23 @@ MARKETS = "markets"
 MARKET_SCHEMA: dict[str, Any] = {
     "marketId": pl.String,
     "marketName": pl.String,
+    "marketCity": pl.String,
+    "marketState": pl.String,
+    "marketCountryCode": pl.String,
     "eventName": pl.String,
     "eventDate": UTC_MS,
     "venue": pl.String,
     "eventLink": pl.String,
     "promoterIds": pl.List(pl.String),
 }
+
+
+def load_markets(ctx: ExportContext) -> list[dict[str, Any]]:
+    """The campaign's markets in a stable order; an export without markets cannot succeed."""
+    markets = list(ctx.db["markets"].find({"campaignId": ctx.campaign_id}).sort("_id", 1))
+    if not markets:
+        raise NoMarketsFound(ctx.campaign_id)
+    return markets
 
 
 def extract_markets(ctx: ExportContext, *, required: bool) -> list[dict[str, Any]]:
@@ -238,6 +249,9 @@ def extract_markets(ctx: ExportContext, *, required: bool) -> list[dict[str, Any
         lambda m: (
             str(m["_id"]),
             text(m.get("name")),
+            text(m.get("city")),
+            text(m.get("state")),
+            text(m.get("countryCode")),
             text(nested(m, "event.name")),
             timestamp(nested(m, "event.date")),
             text(nested(m, "event.venue")),

@@ -1,6 +1,6 @@
 """`entries`: one row per entry, market by market; with includeAllMarkets, one more row per
 additional market the fan entered. Names and e-mail come from the user document, falling
-back to the entry's snapshot field by field."""
+back to the entry's snapshot field by field (common.with_names)."""
 
 from __future__ import annotations
 
@@ -11,30 +11,30 @@ from typing import Any
 
 import polars as pl
 
-from export_pipelines.exports.base import (
+from export_pipelines.exports.base import ExportContext, decode_raw_batches, nested, scan_parts, write_parts
+from export_pipelines.exports.common import (
     RAW_BATCH_SIZE,
-    ExportContext,
-    NoMarketsFound,
-    decode_raw_batches,
-    nested,
-    scan_parts,
-    write_parts,
+    SNAPSHOT_SCHEMA,
+    UTC_MS,
+    document,
+    extract_markets,
+    flag,
+    frame_of,
+    lookup_user,
+    read_markets,
+    snapshot_values,
+    strings,
+    text,
+    timestamp,
+    with_names,
 )
-
-MARKET_SCHEMA = {
-    "marketId": pl.String,
-    "marketName": pl.String,
-    "marketCity": pl.String,
-    "marketState": pl.String,
-    "marketCountryCode": pl.String,
-}
 
 ENTRY_SCHEMA: dict[str, Any] = {
     "userId": pl.String,
     "marketId": pl.String,
     "isAdditionalMarket": pl.Boolean,
     "localeId": pl.String,
-    "entryDate": pl.Datetime("ms", "UTC"),
+    "entryDate": UTC_MS,
     "allowMarketing": pl.Boolean,
     "allowLiveNation": pl.Boolean,
     "allowPromoter": pl.Boolean,
@@ -43,9 +43,7 @@ ENTRY_SCHEMA: dict[str, Any] = {
     "phoneConfirmed": pl.Boolean,
     "codes": pl.List(pl.String),
     "fields": pl.String,
-    "snapFirstName": pl.String,
-    "snapLastName": pl.String,
-    "snapEmail": pl.String,
+    **SNAPSHOT_SCHEMA,
     "userFirstName": pl.String,
     "userLastName": pl.String,
     "userEmail": pl.String,
@@ -53,11 +51,11 @@ ENTRY_SCHEMA: dict[str, Any] = {
     "postalCode": pl.String,
     "countryCode": pl.String,
 }
+_USER_FIELDS = ("firstName", "lastName", "email", "phone", "postalCode", "countryCode")
 
 # Only what the rows need crosses the wire; the user document is joined by the server.
 ENTRY_PROJECTION = {
     "userId": 1,
-    "marketId": 1,
     "localeId": 1,
     "date.created": 1,
     "optIns": 1,
@@ -66,97 +64,42 @@ ENTRY_PROJECTION = {
     "codes": 1,
     "fields": 1,
     "user": 1,
-    "u.firstName": 1,
-    "u.lastName": 1,
-    "u.email": 1,
-    "u.phone": 1,
-    "u.postalCode": 1,
-    "u.countryCode": 1,
+    **{f"u.{field}": 1 for field in _USER_FIELDS},
 }
 
 
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _flag(value: Any) -> bool | None:
-    return None if value is None else bool(value)
-
-
-def _doc(value: Any) -> dict[str, Any]:
-    """A sub-document, or {} when it is missing or not a document."""
-    return value if isinstance(value, dict) else {}
+def _entry_row(doc: dict[str, Any], market_id: str, additional: bool) -> tuple[Any, ...]:
+    opt_ins = document(doc.get("optIns"))
+    users = doc.get("u")
+    user = document(users[0]) if isinstance(users, list) and users else {}
+    custom = doc.get("fields")
+    return (
+        text(doc.get("userId")),
+        market_id,
+        additional,
+        text(doc.get("localeId")),
+        timestamp(nested(doc, "date.created")),
+        flag(opt_ins.get("allowMarketing")),
+        flag(opt_ins.get("allowLiveNation")),
+        flag(opt_ins.get("allowPromoter")),
+        flag(opt_ins.get("allowSms")),
+        text(doc.get("phoneNumber")),
+        flag(doc.get("phoneConfirmed")),
+        strings(doc.get("codes")),
+        json.dumps(custom, ensure_ascii=False, sort_keys=True, default=str) if custom else None,
+        *snapshot_values(doc),
+        *(text(user.get(field)) for field in _USER_FIELDS),
+    )
 
 
 def entries_frame(docs: list[dict[str, Any]], market_id: str, additional: bool) -> pl.DataFrame:
     """Flatten one batch of entry documents (with their joined user as `u`) into columns."""
-    columns: dict[str, list[Any]] = {name: [] for name in ENTRY_SCHEMA}
-    for doc in docs:
-        user = _doc((doc.get("u") or [{}])[0])
-        snapshot = _doc(doc.get("user"))
-        opt_ins = _doc(doc.get("optIns"))
-        codes = doc.get("codes")
-        custom = doc.get("fields")
-        values = (
-            _text(doc.get("userId")),
-            market_id,
-            additional,
-            _text(doc.get("localeId")),
-            nested(doc, "date.created"),
-            _flag(opt_ins.get("allowMarketing")),
-            _flag(opt_ins.get("allowLiveNation")),
-            _flag(opt_ins.get("allowPromoter")),
-            _flag(opt_ins.get("allowSms")),
-            _text(doc.get("phoneNumber")),
-            _flag(doc.get("phoneConfirmed")),
-            [str(c) for c in codes] if isinstance(codes, list) else None,
-            json.dumps(custom, ensure_ascii=False, sort_keys=True, default=str) if custom else None,
-            _text(snapshot.get("firstName")),
-            _text(snapshot.get("lastName")),
-            _text(snapshot.get("email")),
-            _text(user.get("firstName")),
-            _text(user.get("lastName")),
-            _text(user.get("email")),
-            _text(user.get("phone")),
-            _text(user.get("postalCode")),
-            _text(user.get("countryCode")),
-        )
-        for name, value in zip(ENTRY_SCHEMA, values, strict=True):
-            columns[name].append(value)
-    return pl.DataFrame(columns, schema=ENTRY_SCHEMA)
-
-
-def _entries_pipeline(match: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {"$match": match},
-        {"$sort": {"_id": 1}},
-        {"$lookup": {"from": "users", "localField": "userId", "foreignField": "_id", "as": "u"}},
-        {"$project": ENTRY_PROJECTION},
-    ]
-
-
-def load_markets(ctx: ExportContext) -> list[dict[str, Any]]:
-    """The campaign's markets in a stable order; an export without markets cannot succeed."""
-    markets = list(ctx.db["markets"].find({"campaignId": ctx.campaign_id}).sort("_id", 1))
-    if not markets:
-        raise NoMarketsFound(ctx.campaign_id)
-    return markets
+    return frame_of(docs, ENTRY_SCHEMA, partial(_entry_row, market_id=market_id, additional=additional))
 
 
 def extract(ctx: ExportContext) -> None:
     """Markets, then entries market by market in raw batches, each batch a Parquet part."""
-    markets = load_markets(ctx)
-    pl.DataFrame(
-        {
-            "marketId": [str(m["_id"]) for m in markets],
-            "marketName": [_text(m.get("name")) for m in markets],
-            "marketCity": [_text(m.get("city")) for m in markets],
-            "marketState": [_text(m.get("state")) for m in markets],
-            "marketCountryCode": [_text(m.get("countryCode")) for m in markets],
-        },
-        schema=MARKET_SCHEMA,
-    ).write_parquet(ctx.extract_path("markets") / "markets.parquet")
-
+    markets = extract_markets(ctx, required=True)
     out = ctx.extract_path("entries")
     include_all = bool(ctx.record.get("includeAllMarkets"))
     total = 0
@@ -166,21 +109,22 @@ def extract(ctx: ExportContext) -> None:
         if include_all:
             passes.append((True, {"campaignId": ctx.campaign_id, "additionalMarkets": market_id}))
         for additional, match in passes:
-            raw = ctx.db["entries"].aggregate_raw_batches(_entries_pipeline(match), batchSize=RAW_BATCH_SIZE)
-            prefix = f"{index:05d}-{'b' if additional else 'a'}"
-            total += write_parts(
-                decode_raw_batches(raw), partial(entries_frame, market_id=market_id, additional=additional), out, prefix
-            )
+            pipeline: list[dict[str, Any]] = [
+                {"$match": match},
+                {"$sort": {"_id": 1}},
+                lookup_user("userId"),
+                {"$project": ENTRY_PROJECTION},
+            ]
+            raw = ctx.db["entries"].aggregate_raw_batches(pipeline, batchSize=RAW_BATCH_SIZE)
+            to_frame = partial(entries_frame, market_id=market_id, additional=additional)
+            total += write_parts(decode_raw_batches(raw), to_frame, out, f"{index:05d}-{'b' if additional else 'a'}")
         ctx.log.info(f"extracted market {index + 1}/{len(markets)}: {total} rows so far")
 
 
 def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
-    """Join each part to its market and apply the name fallback; cell formatting is generic."""
-    markets = pl.read_parquet(ctx.extract_path("markets") / "markets.parquet")
+    """Join each part to its market and resolve names; cell formatting is generic."""
+    markets = read_markets(ctx).select("marketId", "marketName", "marketCity", "marketState", "marketCountryCode")
     for part in scan_parts(ctx.extract_path("entries")):
-        yield part.join(markets, on="marketId", how="left").with_columns(
-            email=pl.coalesce("userEmail", "snapEmail"),
-            firstName=pl.coalesce("userFirstName", "snapFirstName"),
-            lastName=pl.coalesce("userLastName", "snapLastName"),
-            phoneNumber=pl.coalesce("phoneNumber", "userPhone"),
+        yield with_names(part.join(markets, on="marketId", how="left", maintain_order="left")).with_columns(
+            phoneNumber=pl.coalesce("phoneNumber", "userPhone")
         )

@@ -35,12 +35,12 @@ from export_pipelines.domain.sfmc import LOCALE, LOCALE_STRIP, RAW_LOCALE, SfmcC
 from export_pipelines.exports.base import (
     RAW_BATCH_SIZE,
     ExportContext,
-    NoMarketsFound,
     PermanentExportError,
     decode_raw_batches,
     nested,
     write_parts,
 )
+from export_pipelines.exports.common import extract_markets, read_markets, text
 from export_pipelines.stages import FILE_COLUMN
 
 # Scratch in a per-run directory, removed when the run ends however it ends (stages.run_scratch_dir).
@@ -73,14 +73,6 @@ CODE_SCHEMA: dict[str, Any] = {
     "code": pl.String,
     "assignedAt": pl.Datetime("ms", "UTC"),
 }
-MARKET_SCHEMA: dict[str, Any] = {
-    "marketId": pl.String,
-    "marketCountry": pl.String,
-    "eventName": pl.String,
-    "eventDate": pl.Datetime("ms", "UTC"),
-    "venue": pl.String,
-    "eventLink": pl.String,
-}
 
 
 def sfmc_config(ctx: ExportContext) -> SfmcConfig:
@@ -91,10 +83,6 @@ def sfmc_config(ctx: ExportContext) -> SfmcConfig:
 
 
 # -- extract --------------------------------------------------------------------------------
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def _frame(rows: list[tuple[Any, ...]], schema: dict[str, Any]) -> pl.DataFrame:
@@ -108,13 +96,13 @@ def scoring_frame(docs: list[dict[str, Any]]) -> pl.DataFrame:
         user = users[0] if isinstance(users[0], dict) else {}
         rows.append(
             (
-                _text(doc.get("memberId")),
-                _text(doc.get("marketId")),
-                _text(doc.get("locale")),
-                _text(doc.get("countryCode")),
-                _text(user.get("email")),
-                _text(user.get("firstName")),
-                _text(user.get("countryCode")),
+                text(doc.get("memberId")),
+                text(doc.get("marketId")),
+                text(doc.get("locale")),
+                text(doc.get("countryCode")),
+                text(user.get("email")),
+                text(user.get("firstName")),
+                text(user.get("countryCode")),
             )
         )
     return _frame(rows, SCORING_SCHEMA)
@@ -126,10 +114,10 @@ def entries_frame(docs: list[dict[str, Any]]) -> pl.DataFrame:
         snapshot = doc["user"] if isinstance(doc.get("user"), dict) else {}
         rows.append(
             (
-                _text(doc.get("userId")),
-                _text(doc.get("localeId")),
-                _text(snapshot.get("email")),
-                _text(snapshot.get("firstName")),
+                text(doc.get("userId")),
+                text(doc.get("localeId")),
+                text(snapshot.get("email")),
+                text(snapshot.get("firstName")),
             )
         )
     return _frame(rows, ENTRY_SCHEMA)
@@ -137,34 +125,16 @@ def entries_frame(docs: list[dict[str, Any]]) -> pl.DataFrame:
 
 def codes_frame(docs: list[dict[str, Any]]) -> pl.DataFrame:
     rows = [
-        (_text(d.get("assignedTo")), _text(d.get("marketId")), _text(d.get("code")), nested(d, "date.assigned"))
+        (text(d.get("assignedTo")), text(d.get("marketId")), text(d.get("code")), nested(d, "date.assigned"))
         for d in docs
     ]
     return _frame(rows, CODE_SCHEMA)
 
 
-def markets_frame(markets: list[dict[str, Any]]) -> pl.DataFrame:
-    rows = [
-        (
-            str(m["_id"]),
-            _text(m.get("countryCode")),
-            _text(nested(m, "event.name")),
-            nested(m, "event.date"),
-            _text(nested(m, "event.venue")),
-            _text(nested(m, "event.ticketLink")),
-        )
-        for m in markets
-    ]
-    return _frame(rows, MARKET_SCHEMA)
-
-
 def extract(ctx: ExportContext) -> None:
     """Markets, then selected scoring (with its user), entries and assigned codes, bucketed by member."""
     cid = ctx.campaign_id
-    markets = list(ctx.db["markets"].find({"campaignId": cid}).sort("_id", 1))
-    if not markets:
-        raise NoMarketsFound(cid)
-    markets_frame(markets).write_parquet(ctx.extract_path("markets") / "markets.parquet")
+    extract_markets(ctx, required=True)
 
     scoring = ctx.db["scoring"].aggregate_raw_batches(
         [
@@ -283,7 +253,7 @@ def reminder_rows(
 ) -> pl.DataFrame:
     """One bucket's rows: the registry columns plus FILE_COLUMN, in scoring order."""
     campaign_id = str(campaign["_id"])
-    campaign_type = _text(campaign.get("type")) or "standard"
+    campaign_type = text(campaign.get("type")) or "standard"
     # One entry per fan and one code per fan and market, so the joins never multiply rows.
     entries = entries.filter(pl.col("userId").is_not_null()).unique("userId", keep="first", maintain_order=True)
     codes = (
@@ -306,8 +276,8 @@ def reminder_rows(
         firstName=pl.coalesce("userFirstName", "snapFirstName"),
         locale=locale,
         countryCode=country,
-        campaignName=pl.lit(_text(campaign.get("name")), dtype=pl.String),
-        artistName=pl.lit(_text(nested(campaign, "artist.name")), dtype=pl.String),
+        campaignName=pl.lit(text(campaign.get("name")), dtype=pl.String),
+        artistName=pl.lit(text(nested(campaign, "artist.name")), dtype=pl.String),
         presaleName=pl.lit(config.presale_name(campaign_type), dtype=pl.String),
         presaleDate=pl.lit(nested(campaign, "date.presale"), dtype=pl.Datetime("ms", "UTC")),
         campaignType=pl.lit(campaign_type, dtype=pl.String),
@@ -330,7 +300,9 @@ def _cap_per_file(frame: pl.DataFrame, taken: dict[str, int], cap: int) -> pl.Da
 def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
     """Join bucket by bucket and yield each bucket's rows (the writer appends and segments)."""
     config = sfmc_config(ctx)
-    markets = pl.read_parquet(ctx.extract_path("markets") / "markets.parquet")
+    markets = read_markets(ctx).select(
+        "marketId", "eventName", "eventDate", "venue", "eventLink", marketCountry="marketCountryCode"
+    )
     buckets = json.loads((ctx.work_dir / "extract" / "plan.json").read_text())["buckets"]
     sample = ctx.export_type.name == "reminderEmailSample"
     per_locale = ctx.export_type.packaging == "zip"

@@ -12,6 +12,8 @@ from typing import Any
 from dagster import (
     Backoff,
     DagsterExecutionInterruptedError,
+    DagsterInstance,
+    DagsterRunStatus,
     DynamicPartitionsDefinition,
     Failure,
     HookContext,
@@ -58,6 +60,10 @@ def job_name(export_type: str) -> str:
 def export_context(context: OpExecutionContext, service: ExportServiceResource) -> Iterator[ExportContext]:
     """The export this run works on; a re-executed run takes a FAILED/EXPIRED record back to TRIGGERED."""
     export_id = context.partition_key
+    if _being_stopped(context.instance, context.run_id):
+        # A step retried after Dagster began cancelling the run (e.g. for its runtime) must not
+        # carry on and finish the export behind the cancellation's back.
+        raise Failure("the run is being canceled", allow_retries=False)
     store = service.store()
     record = store.get(export_id)
     if record is None:
@@ -144,6 +150,11 @@ def process_usage() -> dict[str, float]:
     return {"cpuSeconds": round(usage.ru_utime + usage.ru_stime, 3), "peakRssMb": round(usage.ru_maxrss / 1024, 1)}
 
 
+def _being_stopped(instance: DagsterInstance, run_id: str) -> bool:
+    run = instance.get_run_by_id(run_id)
+    return run is not None and run.status in (DagsterRunStatus.CANCELING, DagsterRunStatus.CANCELED)
+
+
 @failure_hook(required_resource_keys={"service"})
 def record_failure(context: HookContext) -> None:
     """Mark the record FAILED the moment a step gives up, before the next export can start."""
@@ -153,7 +164,7 @@ def record_failure(context: HookContext) -> None:
     if not export_id:
         return
     error = context.op_exception
-    if isinstance(error, DagsterExecutionInterruptedError):
+    if isinstance(error, DagsterExecutionInterruptedError) or _being_stopped(context.instance, context.run_id):
         return  # terminated (cancel or timeout): the run status sensors decide FAILED vs EXPIRED
     message = (error.description if isinstance(error, Failure) else None) or repr(error)
     with suppress(IllegalTransition):

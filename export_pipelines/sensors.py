@@ -8,6 +8,7 @@ from datetime import timedelta
 from dagster import (
     AddDynamicPartitionsRequest,
     DagsterEventType,
+    DagsterInstance,
     DagsterRunStatus,
     DefaultSensorStatus,
     DeleteDynamicPartitionsRequest,
@@ -90,6 +91,19 @@ def record_run_outcome(store: ExportStore, export_id: str, message: str, run_id:
         store.mark_failed(export_id, message=message, payload=run_id)
 
 
+def run_end_message(instance: DagsterInstance, run_id: str) -> str | None:
+    """Why a run ended: its failure message, else why it was cancelled (e.g. its maximum runtime).
+
+    A run stopped for its runtime ends FAILED or CANCELED depending on how the worker died;
+    either way the reason is in one of these events.
+    """
+    for event_type in (DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELING):
+        events = instance.all_logs(run_id, of_type=event_type)
+        if events and events[-1].message:
+            return str(events[-1].message)
+    return None
+
+
 @run_failure_sensor(
     monitored_jobs=MONITORED_JOBS, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=1
 )
@@ -111,7 +125,8 @@ def export_run_canceled_sensor(context: RunStatusSensorContext, service: ExportS
     """run_failure_sensor does not fire on cancellation: a cancelled run ends its record FAILED."""
     export_id = context.dagster_run.tags.get(EXPORT_ID_TAG)
     if export_id:
-        record_run_outcome(service.store(), export_id, "export run was canceled", context.dagster_run.run_id)
+        message = run_end_message(context.instance, context.dagster_run.run_id) or "export run was canceled"
+        record_run_outcome(service.store(), export_id, message, context.dagster_run.run_id)
 
 
 @sensor(minimum_interval_seconds=RECONCILE_SECONDS, default_status=DefaultSensorStatus.RUNNING)
@@ -135,8 +150,7 @@ def stale_exports_sensor(context: SensorEvaluationContext, service: ExportServic
         if run is None:
             record_run_outcome(store, export_id, f"its Dagster run {run_id or '(none)'} no longer exists", run_id)
         elif run.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
-            failures = instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_FAILURE)
-            message = (failures[-1].message if failures else None) or f"run ended {run.status.value}"
+            message = run_end_message(instance, run.run_id) or f"run ended {run.status.value}"
             record_run_outcome(store, export_id, message, run.run_id)
         elif run.status == DagsterRunStatus.SUCCESS:
             record_run_outcome(store, export_id, "run succeeded without finishing the export", run.run_id)

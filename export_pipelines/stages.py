@@ -112,7 +112,9 @@ def preliminary_count(ctx: ExportContext) -> int | None:
     """Entries of the campaign, for progress display; None where it means nothing."""
     if not ctx.export_type.preliminary_count:
         return None
-    return ctx.db["entries"].count_documents({"campaignId": ctx.campaign_id})
+    # The `count` command, not count_documents (an aggregation): a COUNT_SCAN of the campaign
+    # index on MongoDB, and a third cheaper than the aggregation on the local server.
+    return int(ctx.db.command("count", "entries", query={"campaignId": ctx.campaign_id})["n"])
 
 
 def extract(ctx: ExportContext) -> None:

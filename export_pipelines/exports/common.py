@@ -1,20 +1,20 @@
 """Building blocks shared by the data exports (codes, scoring, opt-ins, waves, fan list, waitlist, promoters).
 
-Each source collection is read the same way: one aggregation per dataset (`$match`, `$sort`
-by `_id`, optionally `$lookup` of the user by `_id`, `$project`), raw BSON batches decoded one
-at a time and written as Parquet parts. Flattening a document into columns happens here,
+Each source collection is read the same way: one query per dataset (filter, `_id` order,
+projection), raw BSON batches decoded one at a time, each batch's users fetched by `_id`
+(`with_users`), and written as Parquet parts. Flattening a document into columns happens here,
 once per source, so the type modules only choose filters and shape rows with polars.
 
 Name fallback (SPEC §2): first/last name and e-mail come from the `users` document, field by
 field falling back to the entry's `user` snapshot. Entry-based types carry the snapshot in
 the same document; scoring- and code-based types join it from the campaign's entries by
-user id in polars (a `$lookup` on a non-`_id` field is slow on the local server).
+user id in polars.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -78,7 +78,7 @@ def document(value: Any) -> dict[str, Any]:
 
 
 def looked_up_user(doc: dict[str, Any]) -> dict[str, Any]:
-    """The user document a `$lookup` put under `u` (empty when there is none)."""
+    """The user document `with_users` put under `u` (empty when there is none)."""
     users = doc.get("u")
     return document(users[0]) if isinstance(users, list) and users else {}
 
@@ -98,11 +98,30 @@ def frame_of(
 # -- reading ------------------------------------------------------------------------------
 
 
-def lookup_user(local_field: str) -> dict[str, Any]:
-    return {"$lookup": {"from": "users", "localField": local_field, "foreignField": "_id", "as": "u"}}
+# Ids per `$in`: each query is an index lookup on MongoDB; on the local server a query's cost
+# grows with the square of its list. Measured here per 10k users: 20 ids 0.6 s, 50 ids 0.8-1.0 s,
+# 100 ids 1.2 s, 200 ids 1.8 s, one `find_one` each 3 s, a `$lookup` in the query 1.8 s.
+USER_LOOKUP_CHUNK = 50
+USER_FIELDS = ("firstName", "lastName", "email", "phone", "postalCode", "countryCode")
 
 
-USER_PROJECTION = {"u.firstName": 1, "u.lastName": 1, "u.email": 1, "u.postalCode": 1, "u.countryCode": 1}
+def with_users(
+    ctx: ExportContext, batches: Iterable[list[dict[str, Any]]], user_field: str
+) -> Iterator[list[dict[str, Any]]]:
+    """Each document with its user (the `users` doc whose `_id` is `doc[user_field]`) under `u`, as `$lookup` would."""
+    users = ctx.db["users"]
+    projection = dict.fromkeys(USER_FIELDS, 1)
+    for docs in batches:
+        ids = list(dict.fromkeys(d[user_field] for d in docs if d.get(user_field) is not None))
+        found: dict[Any, dict[str, Any]] = {}
+        for start in range(0, len(ids), USER_LOOKUP_CHUNK):
+            query = {"_id": {"$in": ids[start : start + USER_LOOKUP_CHUNK]}}
+            for user_docs in decode_raw_batches(users.find_raw_batches(query, projection)):
+                found.update((u["_id"], u) for u in user_docs)
+        for doc in docs:
+            user = found.get(doc.get(user_field))
+            doc["u"] = [user] if user is not None else []
+        yield docs
 
 
 def extract_dataset(
@@ -117,15 +136,15 @@ def extract_dataset(
 ) -> int:
     """Documents of the campaign matching `match`, in `_id` order, as Parquet parts under `name`.
 
-    With `user_field`, the user whose `_id` that field holds is joined by the server as `u`.
+    With `user_field`, each document's user (by `_id`) is attached as `u` (`with_users`).
     """
-    pipeline: list[dict[str, Any]] = [{"$match": {"campaignId": ctx.campaign_id, **match}}, {"$sort": {"_id": 1}}]
+    raw = ctx.db[collection].find_raw_batches(
+        {"campaignId": ctx.campaign_id, **match}, projection, sort=[("_id", 1)], batch_size=RAW_BATCH_SIZE
+    )
+    batches = decode_raw_batches(raw)
     if user_field is not None:
-        pipeline.append(lookup_user(user_field))
-        projection = {**projection, **USER_PROJECTION}
-    pipeline.append({"$project": projection})
-    raw = ctx.db[collection].aggregate_raw_batches(pipeline, batchSize=RAW_BATCH_SIZE)
-    rows = write_parts(decode_raw_batches(raw), to_frame, ctx.extract_path(name), "part")
+        batches = with_users(ctx, batches, user_field)
+    rows = write_parts(batches, to_frame, ctx.extract_path(name), "part")
     ctx.log.info(f"extracted {rows} {collection} rows into {name}")
     return rows
 

@@ -15,18 +15,19 @@ from export_pipelines.exports.base import ExportContext, decode_raw_batches, nes
 from export_pipelines.exports.common import (
     RAW_BATCH_SIZE,
     SNAPSHOT_SCHEMA,
+    USER_FIELDS,
     UTC_MS,
     document,
     extract_markets,
     flag,
     frame_of,
-    lookup_user,
     read_markets,
     snapshot_values,
     strings,
     text,
     timestamp,
     with_names,
+    with_users,
 )
 
 ENTRY_SCHEMA: dict[str, Any] = {
@@ -51,9 +52,8 @@ ENTRY_SCHEMA: dict[str, Any] = {
     "postalCode": pl.String,
     "countryCode": pl.String,
 }
-_USER_FIELDS = ("firstName", "lastName", "email", "phone", "postalCode", "countryCode")
 
-# Only what the rows need crosses the wire; the user document is joined by the server.
+# Only what the rows need crosses the wire.
 ENTRY_PROJECTION = {
     "userId": 1,
     "localeId": 1,
@@ -64,7 +64,6 @@ ENTRY_PROJECTION = {
     "codes": 1,
     "fields": 1,
     "user": 1,
-    **{f"u.{field}": 1 for field in _USER_FIELDS},
 }
 
 
@@ -88,12 +87,12 @@ def _entry_row(doc: dict[str, Any], market_id: str, additional: bool) -> tuple[A
         strings(doc.get("codes")),
         json.dumps(custom, ensure_ascii=False, sort_keys=True, default=str) if custom else None,
         *snapshot_values(doc),
-        *(text(user.get(field)) for field in _USER_FIELDS),
+        *(text(user.get(field)) for field in USER_FIELDS),
     )
 
 
 def entries_frame(docs: list[dict[str, Any]], market_id: str, additional: bool) -> pl.DataFrame:
-    """Flatten one batch of entry documents (with their joined user as `u`) into columns."""
+    """Flatten one batch of entry documents (with their user as `u`) into columns."""
     return frame_of(docs, ENTRY_SCHEMA, partial(_entry_row, market_id=market_id, additional=additional))
 
 
@@ -109,15 +108,12 @@ def extract(ctx: ExportContext) -> None:
         if include_all:
             passes.append((True, {"campaignId": ctx.campaign_id, "additionalMarkets": market_id}))
         for additional, match in passes:
-            pipeline: list[dict[str, Any]] = [
-                {"$match": match},
-                {"$sort": {"_id": 1}},
-                lookup_user("userId"),
-                {"$project": ENTRY_PROJECTION},
-            ]
-            raw = ctx.db["entries"].aggregate_raw_batches(pipeline, batchSize=RAW_BATCH_SIZE)
+            raw = ctx.db["entries"].find_raw_batches(
+                match, ENTRY_PROJECTION, sort=[("_id", 1)], batch_size=RAW_BATCH_SIZE
+            )
             to_frame = partial(entries_frame, market_id=market_id, additional=additional)
-            total += write_parts(decode_raw_batches(raw), to_frame, out, f"{index:05d}-{'b' if additional else 'a'}")
+            batches = with_users(ctx, decode_raw_batches(raw), "userId")
+            total += write_parts(batches, to_frame, out, f"{index:05d}-{'b' if additional else 'a'}")
         ctx.log.info(f"extracted market {index + 1}/{len(markets)}: {total} rows so far")
 
 

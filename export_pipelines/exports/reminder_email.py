@@ -40,7 +40,7 @@ from export_pipelines.exports.base import (
     nested,
     write_parts,
 )
-from export_pipelines.exports.common import extract_markets, read_markets, text
+from export_pipelines.exports.common import extract_markets, read_markets, text, with_users
 from export_pipelines.stages import FILE_COLUMN
 
 # Scratch in a per-run directory, removed when the run ends however it ends (stages.run_scratch_dir).
@@ -136,25 +136,11 @@ def extract(ctx: ExportContext) -> None:
     cid = ctx.campaign_id
     extract_markets(ctx, required=True)
 
-    scoring = ctx.db["scoring"].aggregate_raw_batches(
-        [
-            {"$match": {"campaignId": cid, "selected": True}},
-            {"$sort": {"_id": 1}},
-            # The user by _id: the one join MongoDB-compatible servers all do fast.
-            {"$lookup": {"from": "users", "localField": "memberId", "foreignField": "_id", "as": "u"}},
-            {
-                "$project": {
-                    "memberId": 1,
-                    "marketId": 1,
-                    "locale": 1,
-                    "countryCode": 1,
-                    "u.email": 1,
-                    "u.firstName": 1,
-                    "u.countryCode": 1,
-                }
-            },
-        ],
-        batchSize=RAW_BATCH_SIZE,
+    scoring = ctx.db["scoring"].find_raw_batches(
+        {"campaignId": cid, "selected": True},
+        {"memberId": 1, "marketId": 1, "locale": 1, "countryCode": 1},
+        sort=[("_id", 1)],
+        batch_size=RAW_BATCH_SIZE,
     )
     entries = ctx.db["entries"].find_raw_batches(
         {"campaignId": cid},
@@ -168,15 +154,15 @@ def extract(ctx: ExportContext) -> None:
         sort=[("_id", 1)],
         batch_size=RAW_BATCH_SIZE,
     )
-    # Selected fans are joined in polars, bucket by bucket: `$in` with a long id list is slow on
-    # the local server, and a `$lookup` on a field other than _id has no index to use.
+    # Selected fans are joined to their entries and codes in polars, bucket by bucket: a join on
+    # fields other than _id (entries.userId, codes.assignedTo) has no index to use.
     total = 0
-    for name, raw, to_frame in (
-        ("scoring", scoring, scoring_frame),
-        ("entries", entries, entries_frame),
-        ("codes", codes, codes_frame),
+    for name, batches, to_frame in (
+        ("scoring", with_users(ctx, decode_raw_batches(scoring), "memberId"), scoring_frame),
+        ("entries", decode_raw_batches(entries), entries_frame),
+        ("codes", decode_raw_batches(codes), codes_frame),
     ):
-        rows = write_parts(decode_raw_batches(raw), to_frame, ctx.extract_path(f"raw-{name}"), "part")
+        rows = write_parts(batches, to_frame, ctx.extract_path(f"raw-{name}"), "part")
         ctx.log.info(f"extracted {rows} {name} rows")
         total += rows
     buckets = max(1, math.ceil(total / BUCKET_ROWS))

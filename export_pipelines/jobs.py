@@ -7,6 +7,7 @@ Dagster UI can backfill failed exports, and re-execution keeps the same export i
 import resource
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -69,7 +70,9 @@ def export_context(context: OpExecutionContext, service: ExportServiceResource) 
     if record is None:
         raise Failure(f"export record {export_id} not found", allow_retries=False)
     if record["status"] == FINISHED:
-        raise Failure(f"export {export_id} is already FINISHED; only FAILED or EXPIRED exports are re-run")
+        raise Failure(
+            f"export {export_id} is already FINISHED; only FAILED or EXPIRED exports are re-run", allow_retries=False
+        )
     if record["status"] != TRIGGERED:  # PENDING: first start; FAILED/EXPIRED: a re-run
         record = store.mark_triggered(export_id, run_id=context.run_id, preliminary_count=None)
         context.log.info(f"export {export_id} TRIGGERED by run {context.run_id}")
@@ -126,7 +129,7 @@ def upload_files(
 ) -> list[dict[str, Any]]:
     """Upload to the type's bucket with its ACL; an object only appears once complete."""
     with export_context(context, service) as ctx:
-        uploaded = stages.upload(ctx, [stages.Artifact(path=stages.Path(a["path"]), key=a["key"]) for a in artifacts])
+        uploaded = stages.upload(ctx, [stages.Artifact(path=Path(a["path"]), key=a["key"]) for a in artifacts])
     return [u.__dict__ for u in uploaded]
 
 

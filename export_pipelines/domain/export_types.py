@@ -54,6 +54,20 @@ REMINDER_EMAIL_COLUMNS = (
     "memberId",
 )
 
+# artistOptIn and livenationOptIn: the same rows shape, filtered on a different opt-in.
+OPT_IN_COLUMNS = (
+    "userId",
+    "email",
+    "firstName",
+    "lastName",
+    "marketId",
+    "localeId",
+    "postalCode",
+    "marketName",
+    "countryCode",
+    "entryDate",
+)
+
 EXPORT_TYPES: dict[str, ExportType] = {
     t.name: t
     for t in (
@@ -148,18 +162,7 @@ EXPORT_TYPES: dict[str, ExportType] = {
             module="artist_opt_in",
             bucket="exportsS3",
             file_name="{campaign} - Artist Opt-In.csv",
-            columns=(
-                "userId",
-                "email",
-                "firstName",
-                "lastName",
-                "marketId",
-                "localeId",
-                "postalCode",
-                "marketName",
-                "countryCode",
-                "entryDate",
-            ),
+            columns=OPT_IN_COLUMNS,
         ),
         ExportType(
             name="artistSmsOptIn",
@@ -184,18 +187,7 @@ EXPORT_TYPES: dict[str, ExportType] = {
             module="livenation_opt_in",
             bucket="exportsS3",
             file_name="{campaign} - Live Nation Opt-In.csv",
-            columns=(
-                "userId",
-                "email",
-                "firstName",
-                "lastName",
-                "marketId",
-                "localeId",
-                "postalCode",
-                "marketName",
-                "countryCode",
-                "entryDate",
-            ),
+            columns=OPT_IN_COLUMNS,
         ),
         ExportType(
             name="verifiedEntries",

@@ -24,11 +24,11 @@ The dict is faster here but is not a port of anything that can run: `users` is s
 campaign and has no campaign field (SPEC §2), so "the campaign's users in one query" means
 either every user of every campaign or an `$in` of all 1.2 M ids (O(docs x ids) on the local
 server; an `$in` of 1,000 ids already costs 6x one of 100 per id). The prefetch above only
-worked because the seed prefixes user ids with the campaign id. The batched `$in` is what the
-original did and what would run in production; its server-side cost is of the same kind as
-the `$lookup` our pipeline pays (one indexed `_id` lookup per entry). The CPU comparison
-(this process only) hardly depends on the choice; the wall-clock one does, and
-docs/performance.md says so.
+worked because the seed prefixes user ids with the campaign id. The batched `$in` is the form
+a streaming port of the original must take to run in production, and its server-side cost is
+of the same kind as the `$lookup` our pipeline pays (one indexed `_id` lookup per entry). The
+CPU comparison (this process only) hardly depends on the choice; the wall-clock one does
+(about 2x), and docs/performance.md says so.
 
 Run as its own process so its CPU and peak RSS are its own:
 

@@ -267,7 +267,7 @@ def table(results: dict[str, Any]) -> str:
         return "" if name not in t or t[name]["limit"] is None else f"{_fmt(t[name]['limit'], unit)}"
 
     steps = e.get("steps") or {}
-    step_text = ", ".join(f"{k.split('_')[0]} {_fmt(v, ' s')}" for k, v in steps.items() if v is not None)
+    step_text = ", ".join(f"{k.split('_')[0]} {_fmt(steps[k], ' s')}" for k in STEPS if steps.get(k) is not None)
     rows = [
         ("entries: raw scan (floor)", _fmt(e.get("raw_scan_s"), " s"), "", ""),
         ("entries: naive (original design)", _fmt(e.get("naive_s"), " s"), "", ""),
@@ -280,7 +280,7 @@ def table(results: dict[str, Any]) -> str:
         (f"peak RSS of the run at N ({_fmt(e.get('n'))})", _fmt(e.get("peak_rss_mb"), " MB"), "≤ 500 MB",
          verdict("peak_rss")),
         (f"peak RSS of the run at N/10 ({_fmt(e.get('n_small'))})", _fmt(e.get("peak_rss_mb_small"), " MB"),
-         "N within ±25 %", verdict("peak_rss_flat")),
+         "N within 25 %", verdict("peak_rss_flat")),
         ("reminderEmail: raw scan of scoring", _fmt(r.get("raw_scan_s"), " s"), "", ""),
         ("reminderEmail: ours, POST → FINISHED", _fmt(r.get("ours_s"), " s"), "≤ " + limit("reminder_wall", " s"),
          verdict("reminder_wall")),

@@ -34,7 +34,7 @@ def test_timeout_expires_the_export_and_the_next_one_runs(
     dagster.env["TIMEOUT_MILLIS"] = "4000"
     store = ExportStore(db)
     # The first export's first query (its preliminary count) hangs for 30 s: far beyond its 4 s budget.
-    failpoints.set({"times": 1}, failCommands=["count"], blockConnection=True, blockTimeMS=30_000)
+    failpoints.set({"times": 1}, failCommands=["aggregate"], blockConnection=True, blockTimeMS=30_000)
     stuck = request_export(db, "slow", "entries")
     following = request_export(db, "slow", "entries", date_key="1")
     dagster.start_daemon()
@@ -67,7 +67,7 @@ def test_kill_9_of_the_run_worker_ends_the_export_failed_or_expired(
     monkeypatch.setenv("TIMEOUT_MILLIS", "5000")
     dagster.env["TIMEOUT_MILLIS"] = "5000"
     store = ExportStore(db)
-    failpoints.set({"times": 1}, failCommands=["count"], blockConnection=True, blockTimeMS=60_000)
+    failpoints.set({"times": 1}, failCommands=["aggregate"], blockConnection=True, blockTimeMS=60_000)
     record = request_export(db, "crash", "entries")
     dagster.start_daemon()
     wait_until(lambda: _status(store, record["_id"]) == TRIGGERED, 60, "export TRIGGERED")

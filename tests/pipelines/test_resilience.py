@@ -25,7 +25,7 @@ def test_transient_database_faults_are_retried_inside_the_run(db: Database, fail
     seed_campaign(db, campaign_id="flaky", n_entries=100, seed=3)
     record = request_export(db, "flaky", "entries")
     # Three dropped connections: more than pymongo's own single retry, fewer than the op's retries.
-    failpoints.set({"times": 3}, failCommands=["find", "count"], closeConnection=True)
+    failpoints.set({"times": 3}, failCommands=["find", "aggregate"], closeConnection=True)
     result = run_export(record)
     assert result.success
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]

@@ -55,19 +55,26 @@ def jwt_keys() -> tuple[str, str]:
     return rsa_pem_pair()
 
 
-@pytest.fixture
-def env(
-    mongo_uri: str, s3_endpoint: str, jwt_keys: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> dict[str, str]:
-    """Environment of one test: its own database, the shared servers, a scratch DATA_DIR."""
-    values = {
+def server_env(mongo_uri: str, s3_endpoint: str, data_dir: Path) -> dict[str, str]:
+    """The variables that point a process at the suite's servers, with a fresh database name."""
+    return {
         "MONGODB_URI": mongo_uri,
         "MONGODB_DB": f"t_{uuid.uuid4().hex[:12]}",
         "S3_ENDPOINT_URL": s3_endpoint,
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "DATA_DIR": str(tmp_path / "data"),
+        "DATA_DIR": str(data_dir),
+    }
+
+
+@pytest.fixture
+def env(
+    mongo_uri: str, s3_endpoint: str, jwt_keys: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """Environment of one test: its own database, the shared servers, a scratch DATA_DIR."""
+    values = {
+        **server_env(mongo_uri, s3_endpoint, tmp_path / "data"),
         "JWT_PRIVATE_KEY": jwt_keys[0],
         "JWT_PUBLIC_KEY": jwt_keys[1],
         "DEV_MODE": "1",

@@ -29,6 +29,7 @@ from export_pipelines.domain.records import FAILED, FINISHED, ExportStore
 from export_pipelines.domain.settings import Settings
 from export_pipelines.seed import seed_campaign, wave_date_keys
 from export_pipelines.stages import staging_dir
+from tests.conftest import server_env
 from tests.pipelines import expected_data as ex
 from tests.pipelines.expected_data import DATA_TYPES
 from tests.pipelines.helpers import read_csv, read_header, request_export, run_export
@@ -65,15 +66,7 @@ class World:
 def world(mongo_uri: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """One seeded campaign for the module; its id is unique so its S3 keys are too."""
     with pytest.MonkeyPatch.context() as mp:
-        for name, value in {
-            "MONGODB_URI": mongo_uri,
-            "MONGODB_DB": f"t_{uuid.uuid4().hex[:12]}",
-            "S3_ENDPOINT_URL": s3_endpoint,
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "DATA_DIR": str(tmp_path_factory.mktemp("data")),
-        }.items():
+        for name, value in server_env(mongo_uri, s3_endpoint, tmp_path_factory.mktemp("data")).items():
             mp.setenv(name, value)
         settings = Settings.from_env()
         ensure_buckets(settings)

@@ -94,8 +94,9 @@ def settings(env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture
-def db(settings: Settings) -> Iterator[Database]:
-    client: MongoClient = MongoClient(settings.mongodb_uri, tz_aware=True)
+def db(settings: Settings, mongo_uri: str) -> Iterator[Database]:
+    """The test's database, through a client of its own that failpoints never target."""
+    client: MongoClient = MongoClient(mongo_uri, tz_aware=True)
     yield client[settings.mongodb_db]
     client.drop_database(settings.mongodb_db)
     client.close()
@@ -107,12 +108,20 @@ def s3(settings: Settings) -> Any:
 
 
 class FailPoints:
-    """Server-side fault injection (MongoDB's `failCommand`), always switched off after the test."""
+    """Server-side fault injection (MongoDB's `failCommand`), always switched off after the test.
 
-    def __init__(self, client: MongoClient) -> None:
+    A failpoint is server-wide, so it is scoped to one application name: only clients that
+    connect with `client_uri` (this test's code, in process or in the processes it starts) are
+    hit, never a leftover process of an earlier test nor the test's own assertions.
+    """
+
+    def __init__(self, client: MongoClient, mongo_uri: str) -> None:
         self.client = client
+        self.app_name = f"failpoints-{uuid.uuid4().hex[:8]}"
+        self.client_uri = f"{mongo_uri}&appName={self.app_name}"
 
     def set(self, mode: Any, **data: Any) -> None:
+        data = {**data, "appName": self.app_name}
         self.client.admin.command({"configureFailPoint": "failCommand", "mode": mode, "data": data})
 
     def off(self) -> None:
@@ -120,9 +129,11 @@ class FailPoints:
 
 
 @pytest.fixture
-def failpoints(mongo_uri: str) -> Iterator[FailPoints]:
+def failpoints(mongo_uri: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[FailPoints]:
+    """Failpoints aimed at this test's in-process clients (MONGODB_URI now names the app)."""
     client: MongoClient = MongoClient(mongo_uri)
-    points = FailPoints(client)
+    points = FailPoints(client, mongo_uri)
+    monkeypatch.setenv("MONGODB_URI", points.client_uri)
     yield points
     points.off()
     client.close()

@@ -2,8 +2,9 @@
 
 Each source collection is read the same way: one query per dataset (filter, `_id` order,
 projection), raw BSON batches decoded one at a time, each batch's users fetched by `_id`
-(`with_users`), and written as Parquet parts. Flattening a document into columns happens here,
-once per source, so the type modules only choose filters and shape rows with polars.
+(`with_users`), and written as Parquet parts (`write_parts` reads the next batch meanwhile).
+Flattening a document into columns happens here, once per source, so the type modules only
+choose filters and shape rows with polars.
 
 Name fallback (SPEC §2): first/last name and e-mail come from the `users` document, field by
 field falling back to the entry's `user` snapshot. Entry-based types carry the snapshot in
@@ -99,9 +100,10 @@ def frame_of(
 
 
 # Ids per `$in`: each query is an index lookup on MongoDB; on the local server a query's cost
-# grows with the square of its list. Measured here per 10k users: 20 ids 0.6 s, 50 ids 0.8-1.0 s,
-# 100 ids 1.2 s, 200 ids 1.8 s, one `find_one` each 3 s, a `$lookup` in the query 1.8 s.
-USER_LOOKUP_CHUNK = 50
+# grows with the square of its list. Measured here per 10k users: 20-30 ids 0.6-0.8 s, 50 ids
+# 0.8-0.9 s, 100 ids 1.1-1.2 s, 200 ids 1.8 s, one `find_one` each 3 s, a `$lookup` 1.8 s;
+# below ~20 the round trips dominate (10 ids 0.95 s) and our CPU per user doubles.
+USER_LOOKUP_CHUNK = 30
 USER_FIELDS = ("firstName", "lastName", "email", "phone", "postalCode", "countryCode")
 
 

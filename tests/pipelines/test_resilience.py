@@ -34,6 +34,26 @@ def test_transient_database_faults_are_retried_inside_the_run(db: Database, fail
     assert done is not None and done["status"] == FINISHED and done["count"] == 100
 
 
+def test_a_fault_while_the_next_batch_is_read_ahead_retries_the_extract(db: Database, failpoints: FailPoints):
+    """The users lookups run in the read-ahead thread: their errors must reach the step and its retry."""
+    seed_campaign(db, campaign_id="ahead", n_entries=300, seed=5)
+    record = request_export(db, "ahead", "entries")
+    # Let the run's first finds through (record, campaign, markets, the first entries query),
+    # then drop two connections in a row (pymongo retries a read once) during a users lookup.
+    failpoints.set({"skip": 8, "times": 2}, failCommands=["find"], closeConnection=True)
+    result = run_export(record)
+    assert result.success
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert [e.step_key for e in retries] == ["extract_rows"]
+    error, stack = retries[0].event_specific_data.error, []  # type: ignore[union-attr]
+    while error is not None:
+        stack += error.stack
+        error = error.cause
+    assert "in with_users" in "".join(stack) and "in produce" in "".join(stack), "raised in the read-ahead thread"
+    done = ExportStore(db).get(record["_id"])
+    assert done is not None and done["status"] == FINISHED and done["count"] == 300
+
+
 def test_upload_interrupted_midway_leaves_nothing_at_the_key(tmp_path: Path):
     """Stop the S3 server between parts of a multipart upload: no object, and a retry cleans up."""
     port = free_port()

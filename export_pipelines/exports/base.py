@@ -114,7 +114,9 @@ def prefetched(items: Iterable[Any], depth: int = PREFETCH_BATCHES) -> Iterator[
                 return
     finally:
         stop.set()
-        producer.join(timeout=30)
+        # Not for long: a producer stuck in a slow query stops on its own once it returns, and
+        # it only ever hands batches over (the consumer writes the files).
+        producer.join(timeout=5)
 
 
 def write_parts(

@@ -403,23 +403,18 @@ _SCORED_PERSON_SCHEMA: dict[str, Any] = {
 
 def extract_scoring(ctx: ExportContext, match: dict[str, Any], *, with_user: bool = False) -> int:
     """The campaign's scoring records matching `match`, by `_id`; `with_user` adds the member's names."""
-    if with_user:
-
-        def to_frame(docs: list[dict[str, Any]]) -> pl.DataFrame:
-            return frame_of(docs, _SCORED_PERSON_SCHEMA, lambda d: (*_scoring_row(d), *user_values(d)[:3]))
-
-    else:
-
-        def to_frame(docs: list[dict[str, Any]]) -> pl.DataFrame:
-            return frame_of(docs, SCORING_SCHEMA, _scoring_row)
-
+    schema, row = (
+        (_SCORED_PERSON_SCHEMA, lambda d: (*_scoring_row(d), *user_values(d)[:3]))
+        if with_user
+        else (SCORING_SCHEMA, _scoring_row)
+    )
     return extract_dataset(
         ctx,
         collection="scoring",
         name=SCORING,
         match=match,
         projection=_SCORING_PROJECTION,
-        to_frame=to_frame,
+        to_frame=lambda docs: frame_of(docs, schema, row),
         user_field="memberId" if with_user else None,
     )
 
@@ -451,23 +446,16 @@ def _code_row(doc: dict[str, Any]) -> tuple[Any, ...]:
 
 def extract_codes(ctx: ExportContext, match: dict[str, Any], *, with_user: bool = False) -> int:
     """The campaign's codes matching `match`, by `_id`; `with_user` adds the holder's user document."""
-    if with_user:
-
-        def to_frame(docs: list[dict[str, Any]]) -> pl.DataFrame:
-            return frame_of(docs, _CODE_PERSON_SCHEMA, lambda d: (*_code_row(d), *user_values(d)))
-
-    else:
-
-        def to_frame(docs: list[dict[str, Any]]) -> pl.DataFrame:
-            return frame_of(docs, CODE_SCHEMA, _code_row)
-
+    schema, row = (
+        (_CODE_PERSON_SCHEMA, lambda d: (*_code_row(d), *user_values(d))) if with_user else (CODE_SCHEMA, _code_row)
+    )
     return extract_dataset(
         ctx,
         collection="codes",
         name=CODES,
         match=match,
         projection={"code": 1, "marketId": 1, "status": 1, "assignedTo": 1, "date.assigned": 1, "waveDateKey": 1},
-        to_frame=to_frame,
+        to_frame=lambda docs: frame_of(docs, schema, row),
         user_field="assignedTo" if with_user else None,
     )
 

@@ -25,10 +25,17 @@ from typing import Any
 import httpx
 import psutil
 
-from export_pipelines.devstack import Supervisor
+from export_pipelines.devstack import (
+    DAEMON_COMMAND,
+    MIGRATE_COMMAND,
+    Supervisor,
+    api_command,
+    mongodb_command,
+    s3_command,
+    webserver_command,
+)
 from export_pipelines.domain.settings import REPO_ROOT
 
-BIN = Path(sys.executable).parent
 END_STATES = ("FINISHED", "FAILED", "EXPIRED")
 UNREACHABLE_S = 600
 PICKUP_TIMEOUT_S = 180  # the sensor picks a request up within seconds; minutes mean it never will
@@ -109,14 +116,13 @@ class LocalServers:
             port = free_port()
             storage = self.data_dir / "bench-mongodb"
             storage.mkdir(parents=True, exist_ok=True)
-            args = [str(BIN / "secantusd-py"), "--host", "127.0.0.1", "--port", str(port), "--storage-path"]
-            self.db_pid = self.sup.start("mongodb", [*args, str(storage)]).pid
+            self.db_pid = self.sup.start("mongodb", mongodb_command(port, storage)).pid
             wait_for_port(port, "MongoDB-protocol server", sup=self.sup)
             mongo_uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
         s3_url = os.environ.get("S3_ENDPOINT_URL")
         if not s3_url:
             port = free_port()
-            self.s3_pid = self.sup.start("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]).pid
+            self.s3_pid = self.sup.start("s3", s3_command(port)).pid
             wait_for_port(port, "S3 server", sup=self.sup)
             s3_url = f"http://127.0.0.1:{port}"
         self.env = {"MONGODB_URI": mongo_uri, "S3_ENDPOINT_URL": s3_url}
@@ -193,22 +199,16 @@ class ExportStack:
         # them at once in a fresh DAGSTER_HOME can leave two alembic heads, and then no process
         # can load the code ("Version table 'alembic_version' has more than one head present").
         subprocess.run(
-            [str(BIN / "dagster"), "instance", "migrate"],
+            MIGRATE_COMMAND,
             env=self.env,
             cwd=REPO_ROOT,
             check=True,
             capture_output=True,
             timeout=120,
         )
-        workspace = str(REPO_ROOT / "workspace.yaml")
-        self.sup.start("dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace])
-        self.sup.start(
-            "dagster-webserver",
-            [str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(self.dagster_port)],
-        )
-        self.sup.start(
-            "api", [str(BIN / "uvicorn"), "export_api.app:app", "--host", "127.0.0.1", "--port", str(self.api_port)]
-        )
+        self.sup.start("dagster-daemon", DAEMON_COMMAND)
+        self.sup.start("dagster-webserver", webserver_command(self.dagster_port))
+        self.sup.start("api", api_command(self.api_port))
         wait_for_port(self.api_port, "API", sup=self.sup)
         wait_for_port(self.dagster_port, "Dagster webserver", timeout=180, sup=self.sup)
 

@@ -25,6 +25,38 @@ from export_pipelines.domain.settings import REPO_ROOT, Settings
 
 BIN = Path(sys.executable).parent
 STOP_GRACE_SECONDS = 10
+WORKSPACE = str(REPO_ROOT / "workspace.yaml")
+
+# -- the command line of each process of the local stack (here, the bench and the e2e tests) --
+
+
+def mongodb_command(port: int, storage: Path, *options: str) -> list[str]:
+    return [
+        str(BIN / "secantusd-py"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--storage-path",
+        str(storage),
+        *options,
+    ]
+
+
+def s3_command(port: int) -> list[str]:
+    return [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+
+
+MIGRATE_COMMAND = [str(BIN / "dagster"), "instance", "migrate"]
+DAEMON_COMMAND = [str(BIN / "dagster-daemon"), "run", "-w", WORKSPACE]
+
+
+def webserver_command(port: int) -> list[str]:
+    return [str(BIN / "dagster-webserver"), "-w", WORKSPACE, "-h", "127.0.0.1", "-p", str(port)]
+
+
+def api_command(port: int) -> list[str]:
+    return [str(BIN / "uvicorn"), "export_api.app:app", "--host", "127.0.0.1", "--port", str(port)]
 
 
 def _port_free(port: int) -> bool:
@@ -208,24 +240,12 @@ def main() -> int:
     try:
         if not os.environ.get("MONGODB_URI"):
             port = _pick_port(27017)
-            sup.start(
-                "mongodb",
-                [
-                    str(BIN / "secantusd-py"),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--storage-path",
-                    str(data_dir / "mongodb"),
-                    "--sync-on-commit",
-                ],
-            )
+            sup.start("mongodb", mongodb_command(port, data_dir / "mongodb", "--sync-on-commit"))
             _wait_for_port(port, "MongoDB-protocol server")
             env["MONGODB_URI"] = f"mongodb://127.0.0.1:{port}/?directConnection=true"
         if own_s3:
             port = _pick_port(4566)
-            sup.start("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)])
+            sup.start("s3", s3_command(port))
             _wait_for_port(port, "S3 server")
             env["S3_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
             env.setdefault("AWS_ACCESS_KEY_ID", "local")
@@ -261,26 +281,10 @@ def main() -> int:
             check=True,
         )
         # Create/upgrade Dagster's storage before its two processes start and race to do it.
-        subprocess.run(
-            [str(BIN / "dagster"), "instance", "migrate"], env=env, cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL
-        )
-        sup.start("dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(REPO_ROOT / "workspace.yaml")])
-        sup.start(
-            "dagster-webserver",
-            [
-                str(BIN / "dagster-webserver"),
-                "-w",
-                str(REPO_ROOT / "workspace.yaml"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(settings.dagster_port),
-            ],
-        )
-        sup.start(
-            "api",
-            [str(BIN / "uvicorn"), "export_api.app:app", "--host", "127.0.0.1", "--port", str(settings.api_port)],
-        )
+        subprocess.run(MIGRATE_COMMAND, env=env, cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
+        sup.start("dagster-daemon", DAEMON_COMMAND)
+        sup.start("dagster-webserver", webserver_command(settings.dagster_port))
+        sup.start("api", api_command(settings.api_port))
         _wait_for_port(settings.api_port, "API")
         _wait_for_port(settings.dagster_port, "Dagster webserver", timeout=120)
         print(

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,10 +16,9 @@ import httpx
 import pytest
 from dagster import DagsterInstance
 
+from export_pipelines.devstack import DAEMON_COMMAND, webserver_command
 from export_pipelines.domain.settings import REPO_ROOT
 from tests.conftest import free_port
-
-BIN = Path(sys.executable).parent
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, message: str, interval: float = 0.25) -> Any:
@@ -34,8 +32,10 @@ def wait_until(predicate: Callable[[], Any], timeout: float, message: str, inter
 
 
 class DagsterProcesses:
-    def __init__(self, env: dict[str, str], home: Path) -> None:
-        self.env, self.home = env, home
+    """Each process starts with the test's environment as it is then (monkeypatched values included)."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.graphql_url: str | None = None
         self.orphan_groups: list[int] = []
@@ -43,26 +43,15 @@ class DagsterProcesses:
     def _start(self, name: str, args: list[str]) -> None:
         log = (self.home / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
-            args, env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args, env=dict(os.environ), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def start_daemon(self) -> None:
-        self._start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(REPO_ROOT / "workspace.yaml")])
+        self._start("daemon", DAEMON_COMMAND)
 
     def start_webserver(self) -> str:
         port = free_port()
-        self._start(
-            "webserver",
-            [
-                str(BIN / "dagster-webserver"),
-                "-w",
-                str(REPO_ROOT / "workspace.yaml"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-            ],
-        )
+        self._start("webserver", webserver_command(port))
         self.graphql_url = f"http://127.0.0.1:{port}/graphql"
         wait_until(lambda: _answers(f"http://127.0.0.1:{port}/server_info"), 120, "webserver up")
         return self.graphql_url
@@ -119,6 +108,6 @@ def dagster_home(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.Monkey
 @pytest.fixture
 def dagster(settings: Any, dagster_home: Path) -> Iterator[DagsterProcesses]:
     """Daemon (and, on request, webserver) sharing the test's DAGSTER_HOME and environment."""
-    processes = DagsterProcesses(dict(os.environ), dagster_home)
+    processes = DagsterProcesses(dagster_home)
     yield processes
     processes.stop_all()

@@ -31,8 +31,6 @@ def test_timeout_expires_the_export_and_the_next_one_runs(
 ):
     seed_campaign(db, campaign_id="slow", n_entries=200, seed=1)
     monkeypatch.setenv("TIMEOUT_MILLIS", "4000")
-    dagster.env["TIMEOUT_MILLIS"] = "4000"
-    dagster.env["MONGODB_URI"] = failpoints.client_uri
     store = ExportStore(db)
     # The first export's first query (its preliminary count) hangs for 30 s: far beyond its 4 s budget.
     failpoints.set({"times": 1}, failCommands=["aggregate"], blockConnection=True, blockTimeMS=30_000)
@@ -66,8 +64,6 @@ def test_kill_9_of_the_run_worker_ends_the_export_failed_or_expired(
 ):
     seed_campaign(db, campaign_id="crash", n_entries=200, seed=2)
     monkeypatch.setenv("TIMEOUT_MILLIS", "5000")
-    dagster.env["TIMEOUT_MILLIS"] = "5000"
-    dagster.env["MONGODB_URI"] = failpoints.client_uri
     store = ExportStore(db)
     failpoints.set({"times": 1}, failCommands=["aggregate"], blockConnection=True, blockTimeMS=60_000)
     record = request_export(db, "crash", "entries")

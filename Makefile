@@ -16,14 +16,14 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(BIN)/python -m export_pipelines.devstack
+	$(BIN)/python -m devstack
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy export_pipelines export_api bench
+	$(BIN)/mypy export_pipelines export_api devstack bench
 
 pytest: install
 	$(BIN)/python -m pytest -q

@@ -36,8 +36,8 @@ import jwt
 import uvicorn
 from pymongo import MongoClient
 
+from devstack.supervisor import rsa_pem_pair
 from export_api.app import create_app
-from export_pipelines.devstack import rsa_pem_pair
 from export_pipelines.domain import ccpa
 from export_pipelines.domain.clients import ensure_buckets, s3_client
 from export_pipelines.domain.export_types import EXPORT_TYPES

@@ -48,10 +48,10 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from bench.stack import ExportStack, Finished, LocalServers, run_module
-from export_pipelines.devstack import rsa_pem_pair
+from devstack.seed import seed_campaign
+from devstack.supervisor import rsa_pem_pair
 from export_pipelines.domain.clients import ensure_buckets
 from export_pipelines.domain.settings import REPO_ROOT, Settings
-from export_pipelines.seed import seed_campaign
 
 DEFAULT_ENTRIES = 1_200_000
 TARGET_ENTRIES = 1_200_000  # the size the targets are stated for

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import psutil
 
-from export_pipelines.devstack import (
+from devstack.supervisor import (
     DAEMON_COMMAND,
     MIGRATE_COMMAND,
     Supervisor,

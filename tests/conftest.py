@@ -16,7 +16,7 @@ import pytest
 from pymongo import MongoClient
 from pymongo.database import Database
 
-from export_pipelines.devstack import rsa_pem_pair
+from devstack.supervisor import rsa_pem_pair
 from export_pipelines.domain.clients import ensure_buckets, s3_client
 from export_pipelines.domain.settings import Settings
 

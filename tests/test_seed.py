@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from pymongo.database import Database
 from secantus import SecantusDBServer
 
-from export_pipelines import seed as seed_module
-from export_pipelines.seed import (
+from devstack import seed as seed_module
+from devstack.seed import (
     CampaignExistsError,
     ensure_data_indexes,
     main,

@@ -22,12 +22,12 @@ from botocore.exceptions import ClientError
 from pymongo.database import Database
 from starlette.testclient import TestClient
 
+from devstack.seed import seed_campaign, wave_date_keys
 from export_api.app import create_app
 from export_pipelines.domain.ccpa import EXEMPT_TYPES
 from export_pipelines.domain.export_types import EXPORT_TYPES
 from export_pipelines.domain.records import FINISHED, ExportStore
 from export_pipelines.domain.settings import Settings
-from export_pipelines.seed import seed_campaign, wave_date_keys
 from tests.api.conftest import TokenFactory, assert_error
 from tests.conftest import free_port
 from tests.domain.test_ccpa import World

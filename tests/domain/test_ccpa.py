@@ -11,6 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 from pymongo.database import Database
 
+from devstack.seed import seed_campaign
 from export_pipelines.domain import ccpa
 from export_pipelines.domain.ccpa import CcpaDeletion, CcpaDeletionIncomplete
 from export_pipelines.domain.export_types import EXPORT_TYPES, ExportType
@@ -18,7 +19,6 @@ from export_pipelines.domain.keys import export_key
 from export_pipelines.domain.membership import MembershipStore
 from export_pipelines.domain.records import FAILED, FINISHED, TRIGGERED, ExportStore, utcnow
 from export_pipelines.domain.settings import Settings
-from export_pipelines.seed import seed_campaign
 from tests.pipelines.helpers import read_csv, request_export, run_export
 
 USER = "fan-42"

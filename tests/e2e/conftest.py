@@ -16,7 +16,7 @@ import httpx
 import pytest
 from dagster import DagsterInstance
 
-from export_pipelines.devstack import DAEMON_COMMAND, webserver_command
+from devstack.supervisor import DAEMON_COMMAND, webserver_command
 from export_pipelines.domain.settings import REPO_ROOT
 from tests.conftest import free_port
 

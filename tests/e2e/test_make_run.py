@@ -28,7 +28,7 @@ def test_local_stack_starts_serves_an_export_and_stops_without_orphans(tmp_path:
     env.update(DATA_DIR=str(tmp_path / "data"), API_PORT=str(api_port), DAGSTER_PORT=str(dagster_port))
     log = (tmp_path / "run.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "export_pipelines.devstack"],
+        [sys.executable, "-m", "devstack"],
         cwd=REPO_ROOT,
         env=env,
         stdout=log,

@@ -8,8 +8,8 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from pymongo.database import Database
 
+from devstack.seed import seed_campaign
 from export_pipelines.domain.records import FINISHED, ExportStore
-from export_pipelines.seed import seed_campaign
 from tests.e2e.conftest import DagsterProcesses, wait_until
 from tests.pipelines.helpers import request_export
 

@@ -17,13 +17,13 @@ import polars as pl
 import pytest
 from pymongo.database import Database
 
+from devstack.seed import seed_campaign
 from export_pipelines import stages
 from export_pipelines.domain.export_types import EXPORT_TYPES
 from export_pipelines.domain.keys import safe_key_part
 from export_pipelines.domain.records import FAILED, FINISHED, ExportStore
 from export_pipelines.domain.settings import Settings
 from export_pipelines.exports import reminder_email
-from export_pipelines.seed import seed_campaign
 from tests.pipelines.expected_reminder import COLUMNS, REQUIRED, expected_reminder_rows, segmented
 from tests.pipelines.helpers import read_csv, read_header, request_export, run_export
 

@@ -13,10 +13,10 @@ from botocore.config import Config
 from moto.server import ThreadedMotoServer
 from pymongo.database import Database
 
+from devstack.seed import seed_campaign
 from export_pipelines.domain.records import FAILED, FINISHED, ExportStore
 from export_pipelines.domain.settings import Settings
 from export_pipelines.domain.storage import upload_file
-from export_pipelines.seed import seed_campaign
 from tests.conftest import FailPoints, free_port
 from tests.pipelines.helpers import read_csv, request_export, run_export
 

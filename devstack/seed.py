@@ -32,7 +32,7 @@ Dagster-free on purpose: the API tests, the local stack and the CLI use it too.
 
 CLI::
 
-    python -m export_pipelines.seed --uri mongodb://127.0.0.1:27017 --db verifiedfan \\
+    python -m devstack.seed --uri mongodb://127.0.0.1:27017 --db verifiedfan \\
         --campaign-id 123 --entries 50000 --seed 0 [--if-empty]
 """
 
@@ -928,9 +928,7 @@ def _client(uri: str) -> pymongo.MongoClient[Any]:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m export_pipelines.seed", description="Seed a demo campaign into MongoDB."
-    )
+    p = argparse.ArgumentParser(prog="python -m devstack.seed", description="Seed a demo campaign into MongoDB.")
     p.add_argument("--uri", default=os.environ.get("MONGODB_URI", "mongodb://127.0.0.1:27017"))
     p.add_argument("--db", default=os.environ.get("MONGODB_DB", "verifiedfan"))
     p.add_argument("--campaign-id", default="123")

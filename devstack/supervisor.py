@@ -263,7 +263,7 @@ def main() -> int:
             [
                 sys.executable,
                 "-m",
-                "export_pipelines.seed",
+                "devstack.seed",
                 "--if-empty",
                 "--campaign-id",
                 "123",

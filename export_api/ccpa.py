@@ -24,7 +24,7 @@ async def delete_user_exports(request: Request) -> Response:
     if not user_id.strip() or len(user_id) > MAX_USER_ID_LENGTH:
         raise ApiError(400, f"userId must be 1 to {MAX_USER_ID_LENGTH} characters.", user_id[:100])
     state = api_state(request)
-    deletion = CcpaDeletion(state.db, state.s3, state.settings)
+    deletion = CcpaDeletion(state.db, state.s3, state.settings.buckets)
     try:
         summary = await run_in_threadpool(deletion.delete_user, user_id, requested_by=principal.user_id)
     except CcpaDeletionIncomplete as exc:

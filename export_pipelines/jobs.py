@@ -1,13 +1,16 @@
-"""One Dagster job per export type, all made from the same five ops.
+"""One Dagster job per export type, made of one op per stage (stages.py does the work).
 
-The export id is the run's partition key (one dynamic partition set per job), so the
-Dagster UI can backfill failed exports, and re-execution keeps the same export id.
+The export id is the run's partition key (one dynamic partition set per job), so the Dagster
+UI can backfill failed exports and re-execution keeps the same export id. The run's
+`export` resource moves the record to TRIGGERED once, when the run starts; each op then does
+its own stage from what the earlier ones staged. Types with per-run scratch (the reminder
+e-mails, SPEC §5) cannot keep staged files past a failed run, so their job makes and uploads
+the files in one op: a re-execution from failure starts there, where its inputs are made.
 """
 
 import resource
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -19,7 +22,9 @@ from dagster import (
     Failure,
     HookContext,
     JobDefinition,
+    MetadataValue,
     OpExecutionContext,
+    Output,
     RetryPolicy,
     failure_hook,
     in_process_executor,
@@ -30,22 +35,23 @@ from dagster import (
 from export_pipelines import stages
 from export_pipelines.domain import ccpa
 from export_pipelines.domain.export_types import EXPORT_TYPES, ExportType
-from export_pipelines.domain.records import FAILED, FINISHED, TRIGGERED, IllegalTransition
-from export_pipelines.domain.settings import Settings
-from export_pipelines.exports.base import ExportContext, PermanentExportError
-from export_pipelines.resources import ExportServiceResource
+from export_pipelines.domain.failures import plain_message
+from export_pipelines.domain.records import FAILED, IllegalTransition
+from export_pipelines.exports.contract import ExportContext, PermanentExportError
+from export_pipelines.resources import ExportRunResource
 
 QUEUE_TAG = "export-service/queue"  # dagster.yaml limits runs with this tag to one at a time
 # The export id is the partition key, so re-executions and backfills carry it too.
 EXPORT_ID_TAG = "dagster/partition"
 EXPORT_TYPE_TAG = "export-service/export-type"
-
+CAMPAIGN_TAG = "export-service/campaign-id"
+REQUEST_ID_TAG = "export-service/request-id"
 # Dagster's run monitoring stops a run after this many seconds (TIMEOUT_MILLIS); being a job
 # tag, it applies to sensor runs, re-executions and backfills alike.
 MAX_RUNTIME_TAG = "dagster/max_runtime"
 
-# Connection hiccups are retried with backoff; PermanentExportError is raised as a Failure
-# that forbids retries, so bad data fails at once.
+# Connection hiccups are retried with backoff; PermanentExportError becomes a Failure that
+# forbids retries, so bad data fails at once.
 TRANSIENT_RETRY = RetryPolicy(max_retries=3, delay=1.0, backoff=Backoff.EXPONENTIAL)
 
 
@@ -57,125 +63,140 @@ def job_name(export_type: str) -> str:
     return f"{export_type}_export_job"
 
 
+def _being_stopped(instance: DagsterInstance, run_id: str) -> bool:
+    run = instance.get_run_by_id(run_id)
+    return run is not None and run.status in (DagsterRunStatus.CANCELING, DagsterRunStatus.CANCELED)
+
+
 @contextmanager
-def export_context(context: OpExecutionContext, service: ExportServiceResource) -> Iterator[ExportContext]:
-    """The export this run works on; a re-executed run takes a FAILED/EXPIRED record back to TRIGGERED."""
-    export_id = context.partition_key
+def stage(context: OpExecutionContext, export: ExportRunResource) -> Iterator[ExportContext]:
+    """The export's context for this step; bad data fails it at once, a cancelled run stops retrying."""
     if _being_stopped(context.instance, context.run_id):
-        # A step retried after Dagster began cancelling the run (e.g. for its runtime) must not
-        # carry on and finish the export behind the cancellation's back.
         raise Failure("the run is being canceled", allow_retries=False)
-    store = service.store()
-    record = store.get(export_id)
-    if record is None:
-        raise Failure(f"export record {export_id} not found", allow_retries=False)
-    if record["status"] == FINISHED:
-        raise Failure(
-            f"export {export_id} is already FINISHED; only FAILED or EXPIRED exports are re-run", allow_retries=False
-        )
-    if record["status"] != TRIGGERED:  # PENDING: first start; FAILED/EXPIRED: a re-run
-        record = store.mark_triggered(export_id, run_id=context.run_id, preliminary_count=None)
-        context.log.info(f"export {export_id} TRIGGERED by run {context.run_id}")
-    elif record.get("runId") != context.run_id:  # re-executed while the old run was never recorded as ended
-        store.attach_run(export_id, context.run_id)
     try:
-        yield stages.build_context(
-            record, service.db(), service.s3(), service.settings, context.log, run_id=context.run_id
-        )
+        yield export.context(context.log)
     except PermanentExportError as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
 
 
 @op(retry_policy=TRANSIENT_RETRY)
-def start_export(context: OpExecutionContext, service: ExportServiceResource) -> str:
-    """Mark the export TRIGGERED (before anything can fail), then store its preliminary count."""
-    with export_context(context, service) as ctx:
+def start_export(context: OpExecutionContext, export: ExportRunResource) -> str:
+    """Store the export's preliminary count (SPEC §3), for progress display."""
+    with stage(context, export) as ctx:
         if "preliminaryCount" not in ctx.record:
             count = stages.preliminary_count(ctx)
             if count is not None:
-                service.store().set_preliminary_count(ctx.export_id, count)
+                export.mongo.store().set_preliminary_count(ctx.export_id, count)
             context.log.info(f"export {ctx.export_id}: preliminary count {count}")
     return ctx.export_id
 
 
 @op(retry_policy=TRANSIENT_RETRY)
-def extract_rows(context: OpExecutionContext, service: ExportServiceResource, export_id: str) -> str:
-    """Read the export's documents from MongoDB in batches into Parquet parts."""
-    with export_context(context, service) as ctx:
+def extract_rows(context: OpExecutionContext, export: ExportRunResource, export_id: str) -> str:
+    """Read the export's documents from MongoDB in raw batches into Parquet parts."""
+    with stage(context, export) as ctx:
         stages.extract(ctx)
     return export_id
 
 
 @op(retry_policy=TRANSIENT_RETRY)
-def transform_rows(context: OpExecutionContext, service: ExportServiceResource, export_id: str) -> str:
+def transform_rows(context: OpExecutionContext, export: ExportRunResource, export_id: str) -> str:
     """Shape the rows with polars and write formatted CSV files."""
-    with export_context(context, service) as ctx:
+    with stage(context, export) as ctx:
         rows = stages.transform(ctx)
     context.log.info(f"{sum(rows.values())} rows in {len(rows)} file(s)")
     return export_id
 
 
 @op(retry_policy=TRANSIENT_RETRY)
-def package_files(context: OpExecutionContext, service: ExportServiceResource, export_id: str) -> list[dict[str, str]]:
+def package_files(context: OpExecutionContext, export: ExportRunResource, export_id: str) -> stages.Package:
     """Assemble the object(s) to upload: a CSV, a ZIP or several CSVs."""
-    with export_context(context, service) as ctx:
-        artifacts = stages.package(ctx)
-    return [{"path": str(a.path), "key": a.key} for a in artifacts]
+    with stage(context, export) as ctx:
+        return stages.package(ctx)
 
 
 @op(retry_policy=TRANSIENT_RETRY)
-def upload_files(
-    context: OpExecutionContext, service: ExportServiceResource, artifacts: list[dict[str, str]]
-) -> list[dict[str, Any]]:
+def upload_files(context: OpExecutionContext, export: ExportRunResource, staged: stages.Package) -> stages.Uploaded:
     """Upload to the type's bucket with its ACL; an object only appears once complete."""
-    with export_context(context, service) as ctx:
-        uploaded = stages.upload(ctx, [stages.Artifact(path=Path(a["path"]), key=a["key"]) for a in artifacts])
-    return [u.__dict__ for u in uploaded]
+    with stage(context, export) as ctx:
+        return stages.upload(ctx, staged, export.s3)
 
 
 @op(retry_policy=TRANSIENT_RETRY)
-def finish_export(context: OpExecutionContext, service: ExportServiceResource, uploaded: list[dict[str, Any]]) -> None:
+def make_and_upload_files(context: OpExecutionContext, export: ExportRunResource, export_id: str) -> stages.Uploaded:
+    """Extract, transform, package and upload in this run's scratch directory (re-execution starts here)."""
+    with stage(context, export) as ctx:
+        context.log.info("per-run scratch (SPEC §5): extract, transform, package and upload happen in this step")
+        stages.extract(ctx)
+        rows = stages.transform(ctx)
+        context.log.info(f"{sum(rows.values())} rows in {len(rows)} file(s)")
+        uploaded = stages.upload(ctx, stages.package(ctx), export.s3)
+        stages.clean_up(ctx)  # the run's scratch is gone once the files are uploaded
+        return uploaded
+
+
+@op(retry_policy=TRANSIENT_RETRY)
+def finish_export(context: OpExecutionContext, export: ExportRunResource, uploaded: stages.Uploaded) -> Output[None]:
     """Mark the export FINISHED with key, count and meta, then drop its staging files."""
-    with export_context(context, service) as ctx:
-        fields = stages.finish_fields(ctx, [stages.UploadedObject(**u) for u in uploaded])
-        fields["meta"]["process"] = process_usage()
-        service.store().mark_finished(ctx.export_id, **fields)
+    with stage(context, export) as ctx:
+        fields = stages.finish_fields(ctx, uploaded)
+        fields["meta"]["process"] = {**process_usage(), **export.mongo.usage()}
+        export.mongo.store().mark_finished(ctx.export_id, **fields)
         # After FINISHED, never before: a CCPA request that arrived while this export ran either
         # saw it FINISHED or is seen here (domain/ccpa.py), so its file cannot escape the deletion.
-        ccpa.enforce_on_finish(ctx.db, ctx.s3, ctx.settings, ctx.export_id, log=context.log)
+        ccpa.enforce_on_finish(ctx.db, ctx.s3, ctx.buckets, ctx.export_id, log=context.log)
         stages.clean_up(ctx)
     context.log.info(f"export {ctx.export_id} FINISHED: {fields['count']} rows at {fields['key']}")
+    return Output(None, metadata=run_metadata(ctx, fields, uploaded))
+
+
+def run_metadata(ctx: ExportContext, fields: dict[str, Any], uploaded: stages.Uploaded) -> dict[str, Any]:
+    """What a data engineer sees on the run page: rows, bytes, checksum, where, and a masked preview."""
+    meta = fields["meta"]
+    keys = fields["key"] if isinstance(fields["key"], list) else [fields["key"]]
+    return {
+        "rows": MetadataValue.int(fields["count"]),
+        "bytes": MetadataValue.int(meta["bytes"]),
+        "sha256": MetadataValue.text(meta["sha256"] or ", ".join(o["sha256"] for o in meta["objects"])),
+        "bucket": MetadataValue.text(meta["bucket"]),
+        "key": MetadataValue.text("\n".join(k for k in keys if k)),
+        "campaign": MetadataValue.text(str(ctx.campaign.get("name") or ctx.campaign_id)),
+        "export_type": MetadataValue.text(ctx.export_type.name),
+        "preview": MetadataValue.md(uploaded.preview or "(no rows)"),
+    }
 
 
 def process_usage() -> dict[str, float]:
-    """CPU seconds and peak RSS of this run's process so far: what the export cost us (not the DB)."""
+    """CPU seconds and peak RSS of this run's process so far: what the export cost us (not the DB).
+
+    With the database's share (`MongoResource.usage`) it is the record's `meta.process`.
+    """
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"cpuSeconds": round(usage.ru_utime + usage.ru_stime, 3), "peakRssMb": round(usage.ru_maxrss / 1024, 1)}
 
 
-def _being_stopped(instance: DagsterInstance, run_id: str) -> bool:
-    run = instance.get_run_by_id(run_id)
-    return run is not None and run.status in (DagsterRunStatus.CANCELING, DagsterRunStatus.CANCELED)
-
-
-@failure_hook(required_resource_keys={"service"})
+@failure_hook(required_resource_keys={"export"})
 def record_failure(context: HookContext) -> None:
     """Mark the record FAILED the moment a step gives up, before the next export can start."""
+    export: ExportRunResource = context.resources.export
     # The run ends here: per-run scratch (reminder e-mails) must not outlive it, SPEC §5.
-    stages.discard_run_scratch(context.resources.service.settings, context.run_id)
-    export_id = context.instance.get_run_by_id(context.run_id).tags.get(EXPORT_ID_TAG)  # type: ignore[union-attr]
+    stages.discard_run_scratch(export.files.workspace(export.s3).data_dir, context.run_id)
+    run = context.instance.get_run_by_id(context.run_id)
+    export_id = run.tags.get(EXPORT_ID_TAG) if run else None
     if not export_id:
         return
     error = context.op_exception
     if isinstance(error, DagsterExecutionInterruptedError) or _being_stopped(context.instance, context.run_id):
         return  # terminated (cancel or timeout): the run status sensors decide FAILED vs EXPIRED
-    message = (error.description if isinstance(error, Failure) else None) or repr(error)
+    message = plain_message(error)
     with suppress(IllegalTransition):
-        context.resources.service.store().mark_failed(export_id, message=message, payload=context.step_key or "")
-    context.log.error(f"export {export_id} {FAILED}: {message}")
+        export.mongo.store().mark_failed(export_id, message=message, payload=context.step_key or "")
+    context.log.error(f"export {export_id} {FAILED}: {message} (detail: {error!r})")
 
 
-def build_export_job(export_type: ExportType) -> JobDefinition:
+def build_export_job(export_type: ExportType, timeout_millis: int) -> JobDefinition:
+    per_run_scratch = export_type.scratch == "run"
+
     @job(
         name=job_name(export_type.name),
         description=f"Export `{export_type.name}` rows of one campaign to S3 (partition = export id).",
@@ -184,14 +205,19 @@ def build_export_job(export_type: ExportType) -> JobDefinition:
         tags={
             QUEUE_TAG: "exports",
             EXPORT_TYPE_TAG: export_type.name,
-            MAX_RUNTIME_TAG: str(max(1, Settings.from_env().timeout_millis // 1000)),
+            MAX_RUNTIME_TAG: str(max(1, timeout_millis // 1000)),
         },
         hooks={record_failure},
     )
     def export_job() -> None:
-        finish_export(upload_files(package_files(transform_rows(extract_rows(start_export())))))
+        export_id = start_export()
+        if per_run_scratch:
+            finish_export(make_and_upload_files(export_id))
+        else:
+            finish_export(upload_files(package_files(transform_rows(extract_rows(export_id)))))
 
     return export_job
 
 
-EXPORT_JOBS: dict[str, JobDefinition] = {name: build_export_job(t) for name, t in EXPORT_TYPES.items()}
+def build_export_jobs(timeout_millis: int) -> dict[str, JobDefinition]:
+    return {name: build_export_job(t, timeout_millis) for name, t in EXPORT_TYPES.items()}

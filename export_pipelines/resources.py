@@ -1,46 +1,197 @@
-"""Dagster resources: the external systems an export run talks to, each behind a narrow interface."""
+"""Dagster resources: each external system behind the few operations an export needs of it.
+
+`definitions.py` configures them from the environment (SPEC §8) with `EnvVar`, resolved when a
+run starts and never shown in the UI; tests build them with their own servers' addresses.
+"""
 
 from __future__ import annotations
 
-from functools import cached_property
+import time
+from pathlib import Path
 from typing import Any
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, Failure, InitResourceContext
 from pydantic import PrivateAttr
 from pymongo import MongoClient
 from pymongo.database import Database
+from pymongo.errors import ConnectionFailure
 
-from export_pipelines.domain.clients import s3_client
-from export_pipelines.domain.records import ExportStore
-from export_pipelines.domain.settings import Settings
+from export_pipelines.domain.clients import CommandCounter, bytes_received_from, new_s3_client
+from export_pipelines.domain.records import FINISHED, TRIGGERED, ExportStore
+from export_pipelines.domain.storage import UploadedObject, delete_objects, list_keys, upload_file
+from export_pipelines.exports.contract import ExportContext, PermanentExportError, Progress
+from export_pipelines.stages import Workspace, build_context
+
+LOGICAL_BUCKETS = ("exportsS3", "scoringS3", "vfScoringS3", "sfmcS3")
+SETUP_ATTEMPTS = 4  # like the ops' RetryPolicy: 1 + 3 retries, 1 s, 2 s, 4 s apart
 
 
-class ExportServiceResource(ConfigurableResource):
-    """MongoDB (campaign data + export records) and S3, configured from the environment (SPEC §8).
+class MongoResource(ConfigurableResource):
+    """The campaign data an export reads and the export records it moves along (one client per run)."""
 
-    The settings are read when the resource is first used in a process, so the daemon, the
-    webserver and each run worker pick up the same variables without baking them into the
-    code location (where the UI would show a MONGODB_URI with credentials).
-    """
+    uri: str
+    database: str = "verifiedfan"
 
     _client: Any = PrivateAttr(default=None)
+    _commands: CommandCounter = PrivateAttr(default_factory=CommandCounter)
 
-    @cached_property
-    def settings(self) -> Settings:
-        return Settings.from_env()
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._client = None
 
     def db(self) -> Database:
         if self._client is None:
-            self._client = MongoClient(self.settings.mongodb_uri, tz_aware=True)
-        return self._client[self.settings.mongodb_db]
+            self._client = MongoClient(self.uri, tz_aware=True, event_listeners=[self._commands])
+        return self._client[self.database]
+
+    def usage(self) -> dict[str, int | None]:
+        """What this process asked of the database so far: commands (round trips) and bytes received."""
+        if self._client is None:
+            return {}
+        address = self._client.address
+        received = bytes_received_from(address[1]) if address else None
+        return {"dbRequests": self._commands.commands, "dbBytesReceived": received}
 
     def store(self) -> ExportStore:
         return ExportStore(self.db())
 
-    def s3(self) -> Any:
-        return s3_client(self.settings)
-
-    def teardown_after_execution(self, context: Any) -> None:
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+class S3Resource(ConfigurableResource):
+    """The export buckets: upload (never a partial object at the key), download, list, delete."""
+
+    endpoint_url: str | None = None  # None: AWS itself
+    region: str = "us-east-1"
+    exports_bucket: str = "exports"
+    scoring_bucket: str = "scoring"
+    vf_scoring_bucket: str = "vf-scoring"
+    sfmc_bucket: str = "sfmc"
+
+    _client: Any = PrivateAttr(default=None)
+
+    def client(self) -> Any:
+        """The boto3 client (for the domain code that takes one, e.g. CCPA)."""
+        if self._client is None:
+            self._client = new_s3_client(self.endpoint_url, self.region)
+        return self._client
+
+    def bucket_for(self, logical: str) -> str:
+        """A registry bucket name (exportsS3, scoringS3, vfScoringS3, sfmcS3) → the configured bucket."""
+        return {
+            "exportsS3": self.exports_bucket,
+            "scoringS3": self.scoring_bucket,
+            "vfScoringS3": self.vf_scoring_bucket,
+            "sfmcS3": self.sfmc_bucket,
+        }[logical]
+
+    def upload(self, path: Path, *, bucket: str, key: str, acl: str, content_type: str) -> UploadedObject:
+        return upload_file(self.client(), path, bucket=bucket, key=key, acl=acl, content_type=content_type)
+
+    def download(self, *, bucket: str, key: str, path: Path) -> None:
+        self.client().download_file(bucket, key, str(path))
+
+    def list_keys(self, *, bucket: str, prefix: str) -> list[str]:
+        return list_keys(self.client(), bucket=bucket, prefix=prefix)
+
+    def delete(self, *, bucket: str, keys: list[str]) -> list[str]:
+        return delete_objects(self.client(), bucket=bucket, keys=keys)
+
+
+class ExportFilesResource(ConfigurableResource):
+    """Where export runs stage their files, and the knobs of how they write them (SPEC §8)."""
+
+    data_dir: str
+    max_rows_per_exported_file: int = 100_000
+    sfmc_config: str | None = None  # SFMC tables override: a JSON file path or inline JSON
+    timeout_millis: int = 3_600_000
+
+    def workspace(self, s3: S3Resource) -> Workspace:
+        return Workspace(
+            data_dir=Path(self.data_dir),
+            buckets={name: s3.bucket_for(name) for name in LOGICAL_BUCKETS},
+            max_rows_per_file=self.max_rows_per_exported_file,
+            sfmc_config=self.sfmc_config,
+            timeout_millis=self.timeout_millis,
+        )
+
+
+class ExportRunResource(ConfigurableResource):
+    """The export this run works on (its partition key), moved to TRIGGERED once, when the run starts.
+
+    Dagster sets a resource up once per run, before its first step: so a first run, a
+    re-execution from failure (FAILED/EXPIRED → TRIGGERED, SPEC §4) and a backfill all mark
+    the record exactly once, whichever step they start at, and no op decides it again.
+    """
+
+    mongo: MongoResource
+    s3: S3Resource
+    files: ExportFilesResource
+
+    _export_id: str | None = PrivateAttr(default=None)
+    _run_id: str = PrivateAttr(default="")
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        run = context.dagster_run
+        if run is None or "dagster/partition" not in run.tags:
+            return  # not an export run (e.g. a test building the resource alone)
+        self._export_id, self._run_id = run.tags["dagster/partition"], run.run_id
+        # No RetryPolicy covers a resource's set-up: connection hiccups are retried here.
+        for attempt in range(SETUP_ATTEMPTS):
+            try:
+                return self._start(context)
+            except ConnectionFailure as error:
+                if attempt == SETUP_ATTEMPTS - 1:
+                    raise
+                if context.log is not None:
+                    context.log.warning(f"the database was unavailable at the run's start, retrying: {error!r}")
+                time.sleep(2**attempt)
+
+    def _start(self, context: InitResourceContext) -> None:
+        run = context.dagster_run
+        assert run is not None and self._export_id is not None
+        store = self.mongo.store()
+        record = store.get(self._export_id)
+        if record is None:
+            raise Failure(f"export record {self._export_id} not found", allow_retries=False)
+        if record["status"] == FINISHED:
+            raise Failure(
+                f"export {self._export_id} is already FINISHED; only FAILED or EXPIRED exports are re-run",
+                allow_retries=False,
+            )
+        if record["status"] != TRIGGERED or record.get("runId") != run.run_id:
+            if record["status"] == TRIGGERED:  # re-executed while the old run was never recorded as ended
+                store.attach_run(self._export_id, run.run_id)
+            else:  # PENDING: first start; FAILED/EXPIRED: a re-run
+                store.mark_triggered(self._export_id, run_id=run.run_id, preliminary_count=None)
+            if context.log is not None:
+                context.log.info(f"export {self._export_id} TRIGGERED by run {run.run_id}")
+
+    @property
+    def export_id(self) -> str:
+        if self._export_id is None:
+            raise Failure("this run has no export id (partition key)", allow_retries=False)
+        return self._export_id
+
+    def context(self, log: Any) -> ExportContext:
+        """The export's context for one step; bad data fails the step without retries."""
+        store = self.mongo.store()
+        record = store.get(self.export_id)
+        if record is None:
+            raise Failure(f"export record {self.export_id} not found", allow_retries=False)
+        export_id = self.export_id
+        progress = Progress(lambda stage, rows: store.set_progress(export_id, stage=stage, rows=rows))
+        try:
+            return build_context(
+                record,
+                self.mongo.db(),
+                self.s3.client(),
+                self.files.workspace(self.s3),
+                log,
+                run_id=self._run_id,
+                progress=progress,
+            )
+        except PermanentExportError as exc:
+            raise Failure(description=str(exc), allow_retries=False) from exc

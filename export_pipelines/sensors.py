@@ -1,8 +1,12 @@
-"""Sensors: PENDING records become runs; failed, cancelled or timed-out runs become FAILED/EXPIRED records."""
+"""Sensors: PENDING records become runs; failed, cancelled or timed-out runs become FAILED/EXPIRED records.
+
+Built by `build_sensors(jobs, ...)` from the jobs they launch and watch (definitions.py), so no
+setting is read when this module is imported.
+"""
 
 import contextlib
 import json
-import math
+from collections.abc import Mapping
 from datetime import timedelta
 
 from dagster import (
@@ -12,9 +16,11 @@ from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
     DeleteDynamicPartitionsRequest,
+    JobDefinition,
     RunFailureSensorContext,
     RunRequest,
     RunStatusSensorContext,
+    SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -23,36 +29,35 @@ from dagster import (
     sensor,
 )
 
+from export_pipelines.domain.failures import RUN_FAILED, expired_message
 from export_pipelines.domain.records import TRIGGERED, ExportStore, IllegalTransition, utcnow
-from export_pipelines.domain.settings import Settings
-from export_pipelines.jobs import EXPORT_ID_TAG, EXPORT_JOBS, job_name, partitions_name
-from export_pipelines.resources import ExportServiceResource
+from export_pipelines.jobs import (
+    CAMPAIGN_TAG,
+    EXPORT_ID_TAG,
+    MAX_RUNTIME_TAG,
+    REQUEST_ID_TAG,
+    job_name,
+    partitions_name,
+)
+from export_pipelines.resources import ExportFilesResource, MongoResource
 
-_settings = Settings.from_env()
-POLL_SECONDS = max(1, math.ceil(_settings.polling_interval_ms / 1000))
-MONITORED_JOBS = list(EXPORT_JOBS.values())
 RECONCILE_SECONDS = 15
 GRACE = timedelta(seconds=60)  # let the run status sensors act first
 # Partitions (one per export) of exports that ended this long ago are dropped, keeping the
 # partition count far below Dagster's ~100k guidance; their records and files stay.
 PARTITION_RETENTION = timedelta(days=30)
+PENDING_BATCH = 200
 
 
-@sensor(
-    minimum_interval_seconds=POLL_SECONDS,
-    jobs=MONITORED_JOBS,
-    default_status=DefaultSensorStatus.RUNNING,
-)
-def pending_exports_sensor(
-    context: SensorEvaluationContext, service: ExportServiceResource
+def launch_pending(
+    context: SensorEvaluationContext, store: ExportStore, job_names: set[str]
 ) -> SensorResult | SkipReason:
-    """Launch one run per PENDING export, oldest first; the run queue runs them one at a time.
+    """One run per PENDING export, oldest first; the run queue runs them one at a time.
 
     The cursor holds the ids already requested that are still PENDING (queued runs), so a
     tick only asks for new ones; `run_key` = export id makes a repeated request a no-op.
     """
-    store = service.store()
-    pending = store.pending(limit=200)
+    pending = store.pending(limit=PENDING_BATCH)
     already = set(json.loads(context.cursor)) if context.cursor else set()
     new = [r for r in pending if r["_id"] not in already]
     if not new:
@@ -61,17 +66,16 @@ def pending_exports_sensor(
     partitions: dict[str, list[str]] = {}
     for record in new:
         export_id, export_type = record["_id"], record["exportType"]
-        if export_type not in EXPORT_JOBS:
+        if job_name(export_type) not in job_names:
             with contextlib.suppress(IllegalTransition):
-                store.mark_failed(export_id, message=f"Invalid export type: '{export_type}'.")
+                store.mark_failed(export_id, message=f"Invalid export type: '{str(export_type)[:100]}'.")
             continue
         partitions.setdefault(partitions_name(export_type), []).append(export_id)
+        tags = {CAMPAIGN_TAG: str(record["campaignId"])}
+        if record.get("requestId"):
+            tags[REQUEST_ID_TAG] = str(record["requestId"])
         run_requests.append(
-            RunRequest(
-                run_key=export_id,
-                job_name=job_name(export_type),
-                partition_key=export_id,
-            )
+            RunRequest(run_key=export_id, job_name=job_name(export_type), partition_key=export_id, tags=tags)
         )
     launched = {r["_id"] for r in pending} & (already | {r.run_key for r in run_requests})
     return SensorResult(
@@ -81,14 +85,18 @@ def pending_exports_sensor(
     )
 
 
-def record_run_outcome(store: ExportStore, export_id: str, message: str, run_id: str) -> None:
-    """A run that ended without finishing its export: EXPIRED when stopped for its runtime, else FAILED."""
+def record_run_outcome(store: ExportStore, export_id: str, dagster_message: str, run_tags: Mapping[str, str]) -> None:
+    """A run that ended without finishing its export: EXPIRED when stopped for its runtime, else FAILED.
+
+    The record gets a plain sentence (SPEC §4); Dagster's own message stays on the run.
+    """
     with contextlib.suppress(IllegalTransition):  # already recorded (failure hook, other sensor, later run)
-        if "maximum runtime" in message:
+        if "maximum runtime" in dagster_message:
+            seconds = float(run_tags.get(MAX_RUNTIME_TAG) or 0)
             with contextlib.suppress(IllegalTransition):  # a record never TRIGGERED cannot expire: FAILED
-                store.mark_expired(export_id, message=message)
+                store.mark_expired(export_id, message=expired_message(seconds))
                 return
-        store.mark_failed(export_id, message=message, payload=run_id)
+        store.mark_failed(export_id, message=RUN_FAILED, payload="")
 
 
 def run_end_message(instance: DagsterInstance, run_id: str) -> str | None:
@@ -104,42 +112,11 @@ def run_end_message(instance: DagsterInstance, run_id: str) -> str | None:
     return None
 
 
-@run_failure_sensor(
-    monitored_jobs=MONITORED_JOBS, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=1
-)
-def export_run_failure_sensor(context: RunFailureSensorContext, service: ExportServiceResource) -> None:
-    """A failed run ends its record FAILED, or EXPIRED when Dagster stopped it for its max runtime."""
-    export_id = context.dagster_run.tags.get(EXPORT_ID_TAG)
-    if export_id:
-        message = context.failure_event.message or "export run failed"
-        record_run_outcome(service.store(), export_id, message, context.dagster_run.run_id)
-
-
-@run_status_sensor(
-    run_status=DagsterRunStatus.CANCELED,
-    monitored_jobs=MONITORED_JOBS,
-    default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=1,
-)
-def export_run_canceled_sensor(context: RunStatusSensorContext, service: ExportServiceResource) -> None:
-    """run_failure_sensor does not fire on cancellation: a cancelled run ends its record FAILED."""
-    export_id = context.dagster_run.tags.get(EXPORT_ID_TAG)
-    if export_id:
-        message = run_end_message(context.instance, context.dagster_run.run_id) or "export run was canceled"
-        record_run_outcome(service.store(), export_id, message, context.dagster_run.run_id)
-
-
-@sensor(minimum_interval_seconds=RECONCILE_SECONDS, default_status=DefaultSensorStatus.RUNNING)
-def stale_exports_sensor(context: SensorEvaluationContext, service: ExportServiceResource) -> SensorResult:
-    """Reconcile records with their runs so none stays TRIGGERED forever, and bound the partitions.
-
-    Catches what the run status sensors cannot: a run that vanished, a run that ended while
-    the daemon was down, a run still going long after TIMEOUT_MILLIS (e.g. monitoring was
-    off). Also drops the dynamic partitions of exports that ended long ago.
-    """
-    store, instance = service.store(), context.instance
+def reconcile(
+    instance: DagsterInstance, store: ExportStore, timeout: timedelta, export_types: list[str]
+) -> SensorResult | SkipReason:
+    """Records still TRIGGERED whose run vanished, ended, or overran; and partitions of long-ended exports."""
     now = utcnow()
-    timeout = timedelta(milliseconds=service.settings.timeout_millis)
     fixed: list[str] = []
     for record in store.with_status(TRIGGERED):
         export_id, run_id = str(record["_id"]), str(record.get("runId") or "")
@@ -148,29 +125,79 @@ def stale_exports_sensor(context: SensorEvaluationContext, service: ExportServic
         if since < GRACE:
             continue
         if run is None:
-            record_run_outcome(store, export_id, f"its Dagster run {run_id or '(none)'} no longer exists", run_id)
+            record_run_outcome(store, export_id, f"its Dagster run {run_id or '(none)'} no longer exists", {})
         elif run.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
-            message = run_end_message(instance, run.run_id) or f"run ended {run.status.value}"
-            record_run_outcome(store, export_id, message, run.run_id)
+            record_run_outcome(store, export_id, run_end_message(instance, run.run_id) or "", run.tags)
         elif run.status == DagsterRunStatus.SUCCESS:
-            record_run_outcome(store, export_id, "run succeeded without finishing the export", run.run_id)
+            record_run_outcome(store, export_id, "run succeeded without finishing the export", run.tags)
         elif since > timeout + GRACE:
             message = f"Exceeded maximum runtime of {timeout.total_seconds():.0f} seconds (TIMEOUT_MILLIS)"
             instance.report_run_canceling(run, message=message)
             if not instance.run_launcher.terminate(run.run_id):
                 instance.report_run_failed(run, message)
-            record_run_outcome(store, export_id, message, run.run_id)
+            record_run_outcome(store, export_id, message, {MAX_RUNTIME_TAG: str(timeout.total_seconds())})
         else:
             continue
         fixed.append(export_id)
 
     ended_long_ago = store.ended_before(now - PARTITION_RETENTION)
     deletions = []
-    for export_type in EXPORT_JOBS:
+    for export_type in export_types:
         name = partitions_name(export_type)
         stale = sorted(set(instance.get_dynamic_partitions(name)) & ended_long_ago)
         if stale:
             deletions.append(DeleteDynamicPartitionsRequest(name, stale))
     dropped = sum(len(d.partition_keys) for d in deletions)
-    summary = f"reconciled {len(fixed)} stuck export(s) {fixed}; dropped {dropped} old partition(s)"
-    return SensorResult(skip_reason=None if fixed or deletions else summary, dynamic_partitions_requests=deletions)
+    if not fixed and not deletions:
+        return SkipReason(f"nothing to reconcile: {dropped} old partition(s)")
+    return SensorResult(dynamic_partitions_requests=deletions)
+
+
+def build_sensors(jobs: dict[str, JobDefinition], poll_seconds: int) -> list[SensorDefinition]:
+    """The four sensors of the export jobs: launch PENDING exports, and three ways of ending them."""
+    monitored = list(jobs.values())
+    names = {job.name for job in monitored}
+    export_types = list(jobs)
+
+    @sensor(minimum_interval_seconds=poll_seconds, jobs=monitored, default_status=DefaultSensorStatus.RUNNING)
+    def pending_exports_sensor(context: SensorEvaluationContext, mongo: MongoResource) -> SensorResult | SkipReason:
+        """Launch one run per PENDING export, oldest first; the run queue runs them one at a time."""
+        return launch_pending(context, mongo.store(), names)
+
+    @run_failure_sensor(
+        monitored_jobs=monitored, default_status=DefaultSensorStatus.RUNNING, minimum_interval_seconds=1
+    )
+    def export_run_failure_sensor(context: RunFailureSensorContext, mongo: MongoResource) -> None:
+        """A failed run ends its record FAILED, or EXPIRED when Dagster stopped it for its max runtime."""
+        export_id = context.dagster_run.tags.get(EXPORT_ID_TAG)
+        if export_id:
+            message = context.failure_event.message or ""
+            record_run_outcome(mongo.store(), export_id, message, context.dagster_run.tags)
+
+    @run_status_sensor(
+        run_status=DagsterRunStatus.CANCELED,
+        monitored_jobs=monitored,
+        default_status=DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=1,
+    )
+    def export_run_canceled_sensor(context: RunStatusSensorContext, mongo: MongoResource) -> None:
+        """run_failure_sensor does not fire on cancellation: a cancelled run ends its record FAILED."""
+        export_id = context.dagster_run.tags.get(EXPORT_ID_TAG)
+        if export_id:
+            message = run_end_message(context.instance, context.dagster_run.run_id) or ""
+            record_run_outcome(mongo.store(), export_id, message, context.dagster_run.tags)
+
+    @sensor(minimum_interval_seconds=RECONCILE_SECONDS, default_status=DefaultSensorStatus.RUNNING)
+    def stale_exports_sensor(
+        context: SensorEvaluationContext, mongo: MongoResource, files: ExportFilesResource
+    ) -> SensorResult | SkipReason:
+        """Reconcile records with their runs so none stays TRIGGERED forever, and bound the partitions.
+
+        Catches what the run status sensors cannot: a run that vanished, a run that ended while
+        the daemon was down, a run still going long after TIMEOUT_MILLIS (e.g. monitoring was
+        off). Also drops the dynamic partitions of exports that ended long ago.
+        """
+        timeout = timedelta(milliseconds=files.timeout_millis)
+        return reconcile(context.instance, mongo.store(), timeout, export_types)
+
+    return [pending_exports_sensor, export_run_failure_sensor, export_run_canceled_sensor, stale_exports_sensor]

@@ -1,37 +1,38 @@
 """The stages every export goes through, free of Dagster so they can be tested directly.
 
-extract (type module) → transform (type module + generic cell formatting, CSV parts)
-→ package (one CSV, a ZIP, or several CSVs) → upload (S3, bucket and ACL of the type)
-→ finish (record FINISHED). Stages pass files in a staging directory keyed by export id,
-which survives a failed run so a re-execution from failure can pick up where it stopped.
+extract (the type's hook, else exports/filtered.py) → transform (rows → formatted CSV files)
+→ package (one CSV, a ZIP, or several CSVs) → upload (S3, the type's bucket and ACL) → finish
+(key, count and meta for the FINISHED record). Each stage does its own step from what the one
+before it staged: files under the export's staging directory (kept until the export FINISHED,
+so a re-execution from failure resumes at the failed step), or for per-run scratch types
+(SPEC §5) a directory of the run that is gone when the run ends.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
+import re
 import shutil
 import time
 import zipfile
+from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 from pymongo.database import Database
 
 from export_pipelines.domain.csv_format import format_cells, header_line, write_csv
-from export_pipelines.domain.export_types import EXPORT_TYPES, ExportType
+from export_pipelines.domain.export_types import EXPORT_TYPES
 from export_pipelines.domain.keys import export_key, safe_key_part
 from export_pipelines.domain.membership import MembershipStore
-from export_pipelines.domain.settings import Settings
-from export_pipelines.domain.storage import UploadedObject, upload_file
-from export_pipelines.exports.base import ExportContext, PermanentExportError
+from export_pipelines.domain.storage import UploadedObject
+from export_pipelines.exports import filtered, logic_of
+from export_pipelines.exports.contract import FILE_COLUMN, SINGLE_FILE, ExportContext, PermanentExportError, Progress
 
-FILE_COLUMN = "__file"  # optional column of a transformed frame: which output file a row goes to
-SINGLE_FILE = "data"
+PREVIEW_ROWS = 10
 
 
 @dataclass(frozen=True)
@@ -40,71 +41,95 @@ class Artifact:
     key: str
 
 
-def type_module(export_type: ExportType) -> ModuleType:
-    return importlib.import_module(f"export_pipelines.exports.{export_type.module}")
+@dataclass(frozen=True)
+class Package:
+    """What package hands to upload: the objects, and the rows of each file (for the record's meta)."""
+
+    artifacts: list[Artifact]
+    rows: dict[str, int]
+    preview: str = ""
 
 
-def staging_dir(settings: Settings, export_id: str) -> Path:
-    return settings.data_dir / "staging" / safe_key_part(export_id)
+@dataclass(frozen=True)
+class Uploaded:
+    """What upload hands to finish; it travels as the op's output, so it survives the run's files."""
+
+    objects: list[UploadedObject]
+    rows: dict[str, int]
+    preview: str = ""
 
 
-# Types whose module sets PER_RUN_SCRATCH = True (the reminder e-mails, SPEC §5) keep their
-# scratch in a directory of the run instead, removed when the run ends, successful or not
-# (finish_export on success, the job's failure hook otherwise). A re-execution from failure
-# starts with an empty directory, so each stage below redoes the earlier ones it finds missing.
-def run_scratch_dir(settings: Settings, run_id: str) -> Path:
-    return settings.data_dir / "tmp" / safe_key_part(run_id)
+class Uploader(Protocol):
+    def upload(self, path: Path, *, bucket: str, key: str, acl: str, content_type: str) -> UploadedObject: ...
 
 
-def uses_run_scratch(export_type: ExportType) -> bool:
-    return bool(getattr(type_module(export_type), "PER_RUN_SCRATCH", False))
+@dataclass(frozen=True)
+class Workspace:
+    """Where an export's files go and the settings its stages need (from the run's resources)."""
+
+    data_dir: Path
+    buckets: Mapping[str, str]
+    max_rows_per_file: int = 100_000
+    sfmc_config: str | None = None
+    timeout_millis: int = 3_600_000
 
 
-def discard_run_scratch(settings: Settings, run_id: str) -> None:
-    shutil.rmtree(run_scratch_dir(settings, run_id), ignore_errors=True)
+def staging_dir(data_dir: Path, export_id: str) -> Path:
+    return data_dir / "staging" / safe_key_part(export_id)
 
 
-def _sweep_stale_run_scratch(settings: Settings) -> None:
+def run_scratch_dir(data_dir: Path, run_id: str) -> Path:
+    return data_dir / "tmp" / safe_key_part(run_id)
+
+
+def discard_run_scratch(data_dir: Path, run_id: str) -> None:
+    shutil.rmtree(run_scratch_dir(data_dir, run_id), ignore_errors=True)
+
+
+def _sweep_stale_run_scratch(data_dir: Path, timeout_millis: int) -> None:
     """Remove directories left by runs that were killed outright (no hook ran); none can be alive."""
-    cutoff = time.time() - 2 * settings.timeout_millis / 1000
-    for stale in (settings.data_dir / "tmp").glob("*"):
+    cutoff = time.time() - 2 * timeout_millis / 1000
+    for stale in (data_dir / "tmp").glob("*"):
         with suppress(OSError):
             if stale.stat().st_mtime < cutoff:
                 shutil.rmtree(stale, ignore_errors=True)
 
 
-def _lost(ctx: ExportContext, path: Path) -> bool:
-    """A per-run stage input that is not there: this run re-executes a failed run's later step."""
-    if path.exists() or not uses_run_scratch(ctx.export_type):
-        return False
-    ctx.log.info(f"{path.name} is not in this run's scratch directory: redoing the earlier stages")
-    return True
-
-
 def build_context(
-    record: dict[str, Any], db: Database, s3: Any, settings: Settings, log: Any, run_id: str | None = None
+    record: dict[str, Any],
+    db: Database,
+    s3: Any,
+    workspace: Workspace,
+    log: Any,
+    *,
+    run_id: str,
+    progress: Progress | None = None,
 ) -> ExportContext:
     """Everything a stage needs about one export; the campaign must still exist."""
     export_type = EXPORT_TYPES.get(record.get("exportType", ""))
     if export_type is None:
-        raise PermanentExportError(f"Invalid export type: {record.get('exportType')!r}")
+        raise PermanentExportError(f"Invalid export type: {str(record.get('exportType'))[:100]!r}.")
     campaign = db["campaigns"].find_one({"_id": record["campaignId"]})
     if campaign is None:
-        raise PermanentExportError(f"campaign {record['campaignId']!r} not found")
-    work_dir = staging_dir(settings, str(record["_id"]))
-    if run_id is not None and uses_run_scratch(export_type):
-        work_dir = run_scratch_dir(settings, run_id)
+        raise PermanentExportError(f"The campaign {str(record['campaignId'])[:100]!r} no longer exists.")
+    if export_type.scratch == "run":
+        work_dir = run_scratch_dir(workspace.data_dir, run_id)
         if not work_dir.exists():
-            _sweep_stale_run_scratch(settings)
+            _sweep_stale_run_scratch(workspace.data_dir, workspace.timeout_millis)
+    else:
+        work_dir = staging_dir(workspace.data_dir, str(record["_id"]))
     return ExportContext(
         record=record,
         campaign=campaign,
         export_type=export_type,
         db=db,
         s3=s3,
-        settings=settings,
+        buckets=workspace.buckets,
         work_dir=work_dir,
+        max_rows_per_file=workspace.max_rows_per_file,
+        sfmc_config=workspace.sfmc_config,
         log=log,
+        progress=progress or Progress(lambda stage, rows: None),
     )
 
 
@@ -113,44 +138,59 @@ def preliminary_count(ctx: ExportContext) -> int | None:
     if not ctx.export_type.preliminary_count:
         return None
     # count_documents, not the `count` command: on the local server `count` scans the whole
-    # collection (39 s for a 2k-entry campaign beside 1.3M other entries), the aggregation uses
-    # the campaign index (bench, docs/performance.md).
+    # collection, the aggregation uses the campaign index (docs/performance.md).
     return ctx.db["entries"].count_documents({"campaignId": ctx.campaign_id})
 
 
 def extract(ctx: ExportContext) -> None:
+    """Read the export's datasets from MongoDB (and S3) into Parquet parts under extract/."""
     shutil.rmtree(ctx.work_dir / "extract", ignore_errors=True)  # a re-run starts clean
-    type_module(ctx.export_type).extract(ctx)
+    logic = logic_of(ctx.export_type.name)
+    if logic.extract:
+        logic.extract(ctx)
+    else:
+        filtered.extract(ctx, logic)
 
 
 def transform(ctx: ExportContext) -> dict[str, int]:
-    """Write the type's rows as formatted CSV files under out/; returns rows per file."""
-    if _lost(ctx, ctx.work_dir / "extract"):
-        extract(ctx)
+    """Write the type's rows as formatted CSV files under out/; returns the rows per file.
+
+    Records which users the files contain (CCPA, SPEC §7) batch by batch as it writes them.
+    """
+    if not (ctx.work_dir / "extract").is_dir():
+        raise PermanentExportError("The extracted data of this export is gone; re-run the export from the start.")
     out_dir = ctx.work_dir / "out"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
-    columns = ctx.export_type.columns
-    limit = ctx.settings.max_rows_per_exported_file if ctx.export_type.segment_rows else None
-    writer = _SegmentedWriter(out_dir, columns, limit)
+    export_type = ctx.export_type
+    columns = export_type.columns
+    writer = _SegmentedWriter(out_dir, columns, ctx.max_rows_per_file if export_type.segment_rows else None)
     members = MembershipStore(ctx.db)
     members.ensure_indexes()
     members.reset(ctx.export_id)
-    member_column = ctx.export_type.member_column
-    for frame in type_module(ctx.export_type).transform(ctx):
+    logic = logic_of(export_type.name)
+    preview: pl.DataFrame | None = None
+    for frame in (logic.transform or filtered.transform)(ctx):
         if frame.height == 0:
             continue
-        if member_column is not None:
-            members.add(ctx.export_id, frame.get_column(member_column).cast(pl.String).to_list())
+        if export_type.member_column is not None:
+            members.add(ctx.export_id, frame.get_column(export_type.member_column).cast(pl.String).to_list())
         if FILE_COLUMN in frame.columns:
             for (name,), group in frame.group_by(FILE_COLUMN, maintain_order=True):
-                writer.write(str(name), format_cells(group, columns))
+                cells = format_cells(group, columns)
+                preview = cells.head(PREVIEW_ROWS) if preview is None else preview
+                writer.write(str(name), cells)
         else:
-            writer.write(SINGLE_FILE, format_cells(frame, columns))
-    if ctx.export_type.packaging in ("csv", "zip") and not writer.rows:  # empty: a header-only file
+            cells = format_cells(frame, columns)
+            preview = cells.head(PREVIEW_ROWS) if preview is None else preview
+            writer.write(SINGLE_FILE, cells)
+        ctx.progress("transform", sum(writer.rows.values()))
+    if export_type.packaging in ("csv", "zip") and not writer.rows:  # empty: a header-only file
         writer.write(SINGLE_FILE, pl.DataFrame(schema=dict.fromkeys(columns, pl.String)))
-    (ctx.work_dir / "manifest.json").write_text(json.dumps(writer.rows))
-    return writer.rows
+    rows = dict(writer.rows)
+    text = preview_markdown(preview if preview is not None else pl.DataFrame(schema=dict.fromkeys(columns)))
+    (ctx.work_dir / "manifest.json").write_text(json.dumps({"rows": rows, "preview": text}))
+    return rows
 
 
 class _SegmentedWriter:
@@ -176,8 +216,7 @@ class _SegmentedWriter:
                 continue
             chunk = frame.slice(offset, room)
             path = self.out_dir / relative
-            new_file = relative not in self.rows
-            if new_file:
+            if relative not in self.rows:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(header_line(self.columns))
                 self.rows[relative] = 0
@@ -189,70 +228,96 @@ class _SegmentedWriter:
                 return
 
 
+_EMAIL = r"[^\s@;,]+@[^\s@;,]+"
+_PHONE = r"\+?\d[\d ().-]{5,}\d"
+
+
+def preview_markdown(cells: pl.DataFrame) -> str:
+    """The first rows as a Markdown table for the Dagster run page, e-mail addresses and phone numbers masked."""
+    masked = cells.head(PREVIEW_ROWS).select(
+        pl.col(name).cast(pl.String).str.replace_all(_EMAIL, "***@***").str.replace_all(_PHONE, "***")
+        for name in cells.columns
+    )
+
+    def cell(value: Any) -> str:
+        return "" if value is None else re.sub(r"[|\r\n]", " ", str(value))[:60]
+
+    lines = ["| " + " | ".join(masked.columns) + " |", "|" + "---|" * len(masked.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in masked.iter_rows()]
+    return "\n".join(lines)
+
+
 def file_name(ctx: ExportContext) -> str:
     campaign = safe_key_part(str(ctx.campaign.get("name") or ctx.record.get("campaignName") or ctx.campaign_id))
     return ctx.export_type.file_name.format(campaign=campaign)
 
 
-def package(ctx: ExportContext) -> list[Artifact]:
+def package(ctx: ExportContext) -> Package:
     """Turn out/ into the object(s) to upload: one CSV, one ZIP, or one CSV per file."""
-    if _lost(ctx, ctx.work_dir / "manifest.json"):
-        transform(ctx)
+    manifest_path = ctx.work_dir / "manifest.json"
+    if not manifest_path.exists():
+        raise PermanentExportError("The transformed files of this export are gone; re-run the export from the start.")
+    manifest = json.loads(manifest_path.read_text())
+    rows: dict[str, int] = manifest["rows"]
     out_dir = ctx.work_dir / "out"
-    rows: dict[str, int] = json.loads((ctx.work_dir / "manifest.json").read_text())
-    record, export_type = ctx.record, ctx.export_type
+    export_type = ctx.export_type
     if export_type.packaging == "csv":
-        return [
-            Artifact(
-                out_dir / f"{SINGLE_FILE}.csv",
-                export_key(export_type.name, ctx.campaign_id, ctx.export_id, file_name(ctx)),
-            )
-        ]
-    if export_type.packaging == "zip":
+        key = export_key(export_type.name, ctx.campaign_id, ctx.export_id, file_name(ctx))
+        artifacts = [Artifact(out_dir / f"{SINGLE_FILE}.csv", key)]
+    elif export_type.packaging == "zip":
         archive = ctx.work_dir / "package" / "export.zip"
         archive.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
             for relative in sorted(rows):
                 zf.write(out_dir / relative, arcname=relative)
-        return [Artifact(archive, export_key(export_type.name, ctx.campaign_id, str(record["_id"]), file_name(ctx)))]
-    keyer = getattr(type_module(export_type), "object_key", None)
-    return [
-        Artifact(
-            out_dir / relative,
-            keyer(ctx, relative) if keyer else export_key(export_type.name, ctx.campaign_id, ctx.export_id, relative),
-        )
-        for relative in sorted(rows)
-    ]
+        artifacts = [Artifact(archive, export_key(export_type.name, ctx.campaign_id, ctx.export_id, file_name(ctx)))]
+    else:
+        keyer = logic_of(export_type.name).object_key
+        artifacts = [
+            Artifact(
+                out_dir / relative,
+                keyer(ctx, relative)
+                if keyer
+                else export_key(export_type.name, ctx.campaign_id, ctx.export_id, relative),
+            )
+            for relative in sorted(rows)
+        ]
+    return Package(artifacts=artifacts, rows=rows, preview=manifest.get("preview", ""))
 
 
-def upload(ctx: ExportContext, artifacts: list[Artifact]) -> list[UploadedObject]:
-    if artifacts and _lost(ctx, artifacts[0].path):  # they all live in one directory
-        artifacts = package(ctx)
-    bucket = ctx.settings.bucket_for(ctx.export_type.bucket)
+def upload(ctx: ExportContext, staged: Package, s3: Uploader) -> Uploaded:
+    """Upload every artifact to the type's bucket with its ACL; an object only appears once complete."""
+    missing = [a.path.name for a in staged.artifacts if not a.path.exists()]
+    if missing:
+        raise PermanentExportError("The packaged files of this export are gone; re-run the export from the start.")
+    bucket = ctx.buckets[ctx.export_type.bucket]
     content_type = "application/zip" if ctx.export_type.packaging == "zip" else "text/csv; charset=utf-8"
-    return [
-        upload_file(ctx.s3, a.path, bucket=bucket, key=a.key, acl=ctx.export_type.acl, content_type=content_type)
-        for a in artifacts
-    ]
+    objects = []
+    for number, artifact in enumerate(staged.artifacts):
+        objects.append(
+            s3.upload(
+                artifact.path, bucket=bucket, key=artifact.key, acl=ctx.export_type.acl, content_type=content_type
+            )
+        )
+        ctx.progress("upload", number + 1)
+    return Uploaded(objects=objects, rows=staged.rows, preview=staged.preview)
 
 
-def finish_fields(ctx: ExportContext, uploaded: list[UploadedObject]) -> dict[str, Any]:
-    """key, count and meta for the FINISHED record."""
-    if _lost(ctx, ctx.work_dir / "manifest.json"):
-        uploaded = upload(ctx, package(ctx))  # the counts must describe the objects at the keys
-    rows: dict[str, int] = json.loads((ctx.work_dir / "manifest.json").read_text())
-    keys = [u.key for u in uploaded]
+def finish_fields(ctx: ExportContext, uploaded: Uploaded) -> dict[str, Any]:
+    """key, count and meta for the FINISHED record, from what upload reports."""
+    objects = uploaded.objects
+    keys = [u.key for u in objects]
     meta: dict[str, Any] = {
-        "bucket": uploaded[0].bucket if uploaded else ctx.settings.bucket_for(ctx.export_type.bucket),
-        "bytes": sum(u.bytes for u in uploaded),
-        "sha256": uploaded[0].sha256 if len(uploaded) == 1 else None,
-        "objects": [{"key": u.key, "bytes": u.bytes, "sha256": u.sha256} for u in uploaded],
+        "bucket": objects[0].bucket if objects else ctx.buckets[ctx.export_type.bucket],
+        "bytes": sum(u.bytes for u in objects),
+        "sha256": objects[0].sha256 if len(objects) == 1 else None,
+        "objects": [{"key": u.key, "bytes": u.bytes, "sha256": u.sha256} for u in objects],
     }
     if ctx.export_type.packaging != "csv":
-        meta["files"] = [{"name": name, "rows": count} for name, count in sorted(rows.items())]
+        meta["files"] = [{"name": name, "rows": count} for name, count in sorted(uploaded.rows.items())]
     return {
-        "key": keys if ctx.export_type.packaging == "multi_csv" else keys[0],
-        "count": sum(rows.values()),
+        "key": keys if ctx.export_type.packaging == "multi_csv" else (keys[0] if keys else None),
+        "count": sum(uploaded.rows.values()),
         "meta": meta,
     }
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -34,7 +35,6 @@ from export_pipelines.domain.export_types import EXPORT_TYPES
 from export_pipelines.domain.keys import export_key
 from export_pipelines.domain.membership import MembershipStore
 from export_pipelines.domain.records import ACTIVE, EXPIRED, FAILED, ExportStore, utcnow
-from export_pipelines.domain.settings import Settings
 from export_pipelines.domain.storage import S3DeleteError, delete_objects, list_keys
 
 logger = logging.getLogger("export_pipelines.ccpa")
@@ -107,8 +107,8 @@ def _public_error(exc: BaseException) -> str:
 class CcpaDeletion:
     """Deletes the export files that contain a user; one instance per request is cheap."""
 
-    def __init__(self, db: Database, s3: Any, settings: Settings) -> None:
-        self.db, self.s3, self.settings = db, s3, settings
+    def __init__(self, db: Database, s3: Any, buckets: Mapping[str, str]) -> None:
+        self.db, self.s3, self.buckets = db, s3, buckets
         self.store = ExportStore(db)
         self.members = MembershipStore(db)
         self.tombstones = db[TOMBSTONES]
@@ -120,7 +120,7 @@ class CcpaDeletion:
         """Bucket and every key of the export; for an attempt that never finished, what it left behind."""
         export_type = EXPORT_TYPES.get(str(record.get("exportType")))
         meta = record.get("meta") or {}
-        bucket = meta.get("bucket") or (self.settings.bucket_for(export_type.bucket) if export_type else None)
+        bucket = meta.get("bucket") or (self.buckets[export_type.bucket] if export_type else None)
         if not bucket:
             raise ValueError(f"export {record['_id']}: unknown export type and no bucket on the record")
         key = record.get("key")
@@ -355,9 +355,9 @@ def _message(
     return " ".join(parts)
 
 
-def enforce_on_finish(db: Database, s3: Any, settings: Settings, export_id: str, log: Any = None) -> None:
+def enforce_on_finish(db: Database, s3: Any, buckets: Mapping[str, str], export_id: str, log: Any = None) -> None:
     """For the export job's finish step (see CcpaDeletion.enforce_on_finish)."""
-    entry = CcpaDeletion(db, s3, settings).enforce_on_finish(export_id)
+    entry = CcpaDeletion(db, s3, buckets).enforce_on_finish(export_id)
     if entry is not None and log is not None:
         outcome = "deleted" if entry["status"] == "completed" else "could NOT be deleted (retried by the next request)"
         log.info(f"CCPA: export {export_id} {outcome} right after finishing: {entry['reason']}")

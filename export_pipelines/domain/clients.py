@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 import boto3
+import psutil
 from botocore.config import Config
-from pymongo import MongoClient
+from pymongo import MongoClient, monitoring
 
 from export_pipelines.domain.settings import Settings
 
@@ -17,16 +19,20 @@ def mongo_client(settings: Settings, **kwargs: Any) -> MongoClient:
 
 
 def s3_client(settings: Settings) -> Any:
+    return new_s3_client(settings.s3_endpoint_url, settings.aws_region)
+
+
+def new_s3_client(endpoint_url: str | None, region: str) -> Any:
     """A boto3 S3 client; against a local endpoint, dummy credentials stand in for AWS ones."""
     extra: dict[str, Any] = {}
-    if settings.s3_endpoint_url:
-        extra["endpoint_url"] = settings.s3_endpoint_url
+    if endpoint_url:
+        extra["endpoint_url"] = endpoint_url
         if not os.environ.get("AWS_ACCESS_KEY_ID"):
             extra["aws_access_key_id"] = "local"
             extra["aws_secret_access_key"] = "local"  # noqa: S105 - moto accepts any
     return boto3.client(
         "s3",
-        region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        region_name=region,
         config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=60),
         **extra,
     )
@@ -39,3 +45,41 @@ def ensure_buckets(settings: Settings) -> None:
     for bucket in settings.all_buckets:
         if bucket not in existing:
             client.create_bucket(Bucket=bucket)
+
+
+class CommandCounter(monitoring.CommandListener):
+    """Counts the commands a client sends: each is one round trip to the server (a getMore too)."""
+
+    def __init__(self) -> None:
+        self.commands = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.commands += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+_TCP_INFO_BYTES_RECEIVED = 128  # offset of tcpi_bytes_received in Linux's struct tcp_info
+
+
+def bytes_received_from(port: int) -> int | None:
+    """Bytes this process has received on its open TCP connections to `port` (Linux; None elsewhere).
+
+    What the database sent us, read from the kernel's counters of the pool's sockets, so it costs
+    nothing on the hot path; connections already closed are not counted.
+    """
+    if not hasattr(socket, "TCP_INFO"):
+        return None
+    total = 0
+    for conn in psutil.Process().net_connections(kind="tcp"):
+        if not conn.raddr or conn.raddr.port != port or conn.fd < 0:
+            continue
+        with socket.socket(fileno=os.dup(conn.fd)) as sock:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        if len(info) >= _TCP_INFO_BYTES_RECEIVED + 8:
+            total += int.from_bytes(info[_TCP_INFO_BYTES_RECEIVED : _TCP_INFO_BYTES_RECEIVED + 8], "little")
+    return total

@@ -1,23 +1,35 @@
 """The registry of the 15 export types (SPEC §3): one entry per type, data only.
 
-Each entry names the module that produces its rows (imported lazily, so the API can
-validate requests without loading polars or dagster), its columns, bucket, ACL and
-packaging, and what a request for it must carry.
+An entry says what the type reads (its source collection, the filter beyond the campaign, which
+joins it needs), what it writes (columns, bucket, ACL, packaging, file name) and how it runs
+(scratch policy, preliminary count). A purely filtered type is nothing more than its entry; a
+type with logic of its own (entries, fanlist, waitlist, ...) also has a module in
+`export_pipelines/exports/` (listed in `exports.TYPE_LOGIC`). Dagster-, polars- and
+pymongoarrow-free, so the API can validate requests with it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 Packaging = Literal["csv", "zip", "multi_csv"]
+Source = Literal["entries", "scoring", "codes"]
+Markets = Literal["none", "optional", "required"]  # required: an export without markets fails
+Scratch = Literal["export", "run"]
 
 
 @dataclass(frozen=True)
 class ExportType:
     name: str
-    module: str  # export_pipelines.exports.<module>: defines extract() and transform()
     bucket: str  # logical bucket: exportsS3, scoringS3, vfScoringS3, sfmcS3
+    source: Source = "entries"  # the collection whose documents become the rows
+    # Filter beyond {"campaignId": ...}; a literal, so it never carries user data.
+    match: Mapping[str, Any] = field(default_factory=dict)
+    users: bool = False  # each row gets its user document (by the source's user id, SPEC §2)
+    snapshots: bool = False  # names fall back to the entries' `user` snapshot joined by user id
+    markets: Markets = "none"  # the campaign's markets joined to the rows by marketId
     packaging: Packaging = "csv"
     acl: str = "private"
     requires_date_key: bool = False
@@ -29,6 +41,9 @@ class ExportType:
     # Column holding the user id of each row, recorded per export for CCPA deletion
     # (None: the rows are not about users).
     member_column: str | None = "userId"
+    # "export": staged under the export id, kept until it FINISHED so a re-execution resumes
+    # from the failed step; "run": a per-run directory removed when the run ends (SPEC §5).
+    scratch: Scratch = "export"
 
 
 # Shared by the three reminder e-mail types: SPEC §3's required ten, then what SFMC imports use
@@ -74,7 +89,7 @@ EXPORT_TYPES: dict[str, ExportType] = {
         # -- entries (walking skeleton) --
         ExportType(
             name="entries",
-            module="entries",
+            markets="required",
             bucket="exportsS3",
             file_name="{campaign} - Entries.csv",
             columns=(
@@ -106,7 +121,7 @@ EXPORT_TYPES: dict[str, ExportType] = {
         # (columns documented in docs/export-types-data.md; the entry count only previews entry/scoring types)
         ExportType(
             name="codes",
-            module="codes",
+            source="codes",
             bucket="exportsS3",
             preliminary_count=False,
             file_name="{campaign} - Codes.csv",
@@ -115,7 +130,7 @@ EXPORT_TYPES: dict[str, ExportType] = {
         ),
         ExportType(
             name="scoring",
-            module="scoring",
+            source="scoring",
             bucket="scoringS3",
             acl="bucket-owner-full-control",
             file_name="{campaign} - Scoring.csv",
@@ -138,7 +153,11 @@ EXPORT_TYPES: dict[str, ExportType] = {
         ),
         ExportType(
             name="codeAssignments",
-            module="code_assignments",
+            source="codes",
+            match={"status": "assigned"},
+            users=True,
+            snapshots=True,
+            markets="optional",
             bucket="exportsS3",
             preliminary_count=False,
             file_name="{campaign} - Code Assignments.csv",
@@ -159,14 +178,18 @@ EXPORT_TYPES: dict[str, ExportType] = {
         ),
         ExportType(
             name="artistOptIn",
-            module="artist_opt_in",
+            match={"optIns.allowMarketing": True},
+            users=True,
+            markets="optional",
             bucket="exportsS3",
             file_name="{campaign} - Artist Opt-In.csv",
             columns=OPT_IN_COLUMNS,
         ),
         ExportType(
             name="artistSmsOptIn",
-            module="artist_sms_opt_in",
+            match={"optIns.allowSms": True},
+            users=True,
+            markets="optional",
             bucket="exportsS3",
             file_name="{campaign} - Artist SMS Opt-In.csv",
             columns=(
@@ -184,14 +207,17 @@ EXPORT_TYPES: dict[str, ExportType] = {
         ),
         ExportType(
             name="livenationOptIn",
-            module="livenation_opt_in",
+            match={"optIns.allowLiveNation": True},
+            users=True,
+            markets="optional",
             bucket="exportsS3",
             file_name="{campaign} - Live Nation Opt-In.csv",
             columns=OPT_IN_COLUMNS,
         ),
         ExportType(
             name="verifiedEntries",
-            module="verified_entries",
+            source="scoring",
+            match={"verified": True},
             bucket="vfScoringS3",
             file_name="{campaign} - Verified Entries.csv",
             columns=(
@@ -209,7 +235,7 @@ EXPORT_TYPES: dict[str, ExportType] = {
         ),
         ExportType(
             name="codeWaves",
-            module="code_waves",
+            source="codes",
             bucket="vfScoringS3",
             requires_date_key=True,
             preliminary_count=False,
@@ -219,14 +245,18 @@ EXPORT_TYPES: dict[str, ExportType] = {
         ),
         ExportType(
             name="fanlist",
-            module="fanlist",
+            users=True,
+            markets="required",
             bucket="exportsS3",
             file_name="{campaign} - Fan List.csv",
             columns=("userId", "email", "firstName", "lastName", "markets", "marketNames", "postalCode", "countryCode"),
         ),
         ExportType(
             name="waitlist",
-            module="waitlist",
+            source="scoring",
+            match={"selected": {"$ne": True}},
+            users=True,
+            snapshots=True,
             bucket="exportsS3",
             file_name="{campaign} - Waitlist.csv",
             columns=(
@@ -245,7 +275,9 @@ EXPORT_TYPES: dict[str, ExportType] = {
         ),
         ExportType(
             name="promoterEmailOptIn",
-            module="promoter_email_opt_in",
+            match={"optIns.allowPromoter": True},
+            users=True,
+            markets="required",
             bucket="exportsS3",
             packaging="zip",
             file_name="{campaign} - Promoter Email Opt-In.zip",
@@ -267,7 +299,11 @@ EXPORT_TYPES: dict[str, ExportType] = {
         # -- reminder e-mails (SFMC) --
         ExportType(
             name="reminderEmail",
-            module="reminder_email",
+            source="scoring",
+            match={"selected": True},
+            users=True,
+            markets="required",
+            scratch="run",
             bucket="exportsS3",
             packaging="zip",
             columns=REMINDER_EMAIL_COLUMNS,
@@ -277,7 +313,11 @@ EXPORT_TYPES: dict[str, ExportType] = {
         ),
         ExportType(
             name="reminderEmailSample",
-            module="reminder_email",
+            source="scoring",
+            match={"selected": True},
+            users=True,
+            markets="required",
+            scratch="run",
             bucket="exportsS3",
             packaging="zip",
             columns=REMINDER_EMAIL_COLUMNS,
@@ -287,7 +327,11 @@ EXPORT_TYPES: dict[str, ExportType] = {
         ),
         ExportType(
             name="autoReminderEmail",
-            module="reminder_email",
+            source="scoring",
+            match={"selected": True},
+            users=True,
+            markets="required",
+            scratch="run",
             bucket="sfmcS3",
             packaging="multi_csv",  # one CSV per region, keys from reminder_email.object_key
             columns=REMINDER_EMAIL_COLUMNS,

@@ -184,6 +184,13 @@ class ExportStore:
         """Number of entries of the campaign, for progress display while the export runs."""
         self.collection.update_one({"_id": export_id}, {"$set": {"preliminaryCount": count}})
 
+    def set_progress(self, export_id: str, *, stage: str, rows: int) -> None:
+        """How far a running export is (SPEC §4 `progress`); `total` is the preliminary count."""
+        self.collection.update_one(
+            {"_id": export_id, "status": TRIGGERED},
+            [{"$set": {"progress": {"stage": stage, "rows": rows, "total": {"$ifNull": ["$preliminaryCount", None]}}}}],
+        )
+
     def mark_finished(
         self, export_id: str, *, key: str | list[str], count: int, meta: dict[str, Any]
     ) -> dict[str, Any]:
@@ -191,7 +198,15 @@ class ExportStore:
             export_id,
             (TRIGGERED,),
             {
-                "$set": {"status": FINISHED, "key": key, "count": count, "meta": meta, "date.finished": utcnow()},
+                "$set": {
+                    "status": FINISHED,
+                    "key": key,
+                    "count": count,
+                    "meta": meta,
+                    "date.finished": utcnow(),
+                    "progress.stage": "finished",
+                    "progress.rows": count,
+                },
                 "$unset": {"active": ""},
             },
         )

@@ -46,6 +46,7 @@ class Settings:
     jwt_private_key: str | None = field(repr=False)  # never printed, e.g. in a failing test
     dev_mode: bool
     dagster_graphql_url: str
+    aws_region: str = "us-east-1"
     # SFMC tables override (reminder e-mails): a JSON file path or inline JSON; see domain/sfmc.py.
     sfmc_config: str | None = None
 
@@ -73,16 +74,21 @@ class Settings:
             dev_mode=_bool("DEV_MODE", False),
             dagster_graphql_url=os.environ.get("DAGSTER_GRAPHQL_URL") or f"http://127.0.0.1:{dagster_port}/graphql",
             sfmc_config=os.environ.get("SFMC_CONFIG") or None,
+            aws_region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
         )
 
-    def bucket_for(self, logical: str) -> str:
-        """Map a registry bucket name (exportsS3, scoringS3, ...) to the configured bucket."""
+    @property
+    def buckets(self) -> dict[str, str]:
+        """Registry bucket names (exportsS3, scoringS3, ...) → the configured buckets."""
         return {
             "exportsS3": self.exports_bucket,
             "scoringS3": self.scoring_bucket,
             "vfScoringS3": self.vf_scoring_bucket,
             "sfmcS3": self.sfmc_bucket,
-        }[logical]
+        }
+
+    def bucket_for(self, logical: str) -> str:
+        return self.buckets[logical]
 
     @property
     def all_buckets(self) -> tuple[str, ...]:

@@ -10,19 +10,17 @@ from collections.abc import Iterator
 
 import polars as pl
 
-from export_pipelines.exports.base import ExportContext
-from export_pipelines.exports.common import extract_opt_in_entries, opt_in_rows
-
-
-def extract(ctx: ExportContext) -> None:
-    """Markets, and the entries that allow SMS."""
-    extract_opt_in_entries(ctx, "allowSms")
+from export_pipelines.exports import filtered
+from export_pipelines.exports.contract import ExportContext, TypeLogic
 
 
 def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
     """Keep entries with a non-blank phone number; blank the number unless it was confirmed."""
-    for part in opt_in_rows(ctx):
+    for part in filtered.transform(ctx):
         yield part.filter(pl.col("phoneNumber").str.strip_chars() != "").with_columns(
             phoneNumber=pl.when(pl.col("phoneConfirmed")).then(pl.col("phoneNumber")),
             phoneConfirmed=pl.col("phoneConfirmed").fill_null(False),
         )
+
+
+LOGIC = TypeLogic(transform=transform)

@@ -12,19 +12,9 @@ from typing import Any
 
 import polars as pl
 
-from export_pipelines.exports.base import ExportContext
-from export_pipelines.exports.common import (
-    ENTRIES,
-    extract_entries,
-    extract_markets,
-    parts,
-    read_all,
-    read_markets,
-    text,
-    unique_file_names,
-    with_names,
-)
-from export_pipelines.stages import FILE_COLUMN
+from export_pipelines.domain.keys import unique_file_names
+from export_pipelines.exports import filtered, sources
+from export_pipelines.exports.contract import FILE_COLUMN, ExportContext, TypeLogic
 
 PROMOTERS = "promoters"
 PROMOTER_SCHEMA: dict[str, Any] = {"promoterId": pl.String, "promoterName": pl.String, FILE_COLUMN: pl.String}
@@ -32,7 +22,7 @@ PROMOTER_SCHEMA: dict[str, Any] = {"promoterId": pl.String, "promoterName": pl.S
 
 def extract(ctx: ExportContext) -> None:
     """Markets and their promoters (a small table, loaded whole), then the opted-in entries."""
-    markets = extract_markets(ctx, required=True)
+    markets = sources.extract_markets(ctx, required=True)
     raw_ids: dict[str, Any] = {}  # str(id) → the id as stored, to query with its own BSON type
     for market in markets:
         for promoter_id in market.get("promoterIds") or []:
@@ -42,7 +32,7 @@ def extract(ctx: ExportContext) -> None:
     if without:
         ctx.log.warning(f"{len(without)} market(s) without promoters, their fans are in no file: {without[:20]}")
     found = ctx.db["promoters"].find({"_id": {"$in": list(raw_ids.values())}})
-    names = {str(p["_id"]): text(p.get("name")) for p in found}
+    names = {str(p["_id"]): sources.text(p.get("name")) for p in found}
     missing = sorted(set(raw_ids) - set(names))
     if missing:
         ctx.log.warning(f"promoters not found, their files are named after their id: {missing[:20]}")
@@ -55,18 +45,21 @@ def extract(ctx: ExportContext) -> None:
         },
         schema=PROMOTER_SCHEMA,
     ).write_parquet(ctx.extract_path(PROMOTERS) / "promoters.parquet")
-    extract_entries(ctx, {"optIns.allowPromoter": True})
+    filtered.extract_rows(ctx, LOGIC)
 
 
 def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
     """One row per (entry, promoter of its market), tagged with the promoter's file."""
     market_promoters = (
-        read_markets(ctx)
-        .select("marketId", "marketName", promoterId="promoterIds")
+        sources.read_markets(ctx)
+        .select("marketId", promoterId="promoterIds")
         .explode("promoterId")
         .filter(pl.col("promoterId").is_not_null())
         .unique(subset=["marketId", "promoterId"], keep="first", maintain_order=True)
-        .join(read_all(ctx, PROMOTERS, PROMOTER_SCHEMA), on="promoterId", how="inner", maintain_order="left")
+        .join(sources.read_all(ctx, PROMOTERS, PROMOTER_SCHEMA), on="promoterId", how="inner", maintain_order="left")
     )
-    for part in parts(ctx, ENTRIES):
-        yield with_names(part).join(market_promoters, on="marketId", how="inner", maintain_order="left")
+    for part in filtered.transform(ctx):
+        yield part.join(market_promoters, on="marketId", how="inner", maintain_order="left")
+
+
+LOGIC = TypeLogic(extract=extract, transform=transform)

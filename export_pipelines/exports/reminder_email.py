@@ -32,19 +32,8 @@ import polars as pl
 
 from export_pipelines.domain.keys import safe_key_part
 from export_pipelines.domain.sfmc import LOCALE, LOCALE_STRIP, RAW_LOCALE, SfmcConfig, SfmcConfigError, load_sfmc_config
-from export_pipelines.exports.base import (
-    RAW_BATCH_SIZE,
-    ExportContext,
-    PermanentExportError,
-    decode_raw_batches,
-    nested,
-    write_parts,
-)
-from export_pipelines.exports.common import extract_markets, read_markets, text, with_users
-from export_pipelines.stages import FILE_COLUMN
-
-# Scratch in a per-run directory, removed when the run ends however it ends (stages.run_scratch_dir).
-PER_RUN_SCRATCH = True
+from export_pipelines.exports import sources
+from export_pipelines.exports.contract import FILE_COLUMN, ExportContext, PermanentExportError, TypeLogic
 
 SAMPLE_ROWS = 10  # reminderEmailSample: rows per region + locale
 # Input rows (scoring + entries + codes) per join bucket, i.e. what transform holds at once.
@@ -77,7 +66,7 @@ CODE_SCHEMA: dict[str, Any] = {
 
 def sfmc_config(ctx: ExportContext) -> SfmcConfig:
     try:
-        return load_sfmc_config(ctx.settings.sfmc_config)
+        return load_sfmc_config(ctx.sfmc_config)
     except SfmcConfigError as exc:
         raise PermanentExportError(str(exc)) from exc
 
@@ -85,84 +74,40 @@ def sfmc_config(ctx: ExportContext) -> SfmcConfig:
 # -- extract --------------------------------------------------------------------------------
 
 
-def _frame(rows: list[tuple[Any, ...]], schema: dict[str, Any]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=schema, orient="row")
-
-
-def scoring_frame(docs: list[dict[str, Any]]) -> pl.DataFrame:
-    rows = []
-    for doc in docs:
-        users = doc.get("u") or [{}]
-        user = users[0] if isinstance(users[0], dict) else {}
-        rows.append(
-            (
-                text(doc.get("memberId")),
-                text(doc.get("marketId")),
-                text(doc.get("locale")),
-                text(doc.get("countryCode")),
-                text(user.get("email")),
-                text(user.get("firstName")),
-                text(user.get("countryCode")),
-            )
+def _scoring_rows(ctx: ExportContext) -> Iterator[pl.DataFrame]:
+    """Selected scoring records with the member's user (e-mail, first name, country)."""
+    scoring = (
+        frame.rename({"locale": "scoringLocale", "countryCode": "scoringCountry"})
+        for frame in sources.SCORING.only("memberId", "marketId", "locale", "countryCode").read(
+            ctx.db, {"campaignId": ctx.campaign_id, **ctx.export_type.match}
         )
-    return _frame(rows, SCORING_SCHEMA)
+    )
+    for frame in sources.with_users(ctx.db, scoring, "memberId"):
+        yield frame.rename({"countryCode": "userCountry"}).select(list(SCORING_SCHEMA))
 
 
-def entries_frame(docs: list[dict[str, Any]]) -> pl.DataFrame:
-    rows = []
-    for doc in docs:
-        snapshot = doc["user"] if isinstance(doc.get("user"), dict) else {}
-        rows.append(
-            (
-                text(doc.get("userId")),
-                text(doc.get("localeId")),
-                text(snapshot.get("email")),
-                text(snapshot.get("firstName")),
-            )
-        )
-    return _frame(rows, ENTRY_SCHEMA)
+def _entry_rows(ctx: ExportContext) -> Iterator[pl.DataFrame]:
+    for frame in sources.ENTRIES.only("userId", "localeId", "snapEmail", "snapFirstName").read(
+        ctx.db, {"campaignId": ctx.campaign_id}
+    ):
+        yield frame.rename({"localeId": "entryLocale"}).select(list(ENTRY_SCHEMA))
 
 
-def codes_frame(docs: list[dict[str, Any]]) -> pl.DataFrame:
-    rows = [
-        (text(d.get("assignedTo")), text(d.get("marketId")), text(d.get("code")), nested(d, "date.assigned"))
-        for d in docs
-    ]
-    return _frame(rows, CODE_SCHEMA)
+def _code_rows(ctx: ExportContext) -> Iterator[pl.DataFrame]:
+    for frame in sources.CODES.only("assignedTo", "marketId", "code", "assignedAt").read(
+        ctx.db, {"campaignId": ctx.campaign_id, "status": "assigned"}
+    ):
+        yield frame.rename({"marketId": "codeMarketId"}).select(list(CODE_SCHEMA))
 
 
 def extract(ctx: ExportContext) -> None:
     """Markets, then selected scoring (with its user), entries and assigned codes, bucketed by member."""
-    cid = ctx.campaign_id
-    extract_markets(ctx, required=True)
-
-    scoring = ctx.db["scoring"].find_raw_batches(
-        {"campaignId": cid, "selected": True},
-        {"memberId": 1, "marketId": 1, "locale": 1, "countryCode": 1},
-        sort=[("_id", 1)],
-        batch_size=RAW_BATCH_SIZE,
-    )
-    entries = ctx.db["entries"].find_raw_batches(
-        {"campaignId": cid},
-        {"userId": 1, "localeId": 1, "user.email": 1, "user.firstName": 1},
-        sort=[("_id", 1)],
-        batch_size=RAW_BATCH_SIZE,
-    )
-    codes = ctx.db["codes"].find_raw_batches(
-        {"campaignId": cid, "status": "assigned"},
-        {"assignedTo": 1, "marketId": 1, "code": 1, "date.assigned": 1},
-        sort=[("_id", 1)],
-        batch_size=RAW_BATCH_SIZE,
-    )
+    sources.extract_markets(ctx, required=True)
     # Selected fans are joined to their entries and codes in polars, bucket by bucket: a join on
     # fields other than _id (entries.userId, codes.assignedTo) has no index to use.
     total = 0
-    for name, batches, to_frame in (
-        ("scoring", with_users(ctx, decode_raw_batches(scoring), "memberId"), scoring_frame),
-        ("entries", decode_raw_batches(entries), entries_frame),
-        ("codes", decode_raw_batches(codes), codes_frame),
-    ):
-        rows = write_parts(batches, to_frame, ctx.extract_path(f"raw-{name}"), "part")
+    for name, frames in (("scoring", _scoring_rows(ctx)), ("entries", _entry_rows(ctx)), ("codes", _code_rows(ctx))):
+        rows = sources.write_parts(ctx, frames, f"raw-{name}", counted=total)
         ctx.log.info(f"extracted {rows} {name} rows")
         total += rows
     buckets = max(1, math.ceil(total / BUCKET_ROWS))
@@ -239,7 +184,7 @@ def reminder_rows(
 ) -> pl.DataFrame:
     """One bucket's rows: the registry columns plus FILE_COLUMN, in scoring order."""
     campaign_id = str(campaign["_id"])
-    campaign_type = text(campaign.get("type")) or "standard"
+    campaign_type = sources.text(campaign.get("type")) or "standard"
     # One entry per fan and one code per fan and market, so the joins never multiply rows.
     entries = entries.filter(pl.col("userId").is_not_null()).unique("userId", keep="first", maintain_order=True)
     codes = (
@@ -262,10 +207,10 @@ def reminder_rows(
         firstName=pl.coalesce("userFirstName", "snapFirstName"),
         locale=locale,
         countryCode=country,
-        campaignName=pl.lit(text(campaign.get("name")), dtype=pl.String),
-        artistName=pl.lit(text(nested(campaign, "artist.name")), dtype=pl.String),
+        campaignName=pl.lit(sources.text(campaign.get("name")), dtype=pl.String),
+        artistName=pl.lit(sources.text(sources.nested(campaign, "artist.name")), dtype=pl.String),
         presaleName=pl.lit(config.presale_name(campaign_type), dtype=pl.String),
-        presaleDate=pl.lit(nested(campaign, "date.presale"), dtype=pl.Datetime("ms", "UTC")),
+        presaleDate=pl.lit(sources.nested(campaign, "date.presale"), dtype=pl.Datetime("ms", "UTC")),
         campaignType=pl.lit(campaign_type, dtype=pl.String),
     ).with_columns(region=region, mid=mid)
     file_expr = pl.col("region") + "/" + pl.col("locale") if per_locale else pl.col("region")
@@ -286,7 +231,7 @@ def _cap_per_file(frame: pl.DataFrame, taken: dict[str, int], cap: int) -> pl.Da
 def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
     """Join bucket by bucket and yield each bucket's rows (the writer appends and segments)."""
     config = sfmc_config(ctx)
-    markets = read_markets(ctx).select(
+    markets = sources.read_markets(ctx).select(
         "marketId", "eventName", "eventDate", "venue", "eventLink", marketCountry="marketCountryCode"
     )
     buckets = json.loads((ctx.work_dir / "extract" / "plan.json").read_text())["buckets"]
@@ -321,3 +266,6 @@ def object_key(ctx: ExportContext, relative_file: str) -> str:
         raise PermanentExportError(f"no SFMC region {region!r} configured for file {relative_file!r}")
     campaign = safe_key_part(str(ctx.campaign.get("name") or ctx.campaign_id))
     return f"{config.regions[region].prefix}_{campaign}_{region}_{safe_key_part(ctx.export_id)}.csv"
+
+
+LOGIC = TypeLogic(extract=extract, transform=transform, object_key=object_key)

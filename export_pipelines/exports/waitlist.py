@@ -13,16 +13,8 @@ from collections.abc import Iterator
 
 import polars as pl
 
-from export_pipelines.exports.base import ExportContext, PermanentExportError
-from export_pipelines.exports.common import (
-    SCORING,
-    extract_scoring,
-    extract_snapshots,
-    join_snapshots,
-    parts,
-    read_all,
-    read_snapshots,
-)
+from export_pipelines.exports import filtered, sources
+from export_pipelines.exports.contract import ExportContext, PermanentExportError, TypeLogic
 
 WAVE_MEMBERS = "wave_members"
 WAVE_MEMBER_SCHEMA = {"memberId": pl.String}
@@ -38,7 +30,7 @@ def wave_keys(ctx: ExportContext) -> list[str]:
     prefix = wave_prefix(ctx.campaign_id)
     keys = []
     paginator = ctx.s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=ctx.settings.vf_scoring_bucket, Prefix=prefix):
+    for page in paginator.paginate(Bucket=ctx.buckets["vfScoringS3"], Prefix=prefix):
         for obj in page.get("Contents", []):
             rest = obj["Key"][len(prefix) :].split("/")
             if len(rest) == 2 and rest[0] and rest[1].lower().endswith(".csv"):
@@ -69,7 +61,7 @@ def extract_wave_members(ctx: ExportContext) -> int:
     try:
         for number, key in enumerate(keys):
             path = download / f"{number:05d}.csv"
-            ctx.s3.download_file(ctx.settings.vf_scoring_bucket, key, str(path))
+            ctx.s3.download_file(ctx.buckets["vfScoringS3"], key, str(path))
             frames.append(_members_of(str(path), key))
             path.unlink()
     finally:
@@ -88,16 +80,16 @@ def extract_wave_members(ctx: ExportContext) -> int:
 
 
 def extract(ctx: ExportContext) -> None:
-    """Wave members from S3, the unselected scoring records with their users, and the entries' snapshots."""
+    """Wave members from S3, then the unselected scoring records with their users, and the entries' snapshots."""
     extract_wave_members(ctx)
-    extract_scoring(ctx, {"selected": {"$ne": True}}, with_user=True)
-    extract_snapshots(ctx)
+    filtered.extract(ctx, LOGIC)
 
 
 def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
-    """Anti-join each batch with the wave members, then resolve names."""
-    members = read_all(ctx, WAVE_MEMBERS, WAVE_MEMBER_SCHEMA)
-    snapshots = read_snapshots(ctx)
-    for part in parts(ctx, SCORING):
-        waiting = part.join(members, on="memberId", how="anti", maintain_order="left")
-        yield join_snapshots(waiting, snapshots, "memberId")
+    """Anti-join each batch with the wave members; names and the rest as for any filtered type."""
+    members = sources.read_all(ctx, WAVE_MEMBERS, WAVE_MEMBER_SCHEMA)
+    for part in filtered.transform(ctx):
+        yield part.join(members, on="memberId", how="anti", maintain_order="left")
+
+
+LOGIC = TypeLogic(extract=extract, transform=transform)

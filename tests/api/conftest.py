@@ -104,8 +104,8 @@ def client(settings: Settings, campaigns: None) -> Iterator[TestClient]:
 def extra_types(monkeypatch: pytest.MonkeyPatch) -> None:
     """Register stand-ins for types other teams add later: a dateKey type and a multi-key type elsewhere."""
     for export_type in (
-        ExportType(name="codeWaves", module="code_waves", bucket="vfScoringS3", requires_date_key=True),
-        ExportType(name="autoReminderEmail", module="reminder", bucket="sfmcS3", packaging="multi_csv"),
+        ExportType(name="codeWaves", bucket="vfScoringS3", requires_date_key=True),
+        ExportType(name="autoReminderEmail", bucket="sfmcS3", packaging="multi_csv"),
     ):
         monkeypatch.setitem(EXPORT_TYPES, export_type.name, export_type)
 

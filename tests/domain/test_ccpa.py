@@ -86,7 +86,7 @@ class World:
         return str(record["meta"]["bucket"])
 
     def service(self) -> CcpaDeletion:
-        return CcpaDeletion(self.db, self.s3, self.settings)
+        return CcpaDeletion(self.db, self.s3, self.settings.buckets)
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def regional_type(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setitem(
         EXPORT_TYPES,
         "regionalFiles",
-        ExportType(name="regionalFiles", module="reminder_email", bucket="sfmcS3", packaging="multi_csv"),
+        ExportType(name="regionalFiles", bucket="sfmcS3", packaging="multi_csv"),
     )
     return "regionalFiles"
 

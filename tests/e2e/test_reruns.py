@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from dagster import DagsterInstance
+from dagster import DagsterInstance, DagsterRunStatus
 from pymongo.database import Database
 from starlette.testclient import TestClient
 
@@ -73,6 +73,12 @@ def test_reexecute_from_failure_takes_the_record_back_to_finished(
     failed = _wait_status(store, record["_id"], FAILED, dagster)
     assert "NoMarketsFound" in failed["error"]["message"]
     first_run = failed["runId"]
+    # The record turns FAILED in the failure hook, before Dagster ends the run: re-execution needs it ended.
+    wait_until(
+        lambda: (run := DagsterInstance.get().get_run_by_id(first_run)) and run.status == DagsterRunStatus.FAILURE,
+        60,
+        "the first run FAILURE",
+    )
 
     _add_market_and_entries(db, "r1", 25)
     answer = httpx.post(graphql, json={"query": REEXECUTE, "variables": {"parentRunId": first_run}}, timeout=30).json()

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import csv
 import io
+from functools import cache
 from typing import Any
 
-from dagster import DagsterInstance, ExecuteInProcessResult
+from dagster import DagsterInstance, ExecuteInProcessResult, JobDefinition
 from pymongo.database import Database
 
 from export_pipelines.domain.records import ExportStore
-from export_pipelines.jobs import EXPORT_JOBS, partitions_name
-from export_pipelines.resources import ExportServiceResource
+from export_pipelines.domain.settings import Settings
+from export_pipelines.jobs import build_export_jobs, partitions_name
+from export_pipelines.resources import ExportFilesResource, ExportRunResource, MongoResource, S3Resource
+from export_pipelines.stages import Workspace
+
+TEST_TIMEOUT_MILLIS = 3_600_000
+
+
+@cache
+def export_jobs() -> dict[str, JobDefinition]:
+    return build_export_jobs(TEST_TIMEOUT_MILLIS)
 
 
 def request_export(db: Database, campaign_id: str, export_type: str, **kwargs: Any) -> dict[str, Any]:
@@ -27,15 +37,54 @@ def request_export(db: Database, campaign_id: str, export_type: str, **kwargs: A
     ).record
 
 
-def run_export(record: dict[str, Any], instance: DagsterInstance | None = None) -> ExecuteInProcessResult:
+def export_resources(
+    settings: Settings,
+    *,
+    mongo_uri: str | None = None,
+    max_rows: int | None = None,
+    sfmc_config: str | None = None,
+    sfmc_bucket: str | None = None,
+) -> dict[str, Any]:
+    """The resources of an export run, configured for the test's servers (what definitions.py does from env)."""
+    mongo = MongoResource(uri=mongo_uri or settings.mongodb_uri, database=settings.mongodb_db)
+    s3 = S3Resource(
+        endpoint_url=settings.s3_endpoint_url,
+        exports_bucket=settings.exports_bucket,
+        scoring_bucket=settings.scoring_bucket,
+        vf_scoring_bucket=settings.vf_scoring_bucket,
+        sfmc_bucket=sfmc_bucket or settings.sfmc_bucket,
+    )
+    files = ExportFilesResource(
+        data_dir=str(settings.data_dir),
+        max_rows_per_exported_file=max_rows or settings.max_rows_per_exported_file,
+        sfmc_config=sfmc_config or settings.sfmc_config,
+        timeout_millis=settings.timeout_millis,
+    )
+    return {"mongo": mongo, "s3": s3, "files": files, "export": ExportRunResource(mongo=mongo, s3=s3, files=files)}
+
+
+def workspace(settings: Settings) -> Workspace:
+    """What a run's `files` resource gives the stages, for the test's settings."""
+    return Workspace(
+        data_dir=settings.data_dir,
+        buckets=settings.buckets,
+        max_rows_per_file=settings.max_rows_per_exported_file,
+        sfmc_config=settings.sfmc_config,
+        timeout_millis=settings.timeout_millis,
+    )
+
+
+def run_export(
+    record: dict[str, Any], instance: DagsterInstance | None = None, **resource_options: Any
+) -> ExecuteInProcessResult:
     """Execute the export's job for its partition (= export id), as the sensor's run would."""
     instance = instance or DagsterInstance.ephemeral()
     export_type = record["exportType"]
     instance.add_dynamic_partitions(partitions_name(export_type), [record["_id"]])
-    return EXPORT_JOBS[export_type].execute_in_process(
+    return export_jobs()[export_type].execute_in_process(
         partition_key=record["_id"],
         instance=instance,
-        resources={"service": ExportServiceResource()},
+        resources=export_resources(Settings.from_env(), **resource_options),
         raise_on_error=False,
     )
 

@@ -207,7 +207,7 @@ def test_each_type_writes_the_rows_of_an_independent_computation(
         assert done["preliminaryCount"] == N_ENTRIES
     else:
         assert "preliminaryCount" not in done
-    assert not staging_dir(settings, record["_id"]).exists()
+    assert not staging_dir(settings.data_dir, record["_id"]).exists()
 
 
 def test_the_seeded_awkward_cases_reach_the_files(world: World) -> None:

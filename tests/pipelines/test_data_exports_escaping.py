@@ -24,6 +24,7 @@ from pymongo.database import Database
 from export_pipelines import stages
 from export_pipelines.domain.settings import Settings
 from tests.pipelines.expected_data import DATA_TYPES
+from tests.pipelines.helpers import workspace
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 DATE_KEY = "1700000000000"
@@ -83,7 +84,7 @@ def _campaign(db: Database, s3: Any, settings: Settings, words: list[str]) -> st
 def _cells(db: Database, s3: Any, settings: Settings, cid: str, export_type: str) -> list[str]:
     """Every cell of every CSV the type's real stages write for the campaign."""
     record = {"_id": uuid.uuid4().hex, "campaignId": cid, "exportType": export_type, "dateKey": DATE_KEY}
-    ctx = stages.build_context(record, db, s3, settings, logging.getLogger("escaping-test"))
+    ctx = stages.build_context(record, db, s3, workspace(settings), logging.getLogger("escaping-test"), run_id="prop")
     try:
         stages.extract(ctx)
         written = stages.transform(ctx)

@@ -63,7 +63,7 @@ def test_entries_csv_matches_an_independent_computation(db: Database, s3: Any, s
     assert "/" not in done["key"].split("/", 3)[3] and '"' not in done["key"], "campaign name made key-safe"
     acl = s3.get_object_acl(Bucket=settings.exports_bucket, Key=done["key"])
     assert [g["Permission"] for g in acl["Grants"]] == ["FULL_CONTROL"], "private: owner only"
-    assert not staging_dir(settings, record["_id"]).exists(), "scratch files removed after success"
+    assert not staging_dir(settings.data_dir, record["_id"]).exists(), "scratch files removed after success"
 
 
 def test_include_all_markets_adds_a_row_per_additional_market(db: Database, s3: Any, settings: Settings, seeded: str):

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from export_pipelines.exports.base import prefetched
+from export_pipelines.exports.sources import prefetched
 
 
 def _threads() -> set[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -20,12 +21,14 @@ from pymongo.database import Database
 from devstack.seed import seed_campaign
 from export_pipelines import stages
 from export_pipelines.domain.export_types import EXPORT_TYPES
+from export_pipelines.domain.failures import STORAGE_UNAVAILABLE
 from export_pipelines.domain.keys import safe_key_part
 from export_pipelines.domain.records import FAILED, FINISHED, ExportStore
 from export_pipelines.domain.settings import Settings
-from export_pipelines.exports import reminder_email
+from export_pipelines.exports import TYPE_LOGIC, reminder_email
+from export_pipelines.exports.contract import PermanentExportError
 from tests.pipelines.expected_reminder import COLUMNS, REQUIRED, expected_reminder_rows, segmented
-from tests.pipelines.helpers import read_csv, read_header, request_export, run_export
+from tests.pipelines.helpers import export_jobs, read_csv, read_header, request_export, run_export, workspace
 
 NA_PREFIX = "Ticketmaster/7222895/TMDemandMgmt/DM_ArtistPresale_V03"
 UK_PREFIX = "Ticketmaster/1314420/TMDemandMgmt/DM_ArtistPresale_V03"
@@ -48,23 +51,23 @@ def _zip_files(s3: Any, settings: Settings, key: str) -> dict[str, bytes]:
 def watch_transform(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Record where the run kept its scratch and how big each frame handed to the writer was."""
     seen: dict[str, Any] = {"heights": [], "work_dir": None, "existed": False}
-    original = reminder_email.transform
 
     def transform(ctx: Any) -> Any:
         seen["work_dir"], seen["existed"] = ctx.work_dir, ctx.work_dir.is_dir()
-        for frame in original(ctx):
+        for frame in reminder_email.transform(ctx):
             seen["heights"].append(frame.height)
             yield frame
 
-    monkeypatch.setattr(reminder_email, "transform", transform)
+    for name in ("reminderEmail", "reminderEmailSample", "autoReminderEmail"):
+        monkeypatch.setitem(TYPE_LOGIC, name, dataclasses.replace(reminder_email.LOGIC, transform=transform))
     return seen
 
 
 def _assert_scratch_gone(settings: Settings, seen: dict[str, Any], run_id: str, export_id: str) -> None:
-    assert seen["existed"] and seen["work_dir"] == stages.run_scratch_dir(settings, run_id), "per-run scratch used"
+    assert seen["existed"] and seen["work_dir"] == stages.run_scratch_dir(settings.data_dir, run_id), "per-run scratch"
     assert not seen["work_dir"].exists(), "per-run scratch removed"
     assert not any((settings.data_dir / "tmp").iterdir())
-    assert not stages.staging_dir(settings, export_id).exists(), "nothing in the re-execution staging area"
+    assert not stages.staging_dir(settings.data_dir, export_id).exists(), "nothing in the re-execution staging area"
 
 
 # -- Use Case 2, Scenario 1, scaled down 100× ---------------------------------------------------
@@ -163,10 +166,9 @@ def test_scenario_segments_5000_fans_by_region_and_locale(
     db: Database, s3: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch, watch_transform: dict[str, Any]
 ):
     selected = _seed_scenario(db)
-    monkeypatch.setenv("MAX_ROWS_PER_EXPORTED_FILE", "1000")
     monkeypatch.setattr(reminder_email, "BUCKET_ROWS", 4000)  # ~16k input rows → 4 join buckets
     record = request_export(db, "tour", "reminderEmail")
-    result = run_export(record)
+    result = run_export(record, max_rows=1000)
     assert result.success
     done = _finished(db, record)
 
@@ -240,9 +242,8 @@ def seeded_fanclub(db: Database) -> str:
 def test_rows_match_an_independent_computation(
     db: Database, s3: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch, seeded_fanclub: str
 ):
-    monkeypatch.setenv("MAX_ROWS_PER_EXPORTED_FILE", "150")
     record = request_export(db, seeded_fanclub, "reminderEmail")
-    assert run_export(record).success
+    assert run_export(record, max_rows=150).success
     done = _finished(db, record)
     files = {name: read_csv(body) for name, body in _zip_files(s3, settings, done["key"]).items()}
     expected = segmented(expected_reminder_rows(db, seeded_fanclub), 150)
@@ -355,10 +356,10 @@ def test_fallbacks_codes_unknown_countries_and_the_lne_switch(
             {"_id": "k5", "campaignId": "c", "marketId": "m2", "code": "=B", "status": "assigned", "assignedTo": "b"},
         ]
     )  # fmt: skip
-    monkeypatch.setenv("SFMC_CONFIG", json.dumps({"lneCampaignIds": ["lne"]}))
+    lne_config = json.dumps({"lneCampaignIds": ["lne"]})
 
     record = request_export(db, "c", "reminderEmail")
-    assert run_export(record).success
+    assert run_export(record, sfmc_config=lne_config).success
     files = {n: read_csv(b) for n, b in _zip_files(s3, settings, _finished(db, record)["key"]).items()}
     assert sorted(files) == ["NA/de-de_1.csv", "NA/en-us_1.csv", "UK/en-gb_1.csv"]
     (a,), (n,), (b,) = files["NA/de-de_1.csv"], files["NA/en-us_1.csv"], files["UK/en-gb_1.csv"]
@@ -379,7 +380,7 @@ def test_fallbacks_codes_unknown_countries_and_the_lne_switch(
     assert (b["countryCode"], b["mid"], b["locale"], b["code"], b["eventName"]) == ("IE", "1362441", "en-gb", "'=B", "")
 
     lne = request_export(db, "lne", "reminderEmail")
-    assert run_export(lne).success
+    assert run_export(lne, sfmc_config=lne_config).success
     files = {n: read_csv(b) for n, b in _zip_files(s3, settings, _finished(db, lne)["key"]).items()}
     assert list(files) == ["LNE/en-gb_1.csv"]
     assert (files["LNE/en-gb_1.csv"][0]["mid"], files["LNE/en-gb_1.csv"][0]["region"]) == ("518008883", "LNE")
@@ -407,18 +408,16 @@ def test_failed_upload_removes_the_scratch_and_a_rerun_finishes(
     db: Database, s3: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch, watch_transform: dict[str, Any]
 ):
     seed_campaign(db, campaign_id="f", n_entries=300, seed=3)
-    monkeypatch.setenv("SFMC_S3_BUCKET", "no-such-bucket")
     record = request_export(db, "f", "autoReminderEmail")
-    result = run_export(record)
+    result = run_export(record, sfmc_bucket="no-such-bucket")
     assert not result.success
     failed = ExportStore(db).get(record["_id"])
     assert failed is not None and failed["status"] == FAILED
-    assert "NoSuchBucket" in failed["error"]["message"] and failed["error"]["payload"] == "upload_files"
+    assert failed["error"] == {"message": STORAGE_UNAVAILABLE, "payload": "make_and_upload_files"}
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    assert len(retries) == 3, "the scratch survived the upload's own retries"
+    assert len(retries) == 3, "each retry makes its files again in the run's scratch"
     _assert_scratch_gone(settings, watch_transform, result.run_id, record["_id"])
 
-    monkeypatch.setenv("SFMC_S3_BUCKET", settings.sfmc_bucket)
     rerun = run_export(record)
     assert rerun.success
     done = _finished(db, record)
@@ -426,52 +425,44 @@ def test_failed_upload_removes_the_scratch_and_a_rerun_finishes(
     _assert_scratch_gone(settings, watch_transform, rerun.run_id, record["_id"])
 
 
-def test_a_reexecuted_later_stage_rebuilds_what_the_failed_run_removed(db: Database, s3: Any, settings: Settings):
+def test_per_run_scratch_jobs_make_and_upload_their_files_in_one_step():
+    """A re-execution from failure starts where the files are made: no step needs another run's scratch."""
+    for name in ("reminderEmail", "reminderEmailSample", "autoReminderEmail"):
+        steps = [node.name for node in export_jobs()[name].graph.node_dict.values()]
+        assert sorted(steps) == ["finish_export", "make_and_upload_files", "start_export"]
+    assert "package_files" in export_jobs()["entries"].graph.node_dict
+
+
+def test_a_stage_whose_inputs_are_gone_fails_instead_of_redoing_earlier_stages(db: Database, settings: Settings):
     seed_campaign(db, campaign_id="r", n_entries=200, seed=5)
     record = request_export(db, "r", "reminderEmail")
-    log = logging.getLogger("test")
-
-    def context(run_id: str) -> Any:
-        return stages.build_context(record, db, s3, settings, log, run_id=run_id)
-
-    first = context("run-1")
-    stages.extract(first)
-    stages.transform(first)
-    artifacts = stages.package(first)
-    stages.discard_run_scratch(settings, "run-1")  # the failure hook of run-1
-    assert not first.work_dir.exists()
-
-    # "Re-execute from failure" at upload: the artifacts named by run-1 are gone.
-    second = context("run-2")
-    uploaded = stages.upload(second, artifacts)
-    assert uploaded[0].key == artifacts[0].key and second.work_dir == stages.run_scratch_dir(settings, "run-2")
-    # ... and at finish: the counts are rebuilt together with the object they describe.
-    third = context("run-3")
-    fields = stages.finish_fields(third, uploaded)
-    assert fields["key"] == artifacts[0].key
-    assert fields["count"] == db["scoring"].count_documents({"campaignId": "r", "selected": True}) > 0
-    for run_id in ("run-2", "run-3"):
-        stages.discard_run_scratch(settings, run_id)
-    assert not any((settings.data_dir / "tmp").iterdir())
+    ctx = stages.build_context(record, db, None, workspace(settings), logging.getLogger("test"), run_id="run-2")
+    with pytest.raises(PermanentExportError, match="re-run the export from the start"):
+        stages.package(ctx)
+    with pytest.raises(PermanentExportError, match="re-run the export from the start"):
+        stages.transform(ctx)
+    assert not (ctx.work_dir / "extract").exists(), "nothing was extracted behind the log's back"
 
 
 def test_other_types_keep_their_staging_directory(settings: Settings, db: Database):
     db["campaigns"].insert_one({"_id": "x", "name": "X"})
     record = request_export(db, "x", "entries")
-    ctx = stages.build_context(record, db, None, settings, logging.getLogger("test"), run_id="some-run")
-    assert ctx.work_dir == stages.staging_dir(settings, record["_id"]), "re-execution from failure still resumes"
+    ctx = stages.build_context(record, db, None, workspace(settings), logging.getLogger("test"), run_id="some-run")
+    assert ctx.work_dir == stages.staging_dir(settings.data_dir, record["_id"]), (
+        "re-execution from failure still resumes"
+    )
 
 
 def test_stale_run_scratch_of_killed_runs_is_swept(db: Database, settings: Settings):
     db["campaigns"].insert_one({"_id": "x", "name": "X"})
-    stale = stages.run_scratch_dir(settings, "killed-run")
+    stale = stages.run_scratch_dir(settings.data_dir, "killed-run")
     (stale / "extract").mkdir(parents=True)
     old = datetime.now(UTC).timestamp() - 3 * settings.timeout_millis / 1000
     os.utime(stale, (old, old))
-    recent = stages.run_scratch_dir(settings, "running")
+    recent = stages.run_scratch_dir(settings.data_dir, "running")
     recent.mkdir()
     record = request_export(db, "x", "reminderEmail")
-    stages.build_context(record, db, None, settings, logging.getLogger("test"), run_id="new-run")
+    stages.build_context(record, db, None, workspace(settings), logging.getLogger("test"), run_id="new-run")
     assert not stale.exists() and recent.exists()
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from dagster import DagsterInstance
 from moto.server import ThreadedMotoServer
 from pymongo.database import Database
 
@@ -25,13 +26,29 @@ def test_transient_database_faults_are_retried_inside_the_run(db: Database, fail
     seed_campaign(db, campaign_id="flaky", n_entries=100, seed=3)
     record = request_export(db, "flaky", "entries")
     # Three dropped connections: more than pymongo's own single retry, fewer than the op's retries.
-    failpoints.set({"times": 3}, failCommands=["find", "aggregate"], closeConnection=True)
+    # The run's start (its `export` resource reads the record) is let through: it retries on its own.
+    failpoints.set({"skip": 1, "times": 3}, failCommands=["find", "aggregate"], closeConnection=True)
     result = run_export(record)
     assert result.success
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert retries, "the step was retried by its RetryPolicy"
     done = ExportStore(db).get(record["_id"])
     assert done is not None and done["status"] == FINISHED and done["count"] == 100
+
+
+def test_a_fault_when_the_run_starts_is_retried_too(db: Database, failpoints: FailPoints):
+    seed_campaign(db, campaign_id="start", n_entries=50, seed=3)
+    record = request_export(db, "start", "entries")
+    # The first find of the run is the `export` resource reading the record: pymongo retries once,
+    # the resource's set-up once more.
+    failpoints.set({"times": 2}, failCommands=["find"], closeConnection=True)
+    instance = DagsterInstance.ephemeral()
+    result = run_export(record, instance)
+    assert result.success
+    done = ExportStore(db).get(record["_id"])
+    assert done is not None and done["status"] == FINISHED and done["count"] == 50
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert any("unavailable at the run's start, retrying" in m for m in messages)
 
 
 def test_a_fault_while_the_next_batch_is_read_ahead_retries_the_extract(db: Database, failpoints: FailPoints):

@@ -1,0 +1,66 @@
+"""What a type gets when its module leaves a hook out: the registry entry alone describes the export.
+
+extract: the markets (if the entry joins them), then the source's documents matching the
+entry's filter, in `_id` order, with their users (if it joins them), as Parquet parts.
+transform: each part with names resolved (user document, else the snapshot) and its market's
+columns; the generic writer keeps the registry's columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import polars as pl
+
+from export_pipelines.exports import sources
+from export_pipelines.exports.contract import ExportContext, TypeLogic
+
+ROWS = "rows"
+
+
+def match(ctx: ExportContext, logic: TypeLogic) -> dict[str, Any]:
+    return logic.match(ctx) if logic.match else dict(ctx.export_type.match)
+
+
+def needed_columns(ctx: ExportContext) -> set[str]:
+    """What the rows are made of: the type's columns, the join keys, the snapshot names."""
+    export_type = ctx.export_type
+    needed = {*export_type.columns, sources.USER_COLUMN[export_type.source], "marketId"}
+    if export_type.users:
+        needed |= {"snapFirstName", "snapLastName", "snapEmail"}
+    return needed
+
+
+def extract(ctx: ExportContext, logic: TypeLogic) -> None:
+    if ctx.export_type.markets != "none":
+        sources.extract_markets(ctx, required=ctx.export_type.markets == "required")
+    extract_rows(ctx, logic)
+
+
+def extract_rows(ctx: ExportContext, logic: TypeLogic) -> None:
+    """The source's documents matching the type's filter, with users and snapshots as the entry says."""
+    export_type = ctx.export_type
+    source = sources.SOURCES[export_type.source]
+    source = source.only(*(c.name for c in source.columns if c.name in needed_columns(ctx)))
+    rows = sources.extract_source(ctx, source, match(ctx, logic), name=ROWS, users=export_type.users)
+    ctx.log.info(f"extracted {rows} {source.collection} rows")
+    if export_type.snapshots:
+        sources.extract_snapshots(ctx)
+
+
+def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
+    export_type = ctx.export_type
+    markets = sources.read_markets(ctx).drop("promoterIds") if export_type.markets != "none" else None
+    snapshots = sources.read_snapshots(ctx) if export_type.snapshots else None
+    user_column = sources.USER_COLUMN[export_type.source]
+    for part in sources.parts(ctx, ROWS):
+        if snapshots is not None:
+            part = sources.join_snapshots(part, snapshots, user_column)
+        elif export_type.users:
+            part = sources.with_names(part)
+        if user_column != "userId" and "userId" in export_type.columns and "userId" not in part.columns:
+            part = part.with_columns(userId=pl.col(user_column))
+        if markets is not None:
+            part = part.join(markets, on="marketId", how="left", maintain_order="left")
+        yield part

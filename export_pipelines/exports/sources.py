@@ -1,0 +1,549 @@
+"""Every collection an export reads, declared once: its columns (path and type), hence its projection,
+how its raw BSON batches become polars columns, and how rows join users, snapshots and markets.
+
+Decoding (the hot path). The server flattens what we need (a find projection with `$path`
+expressions) and returns raw BSON batches; pymongoarrow turns each batch into Arrow columns in
+C, with the schema given and strict: a value whose BSON type differs from its column's type
+raises instead of silently becoming null, and that batch alone is decoded again in Python with
+the same value rules (`text`, `flag`, `number`, ...), so no value is ever lost or changed. A
+free-form document (the entry's `fields`) becomes JSON text straight from its raw bytes,
+remembered by those bytes (custom answers repeat), without a Python object per row.
+
+Joins: users are looked up per batch by `_id` (`$in` of USER_LOOKUP_CHUNK ids; SPEC §2 name
+fallback), never by scanning `users`; snapshots and markets are small per campaign or read once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import threading
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+import bson
+import polars as pl
+import pyarrow as pa
+from bson.decimal128 import Decimal128
+from pymongo.database import Database
+
+from export_pipelines.exports.contract import ExportContext, NoMarketsFound
+
+# pymongoarrow 1.15 is built against pyarrow 25.0.0 and warns, on import, that some pyarrow
+# classes grew (25.0.1 adds fields at their end; the layout it uses is unchanged). Only those
+# warnings are silenced; the oracle tests prove the decoded values.
+warnings.filterwarnings("ignore", message=r"pyarrow\.lib\.\w+ size changed", category=RuntimeWarning)
+from pymongoarrow.context import PyMongoArrowContext  # noqa: E402
+from pymongoarrow.schema import Schema  # noqa: E402
+
+UTC_MS = pl.Datetime("ms", "UTC")
+JSON = pl.Object  # marker dtype: a free-form document, exported as JSON text (pl.String in frames)
+RAW_BATCH_SIZE = 10_000
+PREFETCH_BATCHES = 1  # batches read ahead while the current one becomes columns
+# Ids per users `$in`: one round trip each (an index seek per id on MongoDB). The local server
+# compares each found document with the whole list, so its cost grows with the square of the
+# list: 100 keeps both the round trips (10 per 1,000 rows) and that cost reasonable.
+USER_LOOKUP_CHUNK = 100
+_CODEC: bson.CodecOptions[dict[str, Any]] = bson.CodecOptions(tz_aware=True)
+
+# -- value rules (the Python decoder; pymongoarrow gives the same for values of the right type) --
+
+
+def text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def flag(value: Any) -> bool | None:
+    """A boolean field; anything else in it ("no", 1) is a missing value, not a guess."""
+    return value if isinstance(value, bool) else None
+
+
+def number(value: Any) -> float | None:
+    """A numeric field as a float (numeric strings parsed); anything else is a missing value."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, Decimal128):
+        value = value.to_decimal()
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def integer(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    as_float = number(value)
+    return int(as_float) if as_float is not None and math.isfinite(as_float) else None
+
+
+def timestamp(value: Any) -> datetime | None:
+    return value if isinstance(value, datetime) else None
+
+
+def strings(value: Any) -> list[str] | None:
+    return [str(v) for v in value if v is not None] if isinstance(value, list) else None
+
+
+def json_text(value: Any) -> str | None:
+    """A free-form document as the export writes it: keys sorted, non-ASCII kept, dates as text."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str) if value else None
+
+
+_PYTHON_RULES: dict[Any, Any] = {
+    pl.String: text,
+    pl.Boolean: flag,
+    pl.Float64: number,
+    pl.Int64: integer,
+    UTC_MS: timestamp,
+    pl.List(pl.String): strings,
+}
+_ARROW_TYPES: dict[Any, pa.DataType] = {
+    pl.String: pa.string(),
+    pl.Boolean: pa.bool_(),
+    pl.Float64: pa.float64(),
+    pl.Int64: pa.int64(),
+    UTC_MS: pa.timestamp("ms"),
+    pl.List(pl.String): pa.list_(pa.string()),
+}
+
+
+# -- declarations ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    """An output column: the value at `path` (dotted) of each document, of type `dtype`."""
+
+    name: str
+    path: str
+    dtype: Any = pl.String
+
+    @property
+    def kind(self) -> str:
+        """The server-side `$type` of a JSON column's value, decoded alongside it."""
+        return f"__type_{self.name}"
+
+
+def col(name: str, dtype: Any = pl.String, path: str | None = None) -> Column:
+    return Column(name, path or name, dtype)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One collection as columns: projection, Arrow schema and both decoders derive from `columns`."""
+
+    collection: str
+    columns: tuple[Column, ...]
+
+    def only(self, *names: str) -> Source:
+        """The same source reading fewer columns (fewer bytes on the wire)."""
+        unknown = set(names) - {c.name for c in self.columns}
+        if unknown:
+            raise ValueError(f"{self.collection} has no column(s) {sorted(unknown)}")
+        return replace(self, columns=tuple(c for c in self.columns if c.name in names))
+
+    @cached_property
+    def projection(self) -> dict[str, Any]:
+        """Flat documents from the server: each column under its own name, nothing else."""
+        projection: dict[str, Any] = {"_id": 0}
+        for column in self.columns:
+            projection[column.name] = 1 if column.path == column.name else f"${column.path}"
+            if column.dtype is JSON:
+                projection[column.kind] = {"$type": f"${column.path}"}
+        return projection
+
+    @cached_property
+    def schema(self) -> dict[str, Any]:
+        """The polars schema of a decoded batch."""
+        return {c.name: pl.String if c.dtype is JSON else c.dtype for c in self.columns}
+
+    @cached_property
+    def _arrow_schema(self) -> Schema:
+        fields: dict[str, pa.DataType] = {}
+        for column in self.columns:
+            if column.dtype is JSON:
+                fields[column.kind] = pa.string()
+            else:
+                fields[column.name] = _ARROW_TYPES[column.dtype]
+        return Schema(fields)
+
+    def empty(self) -> pl.DataFrame:
+        return pl.DataFrame(schema=self.schema)
+
+    def decode(self, raw: bytes) -> pl.DataFrame:
+        """One raw BSON batch as columns; a batch holding an unexpected type is decoded in Python."""
+        try:
+            context = PyMongoArrowContext(self._arrow_schema)
+            context.process_bson_stream(raw)
+            frame = pl.from_arrow(context.finish())
+        except TypeError:  # pymongoarrow: "Got unexpected type X instead of expected type Y"
+            return self._decode_python(raw)
+        assert isinstance(frame, pl.DataFrame)
+        cells: list[pl.Series | pl.Expr] = []
+        for column in self.columns:
+            if column.dtype is JSON:
+                kinds = frame.get_column(column.kind).to_list()
+                cells.append(pl.Series(column.name, _json_cells(raw, kinds, column.name), dtype=pl.String))
+            elif column.dtype == UTC_MS:
+                cells.append(pl.col(column.name).dt.replace_time_zone("UTC"))
+            elif column.dtype == pl.List(pl.String):
+                cells.append(pl.col(column.name).list.drop_nulls())
+            else:
+                cells.append(pl.col(column.name))
+        return frame.select(cells)
+
+    def _decode_python(self, raw: bytes) -> pl.DataFrame:
+        docs = bson.decode_all(raw, _CODEC)
+        values: dict[str, list[Any]] = {}
+        for column in self.columns:
+            rule = json_text if column.dtype is JSON else _PYTHON_RULES[column.dtype]
+            nested = column.path != column.name and column.dtype is not JSON
+            cells = []
+            for doc in docs:
+                value = doc.get(column.name)
+                # A `$a.b` path through an array yields an array: `a` was not a document.
+                cells.append(None if nested and isinstance(value, list) else rule(value))
+            values[column.name] = cells
+        return pl.DataFrame(values, schema=self.schema)
+
+    def read(
+        self, db: Database, query: dict[str, Any], *, sort: bool = True, batch_size: int = RAW_BATCH_SIZE
+    ) -> Iterator[pl.DataFrame]:
+        """The matching documents as decoded batches, in `_id` order unless `sort` is off."""
+        cursor = db[self.collection].find_raw_batches(
+            query, self.projection, sort=[("_id", 1)] if sort else None, batch_size=batch_size
+        )
+        try:
+            for raw in cursor:
+                frame = self.decode(raw)
+                if frame.height:
+                    yield frame
+        finally:
+            cursor.close()
+
+
+def _json_cells(raw: bytes, kinds: list[str | None], key: str) -> list[str | None]:
+    """JSON text of the document `key` of each raw document, from its bytes.
+
+    `kinds` is the server's `$type` of that value per document. An object whose element header
+    occurs exactly once in its document is sliced out and converted once per distinct bytes;
+    anything else (another type, an ambiguous header) is decoded with the Python rules.
+    """
+    header = b"\x03" + key.encode() + b"\x00"
+    cells: list[str | None] = []
+    converted = _JSON_CACHE
+    if len(converted) > 200_000:
+        converted.clear()
+    position = 0
+    for kind in kinds:
+        end = position + int.from_bytes(raw[position : position + 4], "little")
+        if kind in ("missing", "null", None):
+            cells.append(None)
+        else:
+            at = raw.find(header, position + 4, end) if kind == "object" else -1
+            if at >= 0 and raw.find(header, at + 1, end) < 0:
+                start = at + len(header)
+                chunk = raw[start : start + int.from_bytes(raw[start : start + 4], "little")]
+                cell = converted.get(chunk)
+                if cell is None and chunk not in converted:
+                    cell = converted[chunk] = json_text(bson.decode(chunk, _CODEC))
+                cells.append(cell)
+            else:
+                cells.append(json_text(bson.decode(raw[position:end], _CODEC).get(key)))
+        position = end
+    return cells
+
+
+_JSON_CACHE: dict[bytes, str | None] = {}
+
+
+# -- the campaign's collections -------------------------------------------------------------
+
+ENTRIES = Source(
+    "entries",
+    (
+        col("userId"),
+        col("marketId"),
+        col("additionalMarkets", pl.List(pl.String)),
+        col("localeId"),
+        col("entryDate", UTC_MS, "date.created"),
+        col("allowMarketing", pl.Boolean, "optIns.allowMarketing"),
+        col("allowLiveNation", pl.Boolean, "optIns.allowLiveNation"),
+        col("allowPromoter", pl.Boolean, "optIns.allowPromoter"),
+        col("allowSms", pl.Boolean, "optIns.allowSms"),
+        col("phoneNumber"),
+        col("phoneConfirmed", pl.Boolean),
+        col("codes", pl.List(pl.String)),
+        col("fields", JSON),
+        col("snapFirstName", path="user.firstName"),
+        col("snapLastName", path="user.lastName"),
+        col("snapEmail", path="user.email"),
+    ),
+)
+# Each entry's user id and name snapshot, for rows keyed by a user id instead of an entry.
+SNAPSHOTS = ENTRIES.only("userId", "snapFirstName", "snapLastName", "snapEmail")
+
+USERS = Source(
+    "users",
+    (
+        col("userKey", path="_id"),
+        col("userFirstName", path="firstName"),
+        col("userLastName", path="lastName"),
+        col("userEmail", path="email"),
+        col("userPhone", path="phone"),
+        col("postalCode"),
+        col("countryCode"),
+    ),
+)
+
+SCORING = Source(
+    "scoring",
+    (
+        col("memberId"),
+        col("marketId"),
+        col("locale"),
+        col("countryCode"),
+        col("score", pl.Float64),
+        col("fanscore", pl.Float64),
+        col("nudata", pl.Float64),
+        col("lat", pl.Float64, "geo.lat"),
+        col("lon", pl.Float64, "geo.lon"),
+        col("postalCode", path="geo.postalCode"),
+        col("verified", pl.Boolean),
+        col("selected", pl.Boolean),
+        col("rank", pl.Int64),
+    ),
+)
+
+CODES = Source(
+    "codes",
+    (
+        col("code"),
+        col("marketId"),
+        col("status"),
+        col("assignedTo"),
+        col("assignedAt", UTC_MS, "date.assigned"),
+        col("waveDateKey"),
+    ),
+)
+
+# Which column of each source holds the row's user id (users join, CCPA membership).
+USER_COLUMN = {"entries": "userId", "scoring": "memberId", "codes": "assignedTo"}
+SOURCES = {"entries": ENTRIES, "scoring": SCORING, "codes": CODES}
+
+
+# -- reading with joins ---------------------------------------------------------------------
+
+
+def lookup_users(db: Database, ids: list[Any]) -> pl.DataFrame:
+    """The users documents of `ids` (USERS columns), USER_LOOKUP_CHUNK ids per query, decoded at once."""
+    users = db[USERS.collection]
+    raw = b"".join(
+        batch
+        for start in range(0, len(ids), USER_LOOKUP_CHUNK)
+        for batch in users.find_raw_batches(
+            {"_id": {"$in": ids[start : start + USER_LOOKUP_CHUNK]}}, USERS.projection, batch_size=USER_LOOKUP_CHUNK
+        )
+    )
+    return USERS.decode(raw) if raw else USERS.empty()
+
+
+def with_users(db: Database, frames: Iterable[pl.DataFrame], user_column: str) -> Iterator[pl.DataFrame]:
+    """Each frame with its rows' user documents joined (left) on `user_column` = users `_id`."""
+    for frame in frames:
+        ids = frame.get_column(user_column).drop_nulls().unique(maintain_order=True).to_list()
+        users = lookup_users(db, ids).unique("userKey", keep="first")
+        # The source's own columns win (scoring has its own countryCode and postalCode).
+        users = users.select("userKey", *(c for c in users.columns if c != "userKey" and c not in frame.columns))
+        yield frame.join(users, left_on=user_column, right_on="userKey", how="left", maintain_order="left")
+
+
+def with_names(frame: pl.DataFrame) -> pl.DataFrame:
+    """email, firstName, lastName from the user document, field by field falling back to the snapshot."""
+    return frame.with_columns(
+        email=pl.coalesce("userEmail", "snapEmail"),
+        firstName=pl.coalesce("userFirstName", "snapFirstName"),
+        lastName=pl.coalesce("userLastName", "snapLastName"),
+    )
+
+
+SNAPSHOTS_DATASET = "snapshots"
+
+
+def extract_snapshots(ctx: ExportContext) -> None:
+    """Every entry's user id and name snapshot, for rows keyed by a user id instead of an entry."""
+    write_parts(ctx, SNAPSHOTS.read(ctx.db, {"campaignId": ctx.campaign_id}), SNAPSHOTS_DATASET)
+
+
+def read_snapshots(ctx: ExportContext) -> pl.DataFrame:
+    """One name snapshot per user id: that of the user's first entry (by `_id`)."""
+    return (
+        read_all(ctx, SNAPSHOTS_DATASET, SNAPSHOTS.schema)
+        .filter(pl.col("userId").is_not_null())
+        .unique(subset="userId", keep="first", maintain_order=True)
+    )
+
+
+def join_snapshots(frame: pl.DataFrame, snapshots: pl.DataFrame, user_column: str) -> pl.DataFrame:
+    """`frame` with names resolved, its `user_column` matched to the snapshots' userId."""
+    joined = frame.join(snapshots.rename({"userId": user_column}), on=user_column, how="left", maintain_order="left")
+    return with_names(joined)
+
+
+def prefetched(items: Iterable[Any], depth: int = PREFETCH_BATCHES) -> Iterator[Any]:
+    """`items`, produced by a background thread up to `depth` ahead of the consumer.
+
+    Reading a batch is mostly waiting for the database (the socket releases the GIL), writing
+    it is CPU: overlapped, an extract takes about the longer of the two instead of their sum.
+    Errors of the producer are raised here, in the consumer; when the consumer stops early (an
+    error, a cancelled run) the producer stops at its next item.
+    """
+    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(kind: str, value: Any) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer("item", item):
+                    return
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            offer("error", error)
+        else:
+            offer("done", None)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # a generator is closed by the thread that ran it (its cursor with it)
+
+    producer = threading.Thread(target=produce, name="prefetch", daemon=True)
+    producer.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+        # Not for long: a producer stuck in a slow query stops on its own once it returns.
+        producer.join(timeout=5)
+
+
+def write_parts(
+    ctx: ExportContext, frames: Iterable[pl.DataFrame], name: str, prefix: str = "part", *, counted: int = 0
+) -> int:
+    """Each frame as its own Parquet part of dataset `name` (the next is read meanwhile); returns rows.
+
+    Progress reports `counted` (rows extracted before this dataset) plus the rows written here.
+    """
+    out_dir = ctx.extract_path(name)
+    rows = 0
+    for number, frame in enumerate(prefetched(frames)):
+        frame.write_parquet(out_dir / f"{prefix}-{number:06d}.parquet", compression="lz4")
+        rows += frame.height
+        ctx.progress("extract", counted + rows)
+    return rows
+
+
+def extract_source(
+    ctx: ExportContext,
+    source: Source,
+    match: dict[str, Any],
+    *,
+    name: str,
+    users: bool,
+    prefix: str = "part",
+    counted: int = 0,
+) -> int:
+    """The campaign's documents of `source` matching `match`, by `_id`, with their users if asked."""
+    frames = source.read(ctx.db, {"campaignId": ctx.campaign_id, **match})
+    if users:
+        frames = with_users(ctx.db, frames, USER_COLUMN[source.collection])
+    return write_parts(ctx, frames, name, prefix, counted=counted)
+
+
+def parts(ctx: ExportContext, name: str) -> Iterator[pl.DataFrame]:
+    """The Parquet parts of an extracted dataset in the order they were written."""
+    for path in sorted(ctx.extract_path(name).glob("*.parquet")):
+        yield pl.read_parquet(path)
+
+
+def read_all(ctx: ExportContext, name: str, schema: dict[str, Any]) -> pl.DataFrame:
+    """A whole extracted dataset as one frame (for joins), empty with `schema` when nothing was found."""
+    paths = sorted(ctx.extract_path(name).glob("*.parquet"))
+    if not paths:
+        return pl.DataFrame(schema=schema)
+    return pl.scan_parquet(paths).collect()
+
+
+# -- markets: a few documents per campaign, read whole ----------------------------------------
+
+MARKETS = "markets"
+MARKET_SCHEMA: dict[str, Any] = {
+    "marketId": pl.String,
+    "marketName": pl.String,
+    "marketCity": pl.String,
+    "marketState": pl.String,
+    "marketCountryCode": pl.String,
+    "eventName": pl.String,
+    "eventDate": UTC_MS,
+    "venue": pl.String,
+    "eventLink": pl.String,
+    "promoterIds": pl.List(pl.String),
+}
+
+
+def nested(doc: dict[str, Any], dotted: str) -> Any:
+    value: Any = doc
+    for part in dotted.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def extract_markets(ctx: ExportContext, *, required: bool) -> list[dict[str, Any]]:
+    """The campaign's markets (by `_id`) with their event and promoters; `required` fails without any."""
+    markets = list(ctx.db["markets"].find({"campaignId": ctx.campaign_id}).sort("_id", 1))
+    if required and not markets:
+        raise NoMarketsFound(ctx.campaign_id)
+    rows = [
+        (
+            str(m["_id"]),
+            text(m.get("name")),
+            text(m.get("city")),
+            text(m.get("state")),
+            text(m.get("countryCode")),
+            text(nested(m, "event.name")),
+            timestamp(nested(m, "event.date")),
+            text(nested(m, "event.venue")),
+            text(nested(m, "event.ticketLink")),
+            strings(m.get("promoterIds")),
+        )
+        for m in markets
+    ]
+    frame = pl.DataFrame(rows, schema=MARKET_SCHEMA, orient="row")
+    frame.write_parquet(ctx.extract_path(MARKETS) / "markets.parquet")
+    return markets
+
+
+def read_markets(ctx: ExportContext) -> pl.DataFrame:
+    return read_all(ctx, MARKETS, MARKET_SCHEMA)

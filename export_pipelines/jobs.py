@@ -50,9 +50,10 @@ REQUEST_ID_TAG = "export-service/request-id"
 # tag, it applies to sensor runs, re-executions and backfills alike.
 MAX_RUNTIME_TAG = "dagster/max_runtime"
 
-# Connection hiccups are retried with backoff; PermanentExportError becomes a Failure that
-# forbids retries, so bad data fails at once.
-TRANSIENT_RETRY = RetryPolicy(max_retries=3, delay=1.0, backoff=Backoff.EXPONENTIAL)
+# Connection hiccups are retried with backoff (1 s, 2 s, 4 s); PermanentExportError becomes a
+# Failure that forbids retries, so bad data fails at once.
+MAX_RETRIES = 3
+RETRY_DELAY_SECONDS = 1.0
 
 
 def partitions_name(export_type: str) -> str:
@@ -79,7 +80,7 @@ def stage(context: OpExecutionContext, export: ExportRunResource) -> Iterator[Ex
         raise Failure(description=str(exc), allow_retries=False) from exc
 
 
-@op(retry_policy=TRANSIENT_RETRY)
+@op
 def start_export(context: OpExecutionContext, export: ExportRunResource) -> str:
     """Store the export's preliminary count (SPEC §3), for progress display."""
     with stage(context, export) as ctx:
@@ -91,7 +92,7 @@ def start_export(context: OpExecutionContext, export: ExportRunResource) -> str:
     return ctx.export_id
 
 
-@op(retry_policy=TRANSIENT_RETRY)
+@op
 def extract_rows(context: OpExecutionContext, export: ExportRunResource, export_id: str) -> str:
     """Read the export's documents from MongoDB in raw batches into Parquet parts."""
     with stage(context, export) as ctx:
@@ -99,7 +100,7 @@ def extract_rows(context: OpExecutionContext, export: ExportRunResource, export_
     return export_id
 
 
-@op(retry_policy=TRANSIENT_RETRY)
+@op
 def transform_rows(context: OpExecutionContext, export: ExportRunResource, export_id: str) -> str:
     """Shape the rows with polars and write formatted CSV files."""
     with stage(context, export) as ctx:
@@ -108,21 +109,21 @@ def transform_rows(context: OpExecutionContext, export: ExportRunResource, expor
     return export_id
 
 
-@op(retry_policy=TRANSIENT_RETRY)
+@op
 def package_files(context: OpExecutionContext, export: ExportRunResource, export_id: str) -> stages.Package:
     """Assemble the object(s) to upload: a CSV, a ZIP or several CSVs."""
     with stage(context, export) as ctx:
         return stages.package(ctx)
 
 
-@op(retry_policy=TRANSIENT_RETRY)
+@op
 def upload_files(context: OpExecutionContext, export: ExportRunResource, staged: stages.Package) -> stages.Uploaded:
     """Upload to the type's bucket with its ACL; an object only appears once complete."""
     with stage(context, export) as ctx:
         return stages.upload(ctx, staged, export.s3)
 
 
-@op(retry_policy=TRANSIENT_RETRY)
+@op
 def make_and_upload_files(context: OpExecutionContext, export: ExportRunResource, export_id: str) -> stages.Uploaded:
     """Extract, transform, package and upload in this run's scratch directory (re-execution starts here)."""
     with stage(context, export) as ctx:
@@ -135,7 +136,7 @@ def make_and_upload_files(context: OpExecutionContext, export: ExportRunResource
         return uploaded
 
 
-@op(retry_policy=TRANSIENT_RETRY)
+@op
 def finish_export(context: OpExecutionContext, export: ExportRunResource, uploaded: stages.Uploaded) -> Output[None]:
     """Mark the export FINISHED with key, count and meta, then drop its staging files."""
     with stage(context, export) as ctx:
@@ -194,8 +195,21 @@ def record_failure(context: HookContext) -> None:
     context.log.error(f"export {export_id} {FAILED}: {message} (detail: {error!r})")
 
 
-def build_export_job(export_type: ExportType, timeout_millis: int) -> JobDefinition:
+def build_export_job(export_type: ExportType, timeout_millis: int, retry_delay: float) -> JobDefinition:
     per_run_scratch = export_type.scratch == "run"
+    retry = RetryPolicy(max_retries=MAX_RETRIES, delay=retry_delay, backoff=Backoff.EXPONENTIAL)
+    start, extract, transform, package, upload, make_and_upload, finish = (
+        o.with_retry_policy(retry)
+        for o in (
+            start_export,
+            extract_rows,
+            transform_rows,
+            package_files,
+            upload_files,
+            make_and_upload_files,
+            finish_export,
+        )
+    )
 
     @job(
         name=job_name(export_type.name),
@@ -210,14 +224,15 @@ def build_export_job(export_type: ExportType, timeout_millis: int) -> JobDefinit
         hooks={record_failure},
     )
     def export_job() -> None:
-        export_id = start_export()
+        export_id = start()
         if per_run_scratch:
-            finish_export(make_and_upload_files(export_id))
+            finish(make_and_upload(export_id))
         else:
-            finish_export(upload_files(package_files(transform_rows(extract_rows(export_id)))))
+            finish(upload(package(transform(extract(export_id)))))
 
     return export_job
 
 
-def build_export_jobs(timeout_millis: int) -> dict[str, JobDefinition]:
-    return {name: build_export_job(t, timeout_millis) for name, t in EXPORT_TYPES.items()}
+def build_export_jobs(timeout_millis: int, retry_delay: float = RETRY_DELAY_SECONDS) -> dict[str, JobDefinition]:
+    """One job per registered type; tests pass a short `retry_delay`."""
+    return {name: build_export_job(t, timeout_millis, retry_delay) for name, t in EXPORT_TYPES.items()}

@@ -23,7 +23,7 @@ from export_pipelines.exports.contract import ExportContext, PermanentExportErro
 from export_pipelines.stages import Workspace, build_context
 
 LOGICAL_BUCKETS = ("exportsS3", "scoringS3", "vfScoringS3", "sfmcS3")
-SETUP_ATTEMPTS = 4  # like the ops' RetryPolicy: 1 + 3 retries, 1 s, 2 s, 4 s apart
+SETUP_ATTEMPTS = 4  # like the ops' RetryPolicy: 1 + 3 retries
 
 
 class MongoResource(ConfigurableResource):
@@ -129,6 +129,7 @@ class ExportRunResource(ConfigurableResource):
     mongo: MongoResource
     s3: S3Resource
     files: ExportFilesResource
+    retry_delay_seconds: float = 1.0  # first wait of the set-up's own retries (then doubled)
 
     _export_id: str | None = PrivateAttr(default=None)
     _run_id: str = PrivateAttr(default="")
@@ -147,7 +148,7 @@ class ExportRunResource(ConfigurableResource):
                     raise
                 if context.log is not None:
                     context.log.warning(f"the database was unavailable at the run's start, retrying: {error!r}")
-                time.sleep(2**attempt)
+                time.sleep(self.retry_delay_seconds * 2**attempt)
 
     def _start(self, context: InitResourceContext) -> None:
         run = context.dagster_run

@@ -112,6 +112,14 @@ def run_end_message(instance: DagsterInstance, run_id: str) -> str | None:
     return None
 
 
+def _terminate(instance: DagsterInstance, run_id: str) -> bool:
+    """Ask the run launcher to stop the run; a launcher that cannot (or fails to) answers False."""
+    try:
+        return bool(instance.run_launcher.terminate(run_id))
+    except Exception:  # noqa: BLE001 - e.g. a launcher without termination, or its API unreachable
+        return False
+
+
 def reconcile(
     instance: DagsterInstance, store: ExportStore, timeout: timedelta, export_types: list[str]
 ) -> SensorResult | SkipReason:
@@ -133,7 +141,7 @@ def reconcile(
         elif since > timeout + GRACE:
             message = f"Exceeded maximum runtime of {timeout.total_seconds():.0f} seconds (TIMEOUT_MILLIS)"
             instance.report_run_canceling(run, message=message)
-            if not instance.run_launcher.terminate(run.run_id):
+            if not _terminate(instance, run.run_id):
                 instance.report_run_failed(run, message)
             record_run_outcome(store, export_id, message, {MAX_RUNTIME_TAG: str(timeout.total_seconds())})
         else:

@@ -55,10 +55,8 @@ def test_local_stack_starts_serves_an_export_and_stops_without_orphans(tmp_path:
         download = httpx.get(done["path"])
         assert download.status_code == 200 and download.content.startswith(b"userId,email,")
 
-        started = time.monotonic()
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        proc.wait(timeout=15)
-        assert time.monotonic() - started < 15
+        proc.wait(timeout=15)  # raises if the stack is not down within 15 s
         time.sleep(0.5)
         assert [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == [], "no orphans"
     finally:

@@ -70,14 +70,12 @@ def test_kill_9_of_the_run_worker_ends_the_export_failed_or_expired(
     dagster.start_daemon()
     wait_until(lambda: _status(store, record["_id"]) == TRIGGERED, 60, "export TRIGGERED")
     workers = wait_until(lambda: _run_worker_pids(dagster), 30, "a run worker process")
-    killed_at = time.monotonic()
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
 
     wait_until(
         lambda: _status(store, record["_id"]) in (FAILED, EXPIRED), 5 + 60, "FAILED/EXPIRED within timeout + 1 min"
     )
-    assert time.monotonic() - killed_at < 65
     ended = store.get(record["_id"])
     assert ended is not None and ended["error"]["message"], "a readable reason"
 

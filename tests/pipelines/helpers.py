@@ -17,11 +17,12 @@ from export_pipelines.resources import ExportFilesResource, ExportRunResource, M
 from export_pipelines.stages import Workspace
 
 TEST_TIMEOUT_MILLIS = 3_600_000
+TEST_RETRY_DELAY = 0.05  # the retry tests wait 0.05, 0.1, 0.2 s instead of production's 1, 2, 4 s
 
 
 @cache
 def export_jobs() -> dict[str, JobDefinition]:
-    return build_export_jobs(TEST_TIMEOUT_MILLIS)
+    return build_export_jobs(TEST_TIMEOUT_MILLIS, retry_delay=TEST_RETRY_DELAY)
 
 
 def request_export(db: Database, campaign_id: str, export_type: str, **kwargs: Any) -> dict[str, Any]:
@@ -60,7 +61,12 @@ def export_resources(
         sfmc_config=sfmc_config or settings.sfmc_config,
         timeout_millis=settings.timeout_millis,
     )
-    return {"mongo": mongo, "s3": s3, "files": files, "export": ExportRunResource(mongo=mongo, s3=s3, files=files)}
+    return {
+        "mongo": mongo,
+        "s3": s3,
+        "files": files,
+        "export": ExportRunResource(mongo=mongo, s3=s3, files=files, retry_delay_seconds=TEST_RETRY_DELAY),
+    }
 
 
 def workspace(settings: Settings) -> Workspace:

@@ -56,7 +56,7 @@ from typing import Any
 
 from pymongo import MongoClient
 
-from export_pipelines.domain.clients import s3_client
+from export_pipelines.domain.clients import CommandCounter, bytes_received_from, s3_client
 from export_pipelines.domain.export_types import EXPORT_TYPES
 from export_pipelines.domain.settings import Settings
 
@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     settings = Settings.from_env()
-    client: MongoClient = MongoClient(settings.mongodb_uri, tz_aware=True)
+    commands = CommandCounter()  # the same meter as our run's (meta.process.dbRequests)
+    client: MongoClient = MongoClient(settings.mongodb_uri, tz_aware=True, event_listeners=[commands])
     db = client[settings.mongodb_db]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     path = args.out_dir / "entries.csv"
@@ -185,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     s3_client(settings).upload_file(str(path), settings.exports_bucket, args.key)
     uploaded = time.perf_counter()
     usage = resource.getrusage(resource.RUSAGE_SELF)  # before the checks below, which are not the export
+    address = client.address
     result = {
         "rows": rows,
         "bytes": path.stat().st_size,
@@ -195,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         "user_queries_s": round(users_s, 3),
         "upload_s": round(uploaded - written, 3),
         "sha256": sha256_of(path),
+        "db_requests": commands.commands,
+        "db_bytes_received": bytes_received_from(address[1]) if address else None,
     }
     path.unlink()
     client.close()

@@ -57,7 +57,15 @@ DEFAULT_ENTRIES = 1_200_000
 TARGET_ENTRIES = 1_200_000  # the size the targets are stated for
 RAW_BATCH = 10_000
 CCPA_TARGET_MS = 500  # bench/ccpa.py's TARGET_MS (SPEC §7)
-STEPS = ("start_export", "extract_rows", "transform_rows", "package_files", "upload_files", "finish_export")
+STEPS = (
+    "start_export",
+    "extract_rows",
+    "transform_rows",
+    "package_files",
+    "upload_files",
+    "make_and_upload_files",  # the per-run scratch types (reminder e-mails) in one step
+    "finish_export",
+)
 
 
 def log(message: str) -> None:
@@ -155,9 +163,24 @@ def ours_figures(stack: ExportStack, finished: Finished) -> dict[str, Any]:
         "sha256": record.get("meta", {}).get("sha256"),
         "cpu_s": process.get("cpuSeconds"),
         "peak_rss_mb": process.get("peakRssMb"),
+        "db_requests": process.get("dbRequests"),
+        "db_bytes_received": process.get("dbBytesReceived"),
         "steps": {step: run["steps"].get(step) for step in STEPS},
         "run_id": record["runId"],
         "export_id": record["id"],
+    }
+
+
+def per_row(value: float | None, rows: int | None, scale: float) -> float | None:
+    return round(value * scale / rows, 2) if value is not None and rows else None
+
+
+def database_cost(figures: dict[str, Any]) -> dict[str, float | None]:
+    """What an export asks of the database per 1,000 rows: round trips and bytes received."""
+    rows = figures.get("rows")
+    return {
+        "round_trips_per_1000_rows": per_row(figures.get("db_requests"), rows, 1000),
+        "bytes_per_1000_rows": per_row(figures.get("db_bytes_received"), rows, 1000),
     }
 
 
@@ -211,18 +234,20 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
     small = e.get("peak_rss_mb_small")
     ccpa_ms = c.get("target_ms", CCPA_TARGET_MS)
+    server = (e.get("server_cpu_s") or {}).get("ours", {}).get("db")
+    same_bytes = None if "same_bytes_as_naive" not in e else float(bool(e["same_bytes_as_naive"]))
     rules: list[tuple[str, str, float | None, float | None, str]] = [
-        ("entries_wall", "ours_s <= 1.3 x raw_scan_s + 10 s", e.get("ours_s"), scaled(e.get("raw_scan_s"), 1.3, 10),
-         "<="),
-        ("entries_cpu_ratio", "naive_cpu_s / ours_cpu_s >= 2", e.get("naive_cpu_over_ours_cpu"), 2, ">="),
-        ("entries_faster_than_naive", "ours_s < naive_s", e.get("ours_s"), e.get("naive_s"), "<"),
-        ("peak_rss", "peak_rss_mb <= 500", e.get("peak_rss_mb"), 500, "<="),
-        ("peak_rss_flat", "peak_rss_mb <= 1.25 x peak_rss_mb_small (within 25 % of the N/10 figure)",
+        ("entries_cpu_ratio", "naive_cpu_s / ours_cpu_s >= 3", e.get("naive_cpu_over_ours_cpu"), 3, ">="),
+        ("entries_cpu_per_row", "ours CPU per exported row <= 10 us (whole run process)",
+         e.get("ours_cpu_us_per_row"), 10, "<="),
+        ("entries_client_never_holds_the_server", "ours_s <= 1.1 x server busy seconds during ours + 10 s",
+         e.get("ours_s"), scaled(server, 1.1, 10), "<="),
+        ("reminder_cpu_per_row", "reminderEmail CPU per row written <= 25 us", r.get("cpu_us_per_row"), 25, "<="),
+        ("peak_rss", "peak_rss_mb <= 400", e.get("peak_rss_mb"), 400, "<="),
+        ("peak_rss_flat", "peak_rss_mb within 25 % of peak_rss_mb_small (the N/10 figure)",
          e.get("peak_rss_mb"), scaled(small, 1.25, 0), "<="),
-        ("reminder_wall", "reminderEmail ours_s <= 1.5 x raw scan of scoring + 15 s", r.get("ours_s"),
-         scaled(r.get("raw_scan_s"), 1.5, 15), "<="),
-        ("queue_post_to_triggered", "median POST -> TRIGGERED <= 5 s", q.get("post_to_triggered_s_median"), 5, "<="),
-        ("queue_gap", "median end of one export -> TRIGGERED of the next <= 3 s", q.get("gap_s_median"), 3, "<="),
+        ("queue_gap", "median end of one export -> TRIGGERED of the next <= 2 s", q.get("gap_s_median"), 2, "<="),
+        ("same_bytes_as_naive", "ours writes the same CSV bytes as the naive port", same_bytes, 1, ">="),
         ("ccpa", f"median DELETE /ccpa/users < {ccpa_ms} ms", c.get("median_ms"), ccpa_ms, "<"),
     ]  # fmt: skip
     compare: dict[str, Callable[[float, float], bool]] = {
@@ -268,25 +293,39 @@ def table(results: dict[str, Any]) -> str:
 
     steps = e.get("steps") or {}
     step_text = ", ".join(f"{k.split('_')[0]} {_fmt(steps[k], ' s')}" for k in STEPS if steps.get(k) is not None)
+    d = e.get("database") or {}
+    server = ((e.get("server_cpu_s") or {}).get("ours") or {}).get("db")
+
+    def cost(who: str) -> str:
+        x = d.get(who) or {}
+        return f"{_fmt(x.get('round_trips_per_1000_rows'), '', 1)} trips, {_fmt(x.get('bytes_per_1000_rows'), ' B', 0)}"
+
     rows = [
         ("entries: raw scan (floor)", _fmt(e.get("raw_scan_s"), " s"), "", ""),
         ("entries: naive (original design)", _fmt(e.get("naive_s"), " s"), "", ""),
-        ("entries: ours, POST → FINISHED", _fmt(e.get("ours_s"), " s"), "≤ " + limit("entries_wall", " s"),
-         verdict("entries_wall")),
+        ("entries: ours, POST → FINISHED", _fmt(e.get("ours_s"), " s"), "", ""),
+        ("  DB server busy during ours", _fmt(server, " s"), "", ""),
+        ("  ours ≤ 1.1 × server busy + 10 s", _fmt(e.get("ours_s"), " s"),
+         "≤ " + limit("entries_client_never_holds_the_server", " s"), verdict("entries_client_never_holds_the_server")),
         ("  ours / raw scan", _fmt(e.get("ours_over_raw"), "", 2), "", ""),
-        ("  naive / ours (wall)", _fmt(e.get("naive_over_ours"), "", 2), "> 1", verdict("entries_faster_than_naive")),
+        ("  naive / ours (wall)", _fmt(e.get("naive_over_ours"), "", 2), "", ""),
         ("CPU naive / ours (user+sys)", f"{_fmt(e.get('naive_cpu_s'), ' s')} / {_fmt(e.get('ours_cpu_s'), ' s')}"
-         f" = {_fmt(e.get('naive_cpu_over_ours_cpu'), '', 2)}", "≥ 2", verdict("entries_cpu_ratio")),
-        (f"peak RSS of the run at N ({_fmt(e.get('n'))})", _fmt(e.get("peak_rss_mb"), " MB"), "≤ 500 MB",
+         f" = {_fmt(e.get('naive_cpu_over_ours_cpu'), '', 2)}", "≥ 3", verdict("entries_cpu_ratio")),
+        ("CPU per exported row: ours (naive)", f"{_fmt(e.get('ours_cpu_us_per_row'), ' µs', 1)}"
+         f" ({_fmt(e.get('naive_cpu_us_per_row'), ' µs', 1)})", "≤ 10 µs", verdict("entries_cpu_per_row")),
+        ("DB per 1,000 rows: ours", cost("ours"), "", ""),
+        ("DB per 1,000 rows: naive", cost("naive"), "", ""),
+        ("same CSV bytes as naive", str(e.get("same_bytes_as_naive")), "true", verdict("same_bytes_as_naive")),
+        (f"peak RSS of the run at N ({_fmt(e.get('n'))})", _fmt(e.get("peak_rss_mb"), " MB"), "≤ 400 MB",
          verdict("peak_rss")),
         (f"peak RSS of the run at N/10 ({_fmt(e.get('n_small'))})", _fmt(e.get("peak_rss_mb_small"), " MB"),
          "N within 25 %", verdict("peak_rss_flat")),
         ("reminderEmail: raw scan of scoring", _fmt(r.get("raw_scan_s"), " s"), "", ""),
-        ("reminderEmail: ours, POST → FINISHED", _fmt(r.get("ours_s"), " s"), "≤ " + limit("reminder_wall", " s"),
-         verdict("reminder_wall")),
-        ("queue: POST → TRIGGERED (median)", _fmt(q.get("post_to_triggered_s_median"), " s"), "≤ 5 s",
-         verdict("queue_post_to_triggered")),
-        ("queue: end → next TRIGGERED (median)", _fmt(q.get("gap_s_median"), " s"), "≤ 3 s", verdict("queue_gap")),
+        ("reminderEmail: ours, POST → FINISHED", _fmt(r.get("ours_s"), " s"), "", ""),
+        ("reminderEmail: CPU per row written", _fmt(r.get("cpu_us_per_row"), " µs", 1), "≤ 25 µs",
+         verdict("reminder_cpu_per_row")),
+        ("queue: POST → TRIGGERED (median)", _fmt(q.get("post_to_triggered_s_median"), " s"), "", ""),
+        ("queue: end → next TRIGGERED (median)", _fmt(q.get("gap_s_median"), " s"), "≤ 2 s", verdict("queue_gap")),
         ("CCPA delete, user in 8 of 1,000 (median)", _fmt(c.get("median_ms"), " ms"), "< 500 ms", verdict("ccpa")),
     ]  # fmt: skip
     width = max(len(row[0]) for row in rows) + 2
@@ -451,7 +490,10 @@ def main() -> int:
             ours_over_raw=ratio(ours["s"], best["s"]),
             naive_over_ours=ratio(naive["s"], ours["s"]),
             naive_cpu_over_ours_cpu=ratio(naive["cpu_s"], ours["cpu_s"]),
+            ours_cpu_us_per_row=per_row(ours["cpu_s"], ours["rows"], 1e6),
+            naive_cpu_us_per_row=per_row(naive["cpu_s"], naive["rows"], 1e6),
             server_cpu_s={"raw_scan": scan1_cpu, "naive": naive_cpu_srv, "ours": ours_cpu_srv},
+            database={"ours": database_cost(ours), "naive": database_cost(naive)},
         )
         save(results_path, results)
 
@@ -476,6 +518,7 @@ def main() -> int:
             "ours_over_raw": ratio(reminder["s"], rscan["s"]),
             "rows": reminder["rows"],
             "cpu_s": reminder["cpu_s"],
+            "cpu_us_per_row": per_row(reminder["cpu_s"], reminder["rows"], 1e6),
             "peak_rss_mb": reminder["peak_rss_mb"],
             "steps": reminder["steps"],
             "ours": reminder,

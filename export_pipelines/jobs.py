@@ -141,12 +141,12 @@ def finish_export(context: OpExecutionContext, export: ExportRunResource, upload
     """Mark the export FINISHED with key, count and meta, then drop its staging files."""
     with stage(context, export) as ctx:
         fields = stages.finish_fields(ctx, uploaded)
+        stages.clean_up(ctx)  # first: once FINISHED, the queue starts the next export
         fields["meta"]["process"] = {**process_usage(), **export.mongo.usage()}
         export.mongo.store().mark_finished(ctx.export_id, **fields)
         # After FINISHED, never before: a CCPA request that arrived while this export ran either
         # saw it FINISHED or is seen here (domain/ccpa.py), so its file cannot escape the deletion.
         ccpa.enforce_on_finish(ctx.db, ctx.s3, ctx.buckets, ctx.export_id, log=context.log)
-        stages.clean_up(ctx)
     context.log.info(f"export {ctx.export_id} FINISHED: {fields['count']} rows at {fields['key']}")
     return Output(None, metadata=run_metadata(ctx, fields, uploaded))
 

@@ -28,6 +28,7 @@ REQUIRED = {
         "naive_cpu_s",
         "ours_cpu_s",
         "naive_cpu_over_ours_cpu",
+        "ours_cpu_us_per_row",
         "peak_rss_mb",
         "peak_rss_mb_small",
     ),
@@ -94,25 +95,28 @@ def test_targets_and_table_from_figures() -> None:
             "raw_scan_s": 40.0,
             "naive_s": 200.0,
             "ours_s": 62.0,
-            "naive_cpu_over_ours_cpu": 2.5,
+            "naive_cpu_over_ours_cpu": 3.5,
+            "ours_cpu_us_per_row": 11.0,
+            "server_cpu_s": {"ours": {"db": 50.0}},
+            "same_bytes_as_naive": True,
             "peak_rss_mb": 400.0,
             "peak_rss_mb_small": 300.0,
             "steps": {"extract_rows": 40.0},
         },
-        "reminderEmail": {"raw_scan_s": 30.0, "ours_s": 61.0},
-        "queue": {"post_to_triggered_s_median": 5.0, "gap_s_median": 3.5},
+        "reminderEmail": {"raw_scan_s": 30.0, "ours_s": 61.0, "cpu_us_per_row": 20.0},
+        "queue": {"post_to_triggered_s_median": 5.0, "gap_s_median": 2.5},
         "ccpa": {"median_ms": 60.0, "target_ms": 500},
     }
     verdicts = {name: t["pass"] for name, t in targets(results).items()}
     assert verdicts == {
-        "entries_wall": True,  # 62 <= 1.3 x 40 + 10
-        "entries_cpu_ratio": True,
-        "entries_faster_than_naive": True,
+        "entries_cpu_ratio": True,  # 3.5 >= 3
+        "entries_cpu_per_row": False,  # 11 > 10
+        "entries_client_never_holds_the_server": True,  # 62 <= 1.1 x 50 + 10
+        "reminder_cpu_per_row": True,
         "peak_rss": True,
         "peak_rss_flat": False,  # 400 is 33 % above 300
-        "reminder_wall": False,  # 61 > 1.5 x 30 + 15
-        "queue_post_to_triggered": True,
-        "queue_gap": False,
+        "queue_gap": False,  # 2.5 > 2
+        "same_bytes_as_naive": True,
         "ccpa": True,
     }
     results["targets"] = targets(results)

@@ -7,7 +7,6 @@ import socket
 from typing import Any
 
 import boto3
-import psutil
 from botocore.config import Config
 from pymongo import MongoClient, monitoring
 
@@ -74,6 +73,8 @@ def bytes_received_from(port: int) -> int | None:
     """
     if not hasattr(socket, "TCP_INFO"):
         return None
+    import psutil  # here, not at import: every run worker loads this module, few call this
+
     total = 0
     for conn in psutil.Process().net_connections(kind="tcp"):
         if not conn.raddr or conn.raddr.port != port or conn.fd < 0:

@@ -99,7 +99,11 @@ def test_an_unknown_export_type_fails_its_record_instead_of_launching(
     result = _evaluate(sensors["pending_exports_sensor"], instance, settings)
     assert isinstance(result, SensorResult) and not result.run_requests
     failed = store.get("odd")
-    assert failed is not None and failed["status"] == FAILED and failed["error"]["message"] == "Invalid export type: 'nope'."
+    assert (
+        failed is not None
+        and failed["status"] == FAILED
+        and failed["error"]["message"] == "Invalid export type: 'nope'."
+    )
 
 
 def _ago(seconds: float) -> Any:

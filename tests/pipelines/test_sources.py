@@ -38,7 +38,9 @@ scalars = st.one_of(
 )
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["a", "b", "fields"]), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["a", "b", "fields"]), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 
@@ -48,7 +50,11 @@ def _doc(draw: Any) -> dict[str, Any]:
     for name in ("userId", "localeId", "phoneNumber", "phoneConfirmed", "codes", "additionalMarkets", "fields"):
         if draw(st.booleans()):
             doc[name] = draw(values)
-    for parent, keys in (("optIns", ("allowMarketing", "allowSms")), ("user", ("firstName", "email")), ("date", ("created",))):
+    for parent, keys in (
+        ("optIns", ("allowMarketing", "allowSms")),
+        ("user", ("firstName", "email")),
+        ("date", ("created",)),
+    ):
         if draw(st.booleans()):
             doc[parent] = draw(st.one_of(values, st.fixed_dictionaries({}, optional={k: values for k in keys})))
     return doc

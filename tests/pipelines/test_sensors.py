@@ -170,12 +170,10 @@ def test_partitions_of_exports_that_ended_long_ago_are_dropped(
     db: Database, settings: Settings, instance: DagsterInstance, sensors: dict[str, Any]
 ):
     created = _ago(PARTITION_RETENTION.total_seconds() + 3600)
-    db["exports"].insert_many(
-        [
-            {"_id": "ancient", "campaignId": "c", "exportType": "codes", "status": FINISHED, "date": {"created": created}},
-            {"_id": "recent", "campaignId": "c", "exportType": "codes", "status": FINISHED, "date": {"created": _ago(60)}},
-        ]
-    )  # fmt: skip
+    for export_id, when in (("ancient", created), ("recent", _ago(60))):
+        db["exports"].insert_one(
+            {"_id": export_id, "campaignId": "c", "exportType": "codes", "status": FINISHED, "date": {"created": when}}
+        )
     instance.add_dynamic_partitions(partitions_name("codes"), ["ancient", "recent"])
     result = _evaluate(sensors["stale_exports_sensor"], instance, settings)
     assert isinstance(result, SensorResult)

@@ -145,3 +145,23 @@ def test_well_typed_batches_are_decoded_by_pymongoarrow_with_the_same_values(db:
         fast = source.decode(raw)
     assert fallbacks == [], "a well-typed batch took the Python path"
     assert_frame_equal(fast, python_rules(source, raw))
+
+
+def test_users_are_looked_up_by_id_in_chunks_with_the_same_values_as_a_plain_find(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+):
+    users = [
+        {"_id": f"u{i}", "firstName": f"F{i}", "email": f"u{i}@example.com", "phone": "+1 555", "countryCode": "US"}
+        for i in range(25)
+    ] + [{"_id": "odd", "firstName": 7, "lastName": None}]  # another type: the Python rules decide
+    db["users"].insert_many(users)
+    monkeypatch.setattr(sources, "USER_LOOKUP_CHUNK", 4)  # several commands, the last one short
+    wanted = [u["_id"] for u in users][::-1] + ["nobody"]
+    found = sources.lookup_users(db, wanted).sort("userKey")
+    plain = list(db["users"].find({"_id": {"$in": wanted}}).sort("_id", 1))
+    assert found["userKey"].to_list() == [u["_id"] for u in plain], "every user found once, nobody invented"
+    odd = found.filter(pl.col("userKey") == "odd").row(0, named=True)
+    assert odd["userFirstName"] == "7" and odd["userLastName"] is None
+    first = found.filter(pl.col("userKey") == "u3").row(0, named=True)
+    assert (first["userFirstName"], first["userEmail"], first["userPhone"]) == ("F3", "u3@example.com", "+1 555")
+    assert sources.lookup_users(db, []).height == 0

@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
 
-from export_api import ccpa, dagster_status, routes
+from export_api import ccpa, dagster_status, openapi, routes
 from export_api.auth import TokenVerifier
 from export_api.errors import exception_handlers
 from export_api.metrics import ApiMetrics, RequestMetricsMiddleware
@@ -45,10 +46,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await http.aclose()
             mongo.close()
 
-    app_routes = [*routes.routes]
+    app_routes: list[BaseRoute] = [*routes.routes]
     if settings.dev_mode:
         app_routes += routes.dev_routes
     app_routes += ccpa.routes  # DELETE /ccpa/users/{userId} (SPEC §7), supreme tokens only
+    app_routes += openapi.routes  # /openapi.json and /docs, generated from the routes above
     return Starlette(
         routes=app_routes,
         middleware=[Middleware(RequestMetricsMiddleware, metrics=metrics)],

@@ -185,7 +185,30 @@ class CampaignExports(HTTPEndpoint):
     """`/campaigns/{campaignId}/exports`; one endpoint so a 405 lists both methods in `Allow`."""
 
     async def post(self, request: Request) -> Response:
-        """Queue an export; an identical PENDING/TRIGGERED request is returned instead (200)."""
+        """Queue an export; an identical PENDING/TRIGGERED request is returned instead (200).
+        ---
+        summary: Request an export
+        operationId: createExport
+        tags: [exports]
+        security: [{bearerAuth: []}]
+        parameters: [{$ref: "#/components/parameters/campaignId"}]
+        requestBody:
+          required: true
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/ExportRequest"}
+        responses:
+          "201":
+            description: A new PENDING export.
+            content: {application/json: {schema: {$ref: "#/components/schemas/ExportRecord"}}}
+          "200":
+            description: The identical PENDING/TRIGGERED export (nothing new is queued).
+            content: {application/json: {schema: {$ref: "#/components/schemas/ExportRecord"}}}
+          "400": {$ref: "#/components/responses/BadRequest"}
+          "413": {$ref: "#/components/responses/PayloadTooLarge"}
+          "429": {$ref: "#/components/responses/TooManyRequests"}
+          "503": {$ref: "#/components/responses/Unavailable"}
+        """
         state = api_state(request)
         campaign_id = request.path_params["campaignId"]
         principal = authorize_report(request, campaign_id)
@@ -197,7 +220,26 @@ class CampaignExports(HTTPEndpoint):
         return JSONResponse(record_view(result.record), 201 if result.created else 200)
 
     def get(self, request: Request) -> Response:
-        """A page of the campaign's records, newest first unless asked otherwise (sync: pymongo)."""
+        """A page of the campaign's records, newest first unless asked otherwise (sync: pymongo).
+        ---
+        summary: List a campaign's exports
+        operationId: listExports
+        tags: [exports]
+        security: [{bearerAuth: []}]
+        parameters:
+          - {$ref: "#/components/parameters/campaignId"}
+          - {$ref: "#/components/parameters/exportType"}
+          - {$ref: "#/components/parameters/page"}
+          - {$ref: "#/components/parameters/limit"}
+          - {$ref: "#/components/parameters/sort"}
+          - {$ref: "#/components/parameters/sortOrder"}
+        responses:
+          "200":
+            description: One page of records.
+            content: {application/json: {schema: {$ref: "#/components/schemas/ExportList"}}}
+          "400": {$ref: "#/components/responses/BadRequest"}
+          "503": {$ref: "#/components/responses/Unavailable"}
+        """
         state = api_state(request)
         campaign_id = request.path_params["campaignId"]
         authorize_report(request, campaign_id)
@@ -221,7 +263,20 @@ def _create_export(state: ApiState, campaign_id: str, request: ExportRequest, us
 
 
 async def get_export(request: Request) -> Response:
-    """One record, its download link(s) when finished, and its Dagster run's status."""
+    """One record, its download link(s) when finished, and its Dagster run's status.
+    ---
+    summary: Get one export
+    operationId: getExport
+    tags: [exports]
+    security: [{bearerAuth: []}]
+    parameters: [{$ref: "#/components/parameters/campaignId"}, {$ref: "#/components/parameters/exportId"}]
+    responses:
+      "200":
+        description: The record; `path`/`paths` when FINISHED; `run` from Dagster.
+        content: {application/json: {schema: {$ref: "#/components/schemas/ExportDetail"}}}
+      "404": {$ref: "#/components/responses/NotFound"}
+      "503": {$ref: "#/components/responses/Unavailable"}
+    """
     state = api_state(request)
     campaign_id = request.path_params["campaignId"]
     authorize_report(request, campaign_id)
@@ -240,7 +295,17 @@ def _load_export(state: ApiState, campaign_id: str, export_id: str) -> tuple[dic
 
 
 def heartbeat(request: Request) -> Response:
-    """200 while MongoDB answers a ping within 2 s; 503 otherwise, for load balancers."""
+    """200 while MongoDB answers a ping within 2 s; 503 otherwise, for load balancers.
+    ---
+    summary: Liveness of the service and its database
+    operationId: heartbeat
+    tags: [meta]
+    responses:
+      "200":
+        description: The database answers.
+        content: {application/json: {schema: {$ref: "#/components/schemas/Heartbeat"}}}
+      "503": {$ref: "#/components/responses/Unavailable"}
+    """
     try:
         with pymongo.timeout(2.0):
             api_state(request).db.command("ping")
@@ -250,13 +315,38 @@ def heartbeat(request: Request) -> Response:
 
 
 def metrics(request: Request) -> Response:
-    """Prometheus exposition; export counts are read from MongoDB now, hence a sync endpoint."""
+    """Prometheus exposition; export counts come from a short cache of MongoDB counts.
+    ---
+    summary: Prometheus metrics
+    operationId: metrics
+    tags: [meta]
+    responses:
+      "200":
+        description: Prometheus text exposition format.
+        content: {text/plain: {schema: {type: string}}}
+    """
     content, content_type = api_state(request).metrics.render()
     return Response(content, headers={"Content-Type": content_type})
 
 
 async def dev_token(request: Request) -> Response:
-    """Mint a token for local use; only mounted when DEV_MODE is on."""
+    """Mint a token for local use; only mounted when DEV_MODE is on.
+    ---
+    summary: Mint a development token (DEV_MODE only)
+    operationId: devToken
+    tags: [dev]
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema: {$ref: "#/components/schemas/DevTokenRequest"}
+    responses:
+      "200":
+        description: A signed RS256 token.
+        content: {application/json: {schema: {$ref: "#/components/schemas/Token"}}}
+      "400": {$ref: "#/components/responses/BadRequest"}
+      "413": {$ref: "#/components/responses/PayloadTooLarge"}
+    """
     state = api_state(request)
     body = await json_body(request)
     if not isinstance(body, dict):

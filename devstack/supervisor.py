@@ -56,7 +56,8 @@ def webserver_command(port: int) -> list[str]:
 
 
 def api_command(port: int) -> list[str]:
-    return [str(BIN / "uvicorn"), "export_api.app:app", "--host", "127.0.0.1", "--port", str(port)]
+    # No uvicorn access log: the app writes its own JSON access lines (route templates, no raw paths).
+    return [str(BIN / "uvicorn"), "export_api.app:app", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
 
 
 def _port_free(port: int) -> bool:
@@ -218,6 +219,7 @@ def main() -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.setdefault("DEV_MODE", "1")
+    env.setdefault("LOG_DIR", str(log_dir))  # the API writes LOG_DIR/api.jsonl
     if not os.environ.get("JWT_PUBLIC_KEY"):
         ensure_dev_keys(data_dir)
     dagster_home = data_dir / "dagster_home"

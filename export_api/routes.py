@@ -23,9 +23,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from export_api import auth
-from export_api.dagster_status import fetch_run
-from export_api.errors import ApiError, error_response
+from export_api import auth, observability
+from export_api.dagster_status import RunStatusReader
+from export_api.errors import SCOPE_KEY, UNAVAILABLE_MESSAGE, ApiError, error_response
 from export_api.metrics import ApiMetrics
 from export_pipelines.domain.export_types import (
     EXPORT_TYPES,
@@ -33,7 +33,7 @@ from export_pipelines.domain.export_types import (
     InvalidExportRequest,
     parse_export_request,
 )
-from export_pipelines.domain.records import FINISHED, SORT_FIELDS, ExportStore
+from export_pipelines.domain.records import ACTIVE, FINISHED, SORT_FIELDS, ExportStore, TooManyPending
 from export_pipelines.domain.settings import Settings
 
 HIDDEN_FIELDS = ("_id", "active")  # storage details, not part of the record users see
@@ -42,6 +42,7 @@ MAX_LIMIT = 100
 MAX_PAGE = 1_000_000  # keeps page * limit far inside what a MongoDB skip accepts
 MAX_DEV_TOKEN_SECONDS = 30 * 24 * 3600
 NO_STORE = {"Cache-Control": "no-store"}  # signed URLs and tokens must not sit in shared caches
+RETRY_AFTER_SECONDS = 60  # PENDING exports drain one run at a time: minutes, not milliseconds
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class ApiState:
     store: ExportStore
     s3: Any
     http: httpx.AsyncClient
+    runs: RunStatusReader
 
 
 def api_state(request: Request) -> ApiState:
@@ -216,7 +218,18 @@ class CampaignExports(HTTPEndpoint):
             export_request = parse_export_request(await json_body(request))
         except InvalidExportRequest as exc:
             raise ApiError(400, str(exc)) from None
-        result = await run_in_threadpool(_create_export, state, campaign_id, export_request, principal.user_id)
+        request_id = request.scope.get(SCOPE_KEY)
+        try:
+            result = await run_in_threadpool(
+                _create_export, state, campaign_id, export_request, principal.user_id, request_id
+            )
+        except TooManyPending as exc:
+            raise ApiError(
+                429,
+                f"This campaign already has {exc.limit} queued exports; please wait for some to start.",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            ) from None
+        observability.set_export_id(str(result.record["id"]))
         return JSONResponse(record_view(result.record), 201 if result.created else 200)
 
     def get(self, request: Request) -> Response:
@@ -250,7 +263,9 @@ class CampaignExports(HTTPEndpoint):
         return JSONResponse({"exports": exports, "page": params["page"], "limit": params["limit"], "total": total})
 
 
-def _create_export(state: ApiState, campaign_id: str, request: ExportRequest, user_id: str) -> Any:
+def _create_export(
+    state: ApiState, campaign_id: str, request: ExportRequest, user_id: str, request_id: str | None
+) -> Any:
     campaign = find_campaign(state, campaign_id)
     return state.store.create(
         campaign_id=campaign_id,
@@ -259,6 +274,8 @@ def _create_export(state: ApiState, campaign_id: str, request: ExportRequest, us
         requester_user_id=user_id,
         date_key=request.date_key,
         include_all_markets=request.include_all_markets,
+        request_id=request_id,
+        max_pending=state.settings.max_pending_per_campaign,
     )
 
 
@@ -281,8 +298,9 @@ async def get_export(request: Request) -> Response:
     campaign_id = request.path_params["campaignId"]
     authorize_report(request, campaign_id)
     record, links = await run_in_threadpool(_load_export, state, campaign_id, request.path_params["exportId"])
+    observability.set_export_id(str(record["_id"]))
     body = {**record_view(record), **links}
-    body["run"] = await fetch_run(state.http, state.settings.dagster_graphql_url, record.get("runId"))
+    body["run"] = await state.runs.read(record.get("runId"), export_ended=record.get("status") not in ACTIVE)
     return JSONResponse(body, headers=NO_STORE)
 
 
@@ -310,7 +328,7 @@ def heartbeat(request: Request) -> Response:
         with pymongo.timeout(2.0):
             api_state(request).db.command("ping")
     except PyMongoError:
-        return error_response(503, "Database unreachable.")
+        return error_response(503, UNAVAILABLE_MESSAGE)
     return JSONResponse({"status": "ok"})
 
 

@@ -312,6 +312,9 @@ class ExportRequest:
     include_all_markets: bool | None
 
 
+MAX_DATE_KEY_DIGITS = 16  # SPEC §6; epoch millis have 13 today
+
+
 def parse_export_request(body: object) -> ExportRequest:
     """Validate a POST body (SPEC §6) into a request, or raise InvalidExportRequest."""
     if not isinstance(body, dict):
@@ -322,8 +325,14 @@ def parse_export_request(body: object) -> ExportRequest:
         shown = name if isinstance(name, str) else ("" if name is None else str(name))
         raise InvalidExportRequest(f"Invalid export type: '{shown[:100]}'.")
     date_key = body.get("dateKey")
-    if date_key is not None and (not isinstance(date_key, str) or not date_key.isascii() or not date_key.isdigit()):
-        raise InvalidExportRequest("dateKey must be a numeric string (epoch milliseconds).")
+    if date_key is not None and not export_type.requires_date_key:
+        raise InvalidExportRequest(f"dateKey is not accepted for exportType '{export_type.name}'.")
+    if date_key is not None and not (
+        isinstance(date_key, str) and date_key.isascii() and date_key.isdigit() and len(date_key) <= MAX_DATE_KEY_DIGITS
+    ):
+        raise InvalidExportRequest(
+            f"dateKey must be a numeric string of at most {MAX_DATE_KEY_DIGITS} digits (epoch milliseconds)."
+        )
     if export_type.requires_date_key and date_key is None:
         raise InvalidExportRequest(f"dateKey is required for exportType '{export_type.name}'.")
     include_all_markets = body.get("includeAllMarkets")

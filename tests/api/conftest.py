@@ -143,6 +143,9 @@ class FakeDagster:
             time.sleep(2.5)
         if run_id == "run-broken":
             return 500, {"error": "boom"}
+        if run_id.startswith("run-done"):
+            run = {"__typename": "Run", "runId": run_id, "status": "SUCCESS", "stepStats": []}
+            return 200, {"data": {"runOrError": run}}
         if run_id.startswith("run-ok"):
             steps = [
                 {"stepKey": "extract", "status": "SUCCESS"},

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 
-from export_api.routes import MAX_LIMIT, MAX_PAGE
+from export_api.routes import MAX_DEV_TOKEN_SECONDS, MAX_LIMIT, MAX_PAGE
 from export_pipelines.domain.export_types import EXPORT_TYPES
 from export_pipelines.domain.records import SORT_FIELDS, STATUSES
 
@@ -44,7 +44,8 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 def component_schemas(max_limit: int, max_page: int) -> dict[str, Any]:
     """Schemas shared by the operations; enums come from the registry and the record store."""
     date_time = {"type": "string", "format": "date-time"}
-    export_type = {"type": "string", "enum": sorted(EXPORT_TYPES)}
+    dated = sorted(name for name, t in EXPORT_TYPES.items() if t.requires_date_key)
+    undated = sorted(name for name, t in EXPORT_TYPES.items() if not t.requires_date_key)
     date_key = {"type": "string", "pattern": "^[0-9]{1,16}$", "description": "epoch millis; codeWaves only"}
     return {
         "Error": {
@@ -65,14 +66,34 @@ def component_schemas(max_limit: int, max_page: int) -> dict[str, Any]:
                 }
             },
         },
+        # Exactly what parse_export_request accepts: dateKey required for the types that take one,
+        # refused for every other type.
         "ExportRequest": {
-            "type": "object",
-            "required": ["exportType"],
-            "properties": {
-                "exportType": export_type,
-                "dateKey": date_key,
-                "includeAllMarkets": {"type": "boolean"},
-            },
+            "description": "An export request; `dateKey` is required for, and only accepted for: "
+            + ", ".join(dated)
+            + ".",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["exportType"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "exportType": {"type": "string", "enum": undated},
+                        "includeAllMarkets": {"type": "boolean"},
+                    },
+                    "example": {"exportType": "entries"},
+                },
+                {
+                    "type": "object",
+                    "required": ["exportType", "dateKey"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "exportType": {"type": "string", "enum": dated},
+                        "dateKey": date_key,
+                        "includeAllMarkets": {"type": "boolean"},
+                    },
+                },
+            ],
         },
         "Progress": {
             "type": "object",
@@ -197,12 +218,19 @@ def component_schemas(max_limit: int, max_page: int) -> dict[str, Any]:
         "DevTokenRequest": {
             "type": "object",
             "required": ["userId", "campaignId", "permissions"],
+            "additionalProperties": False,
             "properties": {
                 "userId": {"type": "string", "minLength": 1},
                 "campaignId": {"type": "string", "minLength": 1},
                 "permissions": {"type": "array", "items": {"type": "string"}},
                 "supreme": {"type": "boolean"},
-                "expiresIn": {"type": "integer", "minimum": 1, "description": "seconds"},
+                "expiresIn": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_DEV_TOKEN_SECONDS,
+                    "default": 3600,
+                    "description": "seconds",
+                },
             },
         },
         "Token": {
@@ -245,7 +273,13 @@ def components(max_limit: int, max_page: int) -> dict[str, Any]:
         "responses": responses,
         "headers": {"X-Request-ID": _request_id_header()},
         "parameters": {
-            "campaignId": {"name": "campaignId", "in": "path", "required": True, "schema": {"type": "string"}},
+            "campaignId": {
+                "name": "campaignId",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+                "example": "123",  # the demo campaign `make run` seeds
+            },
             "exportId": {"name": "exportId", "in": "path", "required": True, "schema": {"type": "string"}},
             "RequestId": {
                 "name": "X-Request-ID",

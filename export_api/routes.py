@@ -41,6 +41,7 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_LIMIT = 100
 MAX_PAGE = 1_000_000  # keeps page * limit far inside what a MongoDB skip accepts
 MAX_DEV_TOKEN_SECONDS = 30 * 24 * 3600
+DEV_TOKEN_FIELDS = frozenset({"userId", "campaignId", "permissions", "supreme", "expiresIn"})
 NO_STORE = {"Cache-Control": "no-store"}  # signed URLs and tokens must not sit in shared caches
 RETRY_AFTER_SECONDS = 60  # PENDING exports drain one run at a time: minutes, not milliseconds
 
@@ -369,6 +370,9 @@ async def dev_token(request: Request) -> Response:
     body = await json_body(request)
     if not isinstance(body, dict):
         raise ApiError(400, "Request body must be a JSON object.")
+    unknown = sorted(str(k) for k in body if k not in DEV_TOKEN_FIELDS)
+    if unknown:
+        raise ApiError(400, f"Unknown field in the request body: '{unknown[0][:100]}'.")
     user_id, campaign_id, permissions = body.get("userId"), body.get("campaignId"), body.get("permissions")
     supreme, expires_in = body.get("supreme", False), body.get("expiresIn", 3600)
     if not isinstance(user_id, str) or not user_id:

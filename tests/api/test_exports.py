@@ -84,6 +84,10 @@ def test_concurrent_identical_posts_create_exactly_one_record(
         ({"exportType": "codeWaves", "dateKey": "1" * 17}, None),
         ({"exportType": "codeWaves", "dateKey": "\u0661\u0662"}, None),  # Arabic-Indic digits are not ASCII
         ({"exportType": "entries", "dateKey": "1700000000000"}, "dateKey is not accepted for exportType 'entries'."),
+        ({"exportType": "entries", "dateKey": None}, "dateKey is not accepted for exportType 'entries'."),
+        ({"exportType": "codeWaves", "dateKey": None}, None),
+        ({"exportType": "entries", "includeAllMarkets": None}, "includeAllMarkets must be true or false."),
+        ({"exportType": "entries", "datekey": "1"}, "Unknown field in the request body: 'datekey'."),
         ({"exportType": "entries", "includeAllMarkets": "yes"}, None),
         (["entries"], None),
         ("entries", None),

@@ -82,7 +82,11 @@ def test_document_is_valid_openapi_3_and_covers_every_route(client: TestClient) 
 def test_document_is_generated_from_the_code(client: TestClient, settings: Settings) -> None:
     doc = document(client)
     schemas = doc["components"]["schemas"]
-    assert schemas["ExportRequest"]["properties"]["exportType"]["enum"] == sorted(EXPORT_TYPES)
+    variants = schemas["ExportRequest"]["oneOf"]
+    assert sorted(
+        variants[0]["properties"]["exportType"]["enum"] + variants[1]["properties"]["exportType"]["enum"]
+    ) == (sorted(EXPORT_TYPES))
+    assert variants[1]["properties"]["exportType"]["enum"] == ["codeWaves"] and "dateKey" in variants[1]["required"]
     params = doc["components"]["parameters"]
     assert params["limit"]["schema"]["maximum"] == 100 and params["sort"]["schema"]["enum"] == [
         "created",

@@ -7,6 +7,7 @@ any, every operation, every check, bounded by examples per operation (≈1–2 m
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -95,3 +96,8 @@ def test_fuzzing_finds_no_server_error_and_no_undocumented_response(
     assert without.returncode == 0, without.stdout[-12000:]
     for result in (with_token, without):
         assert "passed" in result.stdout.lower()
+    # The process's JSON log after ~1,000 hostile requests: one object per line, never the token.
+    log = (tmp_path / "logs" / "api.jsonl").read_text()
+    lines = [json.loads(line) for line in log.splitlines()]
+    assert len([line for line in lines if line.get("logger") == "export_api.access"]) > 500
+    assert token not in log and "Traceback" not in log

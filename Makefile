@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest bench clean
+.PHONY: install chromium run test lint typecheck pytest bench clean
 
 install: $(STAMP)
 
@@ -14,6 +14,10 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
+
+# Headless Chromium for the /docs browser test (Debian package; needs root or sudo).
+chromium:
+	sh devstack/ensure_chromium.sh
 
 run: install
 	$(BIN)/python -m devstack
@@ -25,7 +29,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy export_pipelines export_api devstack bench
 
-pytest: install
+pytest: install chromium
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest

@@ -56,7 +56,8 @@ def webserver_command(port: int) -> list[str]:
 
 
 def api_command(port: int) -> list[str]:
-    return [str(BIN / "uvicorn"), "export_api.app:app", "--host", "127.0.0.1", "--port", str(port)]
+    # No uvicorn access log: the app writes its own JSON access lines (route templates, no raw paths).
+    return [str(BIN / "uvicorn"), "export_api.app:app", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
 
 
 def _port_free(port: int) -> bool:
@@ -191,13 +192,21 @@ def restore_s3(settings: Settings, source: Path) -> int:
 
 
 def banner(settings: Settings, api: str, dagster: str) -> str:
+    cli = BIN / "export-service"
     return f"""
 export-service is running.
-  API        {api}      (GET {api}/heartbeat)
+  API        {api}      (GET {api}/heartbeat, metrics at {api}/metrics)
+  API docs   {api}/docs      (interactive; the OpenAPI document is {api}/openapi.json)
   Dagster UI {dagster}
-  data       {settings.data_dir}   (logs in {settings.data_dir / "logs"})
+  data       {settings.data_dir}   (logs in {settings.data_dir / "logs"}, the API's as JSON lines in api.jsonl)
 
-Try it (demo campaign 123 is seeded); in another shell:
+Try it (demo campaign 123 is seeded); in another shell, with the command-line client:
+  export EXPORT_SERVICE_URL={api}
+  export EXPORT_SERVICE_TOKEN=$({cli} token --campaign 123)
+  {cli} request 123 entries --wait --download entries.csv
+  {cli} list 123
+
+or with curl:
   get() {{ python3 -c 'import sys,json; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }}
   TOKEN=$(curl -s -X POST {api}/dev/token -H 'content-type: application/json' \\
       -d '{{"userId":"admin-1","campaignId":"123","permissions":["REPORT"]}}' | get token)
@@ -218,6 +227,7 @@ def main() -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.setdefault("DEV_MODE", "1")
+    env.setdefault("LOG_DIR", str(log_dir))  # the API writes LOG_DIR/api.jsonl
     if not os.environ.get("JWT_PUBLIC_KEY"):
         ensure_dev_keys(data_dir)
     dagster_home = data_dir / "dagster_home"

@@ -1,35 +1,62 @@
-"""The ASGI app: `uvicorn export_api.app:app` (settings from the environment, SPEC §8)."""
+"""The ASGI app: `uvicorn export_api.app:app` (settings from the environment, SPEC §8).
+
+`app` is built on first access (module `__getattr__`), so importing this module for
+`create_app` never reads the environment, and a misconfigured process stops with one line.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
 
-from export_api import ccpa, dagster_status, routes
+from export_api import ccpa, dagster_status, openapi, routes
 from export_api.auth import TokenVerifier
 from export_api.errors import exception_handlers
 from export_api.metrics import ApiMetrics, RequestMetricsMiddleware
+from export_api.observability import RequestContextMiddleware, install_log_handler, json_log_handler, remove_log_handler
 from export_pipelines.domain import ccpa as ccpa_domain
 from export_pipelines.domain.clients import mongo_client, s3_client
 from export_pipelines.domain.records import ExportStore
 from export_pipelines.domain.settings import Settings
 
+logger = logging.getLogger("export_api")
+
+# A dead database shows as 503s within ~2 s instead of hung workers (SPEC §6): server selection,
+# connecting and each socket read are bounded. CCPA deletions and list pages stay far below 10 s.
+MONGO_TIMEOUTS = {"serverSelectionTimeoutMS": 1500, "connectTimeoutMS": 1500, "socketTimeoutMS": 10_000}
+
+
+class ConfigurationError(RuntimeError):
+    """The service must not start with this configuration."""
+
 
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build an app; tests pass their own settings, production reads the environment."""
     settings = settings or Settings.from_env()
-    verifier = TokenVerifier(settings.jwt_public_key)  # a bad key fails here, at start-up
+    if not settings.jwt_public_key and not settings.dev_mode:
+        raise ConfigurationError("JWT_PUBLIC_KEY is not set; outside DEV_MODE the API needs it to verify tokens.")
+    verifier = TokenVerifier(
+        settings.jwt_public_key,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+        leeway_seconds=settings.jwt_leeway_seconds,
+    )  # a bad key fails here, at start-up
     metrics = ApiMetrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         """Open MongoDB/S3/HTTP clients once per process and make sure the dedupe index exists."""
-        # Fail fast (5 s) instead of pymongo's 30 s, so a dead database shows as errors, not hangs.
-        mongo = mongo_client(settings, serverSelectionTimeoutMS=5000)
+        log_handler = json_log_handler(settings.log_dir) if settings.log_dir else None
+        if log_handler is not None:
+            install_log_handler(log_handler)
+        mongo = mongo_client(settings, **MONGO_TIMEOUTS)
         http = dagster_status.http_client()
         try:
             db = mongo[settings.mongodb_db]
@@ -38,23 +65,41 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await run_in_threadpool(ccpa_domain.ensure_indexes, db)  # membership, tombstones, audit
             s3 = await run_in_threadpool(s3_client, settings)
             metrics.exports.store = store
-            app.state.api = routes.ApiState(settings, verifier, metrics, db, store, s3, http)
+            runs = dagster_status.RunStatusReader(http, settings.dagster_graphql_url)
+            app.state.api = routes.ApiState(settings, verifier, metrics, db, store, s3, http, runs)
             yield
         finally:
             metrics.exports.store = None
             await http.aclose()
             mongo.close()
+            if log_handler is not None:
+                remove_log_handler(log_handler)
 
-    app_routes = [*routes.routes]
+    app_routes: list[BaseRoute] = [*routes.routes]
     if settings.dev_mode:
         app_routes += routes.dev_routes
     app_routes += ccpa.routes  # DELETE /ccpa/users/{userId} (SPEC §7), supreme tokens only
+    app_routes += openapi.routes  # /openapi.json and /docs, generated from the routes above
     return Starlette(
         routes=app_routes,
-        middleware=[Middleware(RequestMetricsMiddleware, metrics=metrics)],
+        # The request-id middleware is outermost: its access line and header cover every response.
+        middleware=[Middleware(RequestContextMiddleware), Middleware(RequestMetricsMiddleware, metrics=metrics)],
         exception_handlers=exception_handlers,
         lifespan=lifespan,
     )
 
 
-app = create_app()
+_app: Starlette | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """`export_api.app.app`, built from the environment on first use (uvicorn's `module:app`)."""
+    global _app
+    if name != "app":
+        raise AttributeError(name)
+    if _app is None:
+        try:
+            _app = create_app()
+        except ConfigurationError as exc:
+            raise SystemExit(f"export-service API: {exc}") from None
+    return _app

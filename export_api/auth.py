@@ -21,6 +21,8 @@ logger = logging.getLogger("export_api.auth")
 
 REPORT = "REPORT"
 ALGORITHMS = ["RS256"]
+MAX_TOKEN_BYTES = 8 * 1024  # SPEC §6: a larger token is refused before any parsing
+MAX_SUB_LENGTH = 256
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
@@ -41,9 +43,22 @@ def unauthorized(message: str) -> ApiError:
 
 
 class TokenVerifier:
-    """Verifies bearer tokens; with no public key configured every token is refused."""
+    """Verifies bearer tokens; with no public key configured every token is refused.
 
-    def __init__(self, public_key_pem: str | None) -> None:
+    `aud` / `iss` are checked only when an audience / issuer is configured; otherwise a token's
+    `aud` is ignored rather than a reason to refuse it. exp/nbf/iat get `leeway_seconds`.
+    """
+
+    def __init__(
+        self,
+        public_key_pem: str | None,
+        *,
+        audience: str | None = None,
+        issuer: str | None = None,
+        leeway_seconds: int = 30,
+    ) -> None:
+        self._audience, self._issuer, self._leeway = audience, issuer, leeway_seconds
+        self._required = ["exp", "sub", *(["aud"] if audience else []), *(["iss"] if issuer else [])]
         self._key: RSAPublicKey | None = None
         if public_key_pem:
             key = load_pem_public_key(public_key_pem.encode())
@@ -57,6 +72,8 @@ class TokenVerifier:
         """The principal of an `Authorization: Bearer <JWT>` header value, or 401."""
         if not authorization:
             raise unauthorized("Missing bearer token.")
+        if len(authorization) > MAX_TOKEN_BYTES + len("Bearer "):
+            raise unauthorized("Token too large.")
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token or " " in token:
@@ -64,7 +81,15 @@ class TokenVerifier:
         if self._key is None:
             raise unauthorized("Invalid token.")
         try:
-            claims = jwt.decode(token, self._key, algorithms=ALGORITHMS, options={"require": ["exp", "sub"]})
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=ALGORITHMS,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": self._required, "verify_aud": self._audience is not None},
+            )
         except jwt.ExpiredSignatureError:
             raise unauthorized("Token expired.") from None
         except jwt.InvalidTokenError:
@@ -77,7 +102,7 @@ def _principal(claims: Mapping[str, object]) -> Principal:
     sub = claims.get("sub")
     campaigns = claims.get("campaigns", {})
     supreme = claims.get("supreme", False)
-    if not isinstance(sub, str) or not sub:
+    if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_LENGTH or not _storable(sub):
         raise unauthorized("Invalid token.")
     if not isinstance(campaigns, dict) or not isinstance(supreme, bool):
         raise unauthorized("Invalid token.")
@@ -86,6 +111,15 @@ def _principal(claims: Mapping[str, object]) -> Principal:
         if isinstance(granted, list):
             perms[str(campaign_id)] = tuple(p for p in granted if isinstance(p, str))
     return Principal(user_id=sub, campaigns=perms, supreme=supreme)
+
+
+def _storable(text: str) -> bool:
+    """The user id is stored on records: it must be valid UTF-8 (no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def require_report(principal: Principal, campaign_id: str) -> Principal:

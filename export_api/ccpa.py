@@ -18,7 +18,23 @@ MAX_USER_ID_LENGTH = 256
 
 
 async def delete_user_exports(request: Request) -> Response:
-    """Delete every non-exempt export file containing the user; supreme tokens only; 200 with a summary."""
+    """Delete every non-exempt export file containing the user; supreme tokens only; 200 with a summary.
+    ---
+    summary: CCPA deletion of a user's export files (supreme tokens only)
+    operationId: ccpaDeleteUser
+    tags: [ccpa]
+    security: [{bearerAuth: []}]
+    parameters: [{name: userId, in: path, required: true, schema: {type: string}}]
+    responses:
+      "200":
+        description: What was deleted, skipped as exempt, already deleted, in flight.
+        content: {application/json: {schema: {$ref: "#/components/schemas/CcpaSummary"}}}
+      "400": {$ref: "#/components/responses/BadRequest"}
+      "500":
+        description: Some files could not be deleted; `payload` is the summary as a JSON string.
+        content: {application/json: {schema: {$ref: "#/components/schemas/Error"}}}
+      "503": {$ref: "#/components/responses/Unavailable"}
+    """
     principal = auth.require_supreme(authenticate(request))
     user_id = request.path_params["userId"]
     if not user_id.strip() or len(user_id) > MAX_USER_ID_LENGTH:

@@ -8,6 +8,8 @@ being down or slow must not break the API, so any failure degrades to
 from __future__ import annotations
 
 import logging
+import time
+from collections import OrderedDict
 from typing import Any
 
 import httpx
@@ -15,6 +17,9 @@ import httpx
 logger = logging.getLogger("export_api.dagster")
 
 TIMEOUT_SECONDS = 1.0
+ENDED_RUN_STATUSES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})  # a run in one of these never changes
+ENDED_CACHE_SIZE = 10_000
+RECENT_SECONDS = 5.0  # an ended export whose run Dagster cannot describe is asked again after this
 
 RUN_STATUS_QUERY = """
 query ExportRunStatus($runId: ID!) {
@@ -63,3 +68,41 @@ async def fetch_run(client: httpx.AsyncClient, graphql_url: str, run_id: str | N
         "stepsFailed": sum(1 for s in steps if s["status"] == "FAILURE"),
         "steps": steps,
     }
+
+
+class RunStatusReader:
+    """`fetch_run` with memory: an ended run's answer is kept, so GETs of ended exports stay cheap.
+
+    A re-run is a new Dagster run with a new id (the record's `runId` changes), so a kept answer
+    is never stale. For an ended export whose run Dagster could not describe (unreachable, run
+    deleted), the answer is kept for RECENT_SECONDS so a burst of GETs does not wait on Dagster.
+    Live exports are always asked: their run's steps are what a user polls for.
+    """
+
+    def __init__(self, client: httpx.AsyncClient, graphql_url: str) -> None:
+        self.client, self.graphql_url = client, graphql_url
+        self._ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._recent: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    async def read(self, run_id: str | None, *, export_ended: bool) -> dict[str, Any]:
+        if not run_id:
+            return unavailable(None)
+        if run_id in self._ended:
+            self._ended.move_to_end(run_id)
+            return self._ended[run_id]
+        now = time.monotonic()
+        if export_ended and run_id in self._recent:
+            at, answer = self._recent[run_id]
+            if now - at < RECENT_SECONDS:
+                return answer
+        answer = await fetch_run(self.client, self.graphql_url, run_id)
+        if answer.get("status") in ENDED_RUN_STATUSES:
+            self._ended[run_id] = answer
+            self._recent.pop(run_id, None)
+            while len(self._ended) > ENDED_CACHE_SIZE:
+                self._ended.popitem(last=False)
+        elif export_ended:
+            if len(self._recent) >= ENDED_CACHE_SIZE:
+                self._recent.clear()
+            self._recent[run_id] = (now, answer)
+        return answer

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
+from pymongo.errors import ConnectionFailure, PyMongoError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 logger = logging.getLogger("export_api")
+
+SCOPE_KEY = "export_service.request_id"  # set by the request-id middleware; read by handlers outside it
+UNAVAILABLE_MESSAGE = "The export database is unreachable right now; please try again in a moment."
 
 _DEFAULT_MESSAGES = {
     400: "Bad request.",
@@ -18,7 +23,7 @@ _DEFAULT_MESSAGES = {
     404: "Not found.",
     405: "Method not allowed.",
     500: "Internal server error.",
-    503: "Service unavailable.",
+    503: UNAVAILABLE_MESSAGE,
 }
 
 
@@ -33,10 +38,22 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
+class SafeJSONResponse(JSONResponse):
+    """JSON that always encodes: text echoed from a request may hold lone surrogates (`"\\ud800"`)."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            text = json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+            return text.encode("utf-8", errors="replace")
+
+
 def error_response(
     status: int, message: str, payload: str = "", headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse({"error": {"status": status, "message": message, "payload": payload}}, status, headers=headers)
+    body = {"error": {"status": status, "message": message, "payload": payload}}
+    return SafeJSONResponse(body, status, headers=headers)
 
 
 async def api_error_handler(request: Request, exc: Exception) -> Response:
@@ -58,7 +75,24 @@ async def internal_error_handler(request: Request, exc: Exception) -> Response:
     so bearer tokens cannot end up in logs.
     """
     logger.error("unhandled error on %s %s", request.method, route_template(request.scope), exc_info=exc)
-    return error_response(500, _DEFAULT_MESSAGES[500])
+    return error_response(500, _DEFAULT_MESSAGES[500], headers=_request_id_header(request))
+
+
+def _request_id_header(request: Request) -> dict[str, str]:
+    """This handler answers outside the request-id middleware, so it adds the header itself."""
+    request_id = request.scope.get(SCOPE_KEY)
+    return {"X-Request-ID": request_id} if isinstance(request_id, str) else {}
+
+
+async def database_error_handler(request: Request, exc: Exception) -> Response:
+    """MongoDB unreachable or too slow: 503 with a plain sentence; the detail goes to the log only."""
+    assert isinstance(exc, PyMongoError)
+    if not (isinstance(exc, ConnectionFailure) or exc.timeout):
+        return await internal_error_handler(request, exc)
+    logger.warning(
+        "database unavailable on %s %s: %s", request.method, route_template(request.scope), type(exc).__name__
+    )
+    return error_response(503, UNAVAILABLE_MESSAGE, headers={"Retry-After": "2"})
 
 
 def route_template(scope: Mapping[str, Any]) -> str:
@@ -70,6 +104,7 @@ def route_template(scope: Mapping[str, Any]) -> str:
 
 exception_handlers: dict[Any, Any] = {
     ApiError: api_error_handler,
+    PyMongoError: database_error_handler,
     HTTPException: http_exception_handler,
     Exception: internal_error_handler,
 }

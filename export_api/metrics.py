@@ -2,15 +2,20 @@
 
 Request labels use the route *template* (`/campaigns/{campaignId}/exports`), never the
 raw path, so no campaign or export id — user data — ends up in a label, and label
-cardinality stays bounded. Export counts are read from MongoDB at scrape time.
+cardinality stays bounded. Export counts are read from MongoDB at most every
+COUNTS_TTL_SECONDS, each read bounded by COUNTS_TIMEOUT_SECONDS, and only one scrape at a time
+reads (others serve the last counts), so scrapes never pile threads up on a slow database.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
+import pymongo
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
@@ -25,29 +30,55 @@ logger = logging.getLogger("export_api.metrics")
 
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+COUNTS_TTL_SECONDS = 5.0
+COUNTS_TIMEOUT_SECONDS = 1.0
 
 
 class ExportsCollector(Collector):
     """Exports by type and status, and the queue depth, counted when Prometheus scrapes."""
 
-    def __init__(self) -> None:
+    def __init__(self, ttl_seconds: float = COUNTS_TTL_SECONDS) -> None:
         self.store: ExportStore | None = None  # attached by the app's lifespan
+        self.ttl_seconds = ttl_seconds
+        self._lock = threading.Lock()
+        self._read_at = -float("inf")
+        self._counts: dict[tuple[str, str], int] | None = None  # None: the last read failed
+        self.reads = 0  # MongoDB reads so far (tests check the cache)
 
     def describe(self) -> Iterator[Metric]:
         yield from self._families()
 
-    def collect(self) -> Iterator[Metric]:
+    def _read(self) -> dict[tuple[str, str], int] | None:
+        store = self.store
+        if store is None:
+            return None
         counts: dict[tuple[str, str], int] = {(t, s): 0 for t in EXPORT_TYPES for s in STATUSES}
-        ok = self.store is not None
-        if self.store is not None:
+        try:
+            with pymongo.timeout(COUNTS_TIMEOUT_SECONDS):
+                rows: list[dict[str, Any]] = store.count_by_type_and_status()
+        except Exception as exc:
+            logger.warning("could not count exports for /metrics (%s)", type(exc).__name__)
+            return None
+        for row in rows:
+            group = row["_id"]
+            counts[(str(group.get("exportType")), str(group.get("status")))] = int(row["n"])
+        return counts
+
+    def counts(self) -> dict[tuple[str, str], int] | None:
+        """The cached counts, refreshed when older than the TTL by one caller while others use the old ones."""
+        if time.monotonic() - self._read_at >= self.ttl_seconds and self._lock.acquire(blocking=False):
             try:
-                rows = self.store.count_by_type_and_status()
-                for row in rows:
-                    group = row["_id"]
-                    counts[(str(group.get("exportType")), str(group.get("status")))] = int(row["n"])
-            except Exception:
-                logger.warning("could not count exports for /metrics", exc_info=True)
-                ok = False
+                self._counts = self._read()
+                self.reads += 1
+                self._read_at = time.monotonic()
+            finally:
+                self._lock.release()
+        return self._counts
+
+    def collect(self) -> Iterator[Metric]:
+        cached = self.counts()
+        ok = cached is not None
+        counts = cached or {}
         exports, queue, up = self._families()
         if ok:
             for (export_type, status), n in sorted(counts.items()):

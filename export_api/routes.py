@@ -23,9 +23,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from export_api import auth
-from export_api.dagster_status import fetch_run
-from export_api.errors import ApiError, error_response
+from export_api import auth, observability
+from export_api.dagster_status import RunStatusReader
+from export_api.errors import SCOPE_KEY, UNAVAILABLE_MESSAGE, ApiError, error_response
 from export_api.metrics import ApiMetrics
 from export_pipelines.domain.export_types import (
     EXPORT_TYPES,
@@ -33,7 +33,7 @@ from export_pipelines.domain.export_types import (
     InvalidExportRequest,
     parse_export_request,
 )
-from export_pipelines.domain.records import FINISHED, SORT_FIELDS, ExportStore
+from export_pipelines.domain.records import ACTIVE, FINISHED, SORT_FIELDS, ExportStore, TooManyPending
 from export_pipelines.domain.settings import Settings
 
 HIDDEN_FIELDS = ("_id", "active")  # storage details, not part of the record users see
@@ -41,7 +41,9 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_LIMIT = 100
 MAX_PAGE = 1_000_000  # keeps page * limit far inside what a MongoDB skip accepts
 MAX_DEV_TOKEN_SECONDS = 30 * 24 * 3600
+DEV_TOKEN_FIELDS = frozenset({"userId", "campaignId", "permissions", "supreme", "expiresIn"})
 NO_STORE = {"Cache-Control": "no-store"}  # signed URLs and tokens must not sit in shared caches
+RETRY_AFTER_SECONDS = 60  # PENDING exports drain one run at a time: minutes, not milliseconds
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class ApiState:
     store: ExportStore
     s3: Any
     http: httpx.AsyncClient
+    runs: RunStatusReader
 
 
 def api_state(request: Request) -> ApiState:
@@ -185,7 +188,30 @@ class CampaignExports(HTTPEndpoint):
     """`/campaigns/{campaignId}/exports`; one endpoint so a 405 lists both methods in `Allow`."""
 
     async def post(self, request: Request) -> Response:
-        """Queue an export; an identical PENDING/TRIGGERED request is returned instead (200)."""
+        """Queue an export; an identical PENDING/TRIGGERED request is returned instead (200).
+        ---
+        summary: Request an export
+        operationId: createExport
+        tags: [exports]
+        security: [{bearerAuth: []}]
+        parameters: [{$ref: "#/components/parameters/campaignId"}]
+        requestBody:
+          required: true
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/ExportRequest"}
+        responses:
+          "201":
+            description: A new PENDING export.
+            content: {application/json: {schema: {$ref: "#/components/schemas/ExportRecord"}}}
+          "200":
+            description: The identical PENDING/TRIGGERED export (nothing new is queued).
+            content: {application/json: {schema: {$ref: "#/components/schemas/ExportRecord"}}}
+          "400": {$ref: "#/components/responses/BadRequest"}
+          "413": {$ref: "#/components/responses/PayloadTooLarge"}
+          "429": {$ref: "#/components/responses/TooManyRequests"}
+          "503": {$ref: "#/components/responses/Unavailable"}
+        """
         state = api_state(request)
         campaign_id = request.path_params["campaignId"]
         principal = authorize_report(request, campaign_id)
@@ -193,11 +219,41 @@ class CampaignExports(HTTPEndpoint):
             export_request = parse_export_request(await json_body(request))
         except InvalidExportRequest as exc:
             raise ApiError(400, str(exc)) from None
-        result = await run_in_threadpool(_create_export, state, campaign_id, export_request, principal.user_id)
+        request_id = request.scope.get(SCOPE_KEY)
+        try:
+            result = await run_in_threadpool(
+                _create_export, state, campaign_id, export_request, principal.user_id, request_id
+            )
+        except TooManyPending as exc:
+            raise ApiError(
+                429,
+                f"This campaign already has {exc.limit} queued exports; please wait for some to start.",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            ) from None
+        observability.set_export_id(str(result.record["id"]))
         return JSONResponse(record_view(result.record), 201 if result.created else 200)
 
     def get(self, request: Request) -> Response:
-        """A page of the campaign's records, newest first unless asked otherwise (sync: pymongo)."""
+        """A page of the campaign's records, newest first unless asked otherwise (sync: pymongo).
+        ---
+        summary: List a campaign's exports
+        operationId: listExports
+        tags: [exports]
+        security: [{bearerAuth: []}]
+        parameters:
+          - {$ref: "#/components/parameters/campaignId"}
+          - {$ref: "#/components/parameters/exportType"}
+          - {$ref: "#/components/parameters/page"}
+          - {$ref: "#/components/parameters/limit"}
+          - {$ref: "#/components/parameters/sort"}
+          - {$ref: "#/components/parameters/sortOrder"}
+        responses:
+          "200":
+            description: One page of records.
+            content: {application/json: {schema: {$ref: "#/components/schemas/ExportList"}}}
+          "400": {$ref: "#/components/responses/BadRequest"}
+          "503": {$ref: "#/components/responses/Unavailable"}
+        """
         state = api_state(request)
         campaign_id = request.path_params["campaignId"]
         authorize_report(request, campaign_id)
@@ -208,7 +264,9 @@ class CampaignExports(HTTPEndpoint):
         return JSONResponse({"exports": exports, "page": params["page"], "limit": params["limit"], "total": total})
 
 
-def _create_export(state: ApiState, campaign_id: str, request: ExportRequest, user_id: str) -> Any:
+def _create_export(
+    state: ApiState, campaign_id: str, request: ExportRequest, user_id: str, request_id: str | None
+) -> Any:
     campaign = find_campaign(state, campaign_id)
     return state.store.create(
         campaign_id=campaign_id,
@@ -217,17 +275,33 @@ def _create_export(state: ApiState, campaign_id: str, request: ExportRequest, us
         requester_user_id=user_id,
         date_key=request.date_key,
         include_all_markets=request.include_all_markets,
+        request_id=request_id,
+        max_pending=state.settings.max_pending_per_campaign,
     )
 
 
 async def get_export(request: Request) -> Response:
-    """One record, its download link(s) when finished, and its Dagster run's status."""
+    """One record, its download link(s) when finished, and its Dagster run's status.
+    ---
+    summary: Get one export
+    operationId: getExport
+    tags: [exports]
+    security: [{bearerAuth: []}]
+    parameters: [{$ref: "#/components/parameters/campaignId"}, {$ref: "#/components/parameters/exportId"}]
+    responses:
+      "200":
+        description: The record; `path`/`paths` when FINISHED; `run` from Dagster.
+        content: {application/json: {schema: {$ref: "#/components/schemas/ExportDetail"}}}
+      "404": {$ref: "#/components/responses/NotFound"}
+      "503": {$ref: "#/components/responses/Unavailable"}
+    """
     state = api_state(request)
     campaign_id = request.path_params["campaignId"]
     authorize_report(request, campaign_id)
     record, links = await run_in_threadpool(_load_export, state, campaign_id, request.path_params["exportId"])
+    observability.set_export_id(str(record["_id"]))
     body = {**record_view(record), **links}
-    body["run"] = await fetch_run(state.http, state.settings.dagster_graphql_url, record.get("runId"))
+    body["run"] = await state.runs.read(record.get("runId"), export_ended=record.get("status") not in ACTIVE)
     return JSONResponse(body, headers=NO_STORE)
 
 
@@ -240,27 +314,65 @@ def _load_export(state: ApiState, campaign_id: str, export_id: str) -> tuple[dic
 
 
 def heartbeat(request: Request) -> Response:
-    """200 while MongoDB answers a ping within 2 s; 503 otherwise, for load balancers."""
+    """200 while MongoDB answers a ping within 2 s; 503 otherwise, for load balancers.
+    ---
+    summary: Liveness of the service and its database
+    operationId: heartbeat
+    tags: [meta]
+    responses:
+      "200":
+        description: The database answers.
+        content: {application/json: {schema: {$ref: "#/components/schemas/Heartbeat"}}}
+      "503": {$ref: "#/components/responses/Unavailable"}
+    """
     try:
         with pymongo.timeout(2.0):
             api_state(request).db.command("ping")
     except PyMongoError:
-        return error_response(503, "Database unreachable.")
+        return error_response(503, UNAVAILABLE_MESSAGE)
     return JSONResponse({"status": "ok"})
 
 
 def metrics(request: Request) -> Response:
-    """Prometheus exposition; export counts are read from MongoDB now, hence a sync endpoint."""
+    """Prometheus exposition; export counts come from a short cache of MongoDB counts.
+    ---
+    summary: Prometheus metrics
+    operationId: metrics
+    tags: [meta]
+    responses:
+      "200":
+        description: Prometheus text exposition format.
+        content: {text/plain: {schema: {type: string}}}
+    """
     content, content_type = api_state(request).metrics.render()
     return Response(content, headers={"Content-Type": content_type})
 
 
 async def dev_token(request: Request) -> Response:
-    """Mint a token for local use; only mounted when DEV_MODE is on."""
+    """Mint a token for local use; only mounted when DEV_MODE is on.
+    ---
+    summary: Mint a development token (DEV_MODE only)
+    operationId: devToken
+    tags: [dev]
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema: {$ref: "#/components/schemas/DevTokenRequest"}
+    responses:
+      "200":
+        description: A signed RS256 token.
+        content: {application/json: {schema: {$ref: "#/components/schemas/Token"}}}
+      "400": {$ref: "#/components/responses/BadRequest"}
+      "413": {$ref: "#/components/responses/PayloadTooLarge"}
+    """
     state = api_state(request)
     body = await json_body(request)
     if not isinstance(body, dict):
         raise ApiError(400, "Request body must be a JSON object.")
+    unknown = sorted(str(k) for k in body if k not in DEV_TOKEN_FIELDS)
+    if unknown:
+        raise ApiError(400, f"Unknown field in the request body: '{unknown[0][:100]}'.")
     user_id, campaign_id, permissions = body.get("userId"), body.get("campaignId"), body.get("permissions")
     supreme, expires_in = body.get("supreme", False), body.get("expiresIn", 3600)
     if not isinstance(user_id, str) or not user_id:

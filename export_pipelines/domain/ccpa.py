@@ -49,7 +49,7 @@ CLOCK_SKEW = timedelta(minutes=5)
 
 TOMBSTONES = "ccpa_tombstones"
 AUDIT = "ccpa_audit"
-NOT_ATTEMPTED = "not attempted: an earlier S3 deletion of this request failed"
+NOT_ATTEMPTED = "Not attempted, because an earlier deletion in this request failed; the next request retries."
 
 
 class CcpaDeletionIncomplete(Exception):
@@ -97,11 +97,19 @@ def _deletion_complete(record: dict[str, Any]) -> bool:
     return bool((record.get("date") or {}).get("deleted")) and deletion.get("status", "complete") == "complete"
 
 
+STORAGE_REFUSED = "The file storage refused to delete this export's files; the next request for this user retries."
+STORAGE_UNREACHABLE = "The file storage could not be reached; the next request for this user retries."
+LOCATION_UNKNOWN = "Where this export's files are stored is not known, so they could not be deleted."
+
+
 def _public_error(exc: BaseException) -> str:
-    """What went wrong, without hosts, URLs or stack traces (it reaches the HTTP body)."""
+    """One plain sentence (it reaches the HTTP body): no hosts, URLs, library names or traces.
+
+    The S3 error code and the exception itself go to the log only.
+    """
     cause = exc.__cause__ if isinstance(exc, S3DeleteError) and exc.__cause__ is not None else exc
     code = getattr(cause, "response", {}).get("Error", {}).get("Code") if hasattr(cause, "response") else None
-    return f"S3 deletion failed ({code or type(cause).__name__})"
+    return STORAGE_REFUSED if code else STORAGE_UNREACHABLE
 
 
 class CcpaDeletion:
@@ -122,7 +130,7 @@ class CcpaDeletion:
         meta = record.get("meta") or {}
         bucket = meta.get("bucket") or (self.buckets[export_type.bucket] if export_type else None)
         if not bucket:
-            raise ValueError(f"export {record['_id']}: unknown export type and no bucket on the record")
+            raise ValueError(LOCATION_UNKNOWN)
         key = record.get("key")
         keys = [str(k) for k in key] if isinstance(key, list) else [str(key)] if key else []
         keys += [str(o["key"]) for o in meta.get("objects") or [] if o.get("key")]
@@ -149,7 +157,7 @@ class CcpaDeletion:
                 partial = exc.deleted if isinstance(exc, S3DeleteError) else []
                 error = _public_error(exc)
                 logger.error("CCPA deletion %s: export %s failed: %s", audit_id, export_id, exc)
-                self.store.mark_deletion_failed(export_id, error=f"{error}: {exc}", keys_deleted=partial)
+                self.store.mark_deletion_failed(export_id, error=error, keys_deleted=partial)
                 failed.append(_item(target.record, bucket=target.bucket, keysDeleted=partial, error=error))
                 continue
             self.store.mark_deleted(export_id, by=by, keys_deleted=gone, audit_id=audit_id)
@@ -162,8 +170,9 @@ class CcpaDeletion:
             try:
                 targets.append(self._target(record))
             except Exception as exc:  # e.g. listing a failed attempt's prefix while S3 is down
-                error = _public_error(exc) if not isinstance(exc, ValueError) else str(exc)
-                self.store.mark_deletion_failed(str(record["_id"]), error=f"{error}: {exc}", keys_deleted=[])
+                error = _public_error(exc) if not isinstance(exc, ValueError) else LOCATION_UNKNOWN
+                logger.error("CCPA deletion: export %s: locating its files failed: %r", record["_id"], exc)
+                self.store.mark_deletion_failed(str(record["_id"]), error=error, keys_deleted=[])
                 failed.append(_item(record, keysDeleted=[], error=error))
         return targets
 

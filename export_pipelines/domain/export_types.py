@@ -356,21 +356,36 @@ class ExportRequest:
     include_all_markets: bool | None
 
 
+MAX_DATE_KEY_DIGITS = 16  # SPEC §6; epoch millis have 13 today
+REQUEST_FIELDS = frozenset({"exportType", "dateKey", "includeAllMarkets"})
+
+
 def parse_export_request(body: object) -> ExportRequest:
     """Validate a POST body (SPEC §6) into a request, or raise InvalidExportRequest."""
     if not isinstance(body, dict):
         raise InvalidExportRequest("Request body must be a JSON object.")
+    unknown = sorted(str(k) for k in body if k not in REQUEST_FIELDS)
+    if unknown:
+        # Strict on purpose: a misspelt `datekey` must not silently queue a different export.
+        raise InvalidExportRequest(f"Unknown field in the request body: '{unknown[0][:100]}'.")
     name = body.get("exportType")
     export_type = EXPORT_TYPES.get(name) if isinstance(name, str) else None
     if export_type is None:
         shown = name if isinstance(name, str) else ("" if name is None else str(name))
         raise InvalidExportRequest(f"Invalid export type: '{shown[:100]}'.")
+    # A field that is present counts, even as null: `{"dateKey": null}` is not "no dateKey".
     date_key = body.get("dateKey")
-    if date_key is not None and (not isinstance(date_key, str) or not date_key.isascii() or not date_key.isdigit()):
-        raise InvalidExportRequest("dateKey must be a numeric string (epoch milliseconds).")
+    if "dateKey" in body and not export_type.requires_date_key:
+        raise InvalidExportRequest(f"dateKey is not accepted for exportType '{export_type.name}'.")
+    if "dateKey" in body and not (
+        isinstance(date_key, str) and date_key.isascii() and date_key.isdigit() and len(date_key) <= MAX_DATE_KEY_DIGITS
+    ):
+        raise InvalidExportRequest(
+            f"dateKey must be a numeric string of at most {MAX_DATE_KEY_DIGITS} digits (epoch milliseconds)."
+        )
     if export_type.requires_date_key and date_key is None:
         raise InvalidExportRequest(f"dateKey is required for exportType '{export_type.name}'.")
     include_all_markets = body.get("includeAllMarkets")
-    if include_all_markets is not None and not isinstance(include_all_markets, bool):
+    if "includeAllMarkets" in body and not isinstance(include_all_markets, bool):
         raise InvalidExportRequest("includeAllMarkets must be true or false.")
     return ExportRequest(export_type, date_key, include_all_markets)

@@ -29,6 +29,14 @@ class IllegalTransition(Exception):
     """The record is not in a status this transition may leave."""
 
 
+class TooManyPending(Exception):
+    """The campaign already has its maximum of PENDING exports; nothing was queued."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"campaign has {limit} PENDING exports already")
+        self.limit = limit
+
+
 @dataclass(frozen=True)
 class CreateResult:
     record: dict[str, Any]
@@ -71,9 +79,23 @@ class ExportStore:
         requester_user_id: str,
         date_key: str | None = None,
         include_all_markets: bool | None = None,
+        request_id: str | None = None,
+        max_pending: int | None = None,
     ) -> CreateResult:
-        """Insert a PENDING record, or return the PENDING/TRIGGERED one with the same request key."""
+        """Insert a PENDING record, or return the PENDING/TRIGGERED one with the same request key.
+
+        With `max_pending`, a new record is refused (TooManyPending) when the campaign would have
+        more PENDING records than that; a duplicate is still returned. The count is checked again
+        after the insert, and the new record removed if concurrent requests went past the limit,
+        so the limit holds under concurrency (at worst a request near the limit is refused).
+        """
         dedupe = {"campaignId": campaign_id, "exportType": export_type, "dateKey": date_key}
+        if max_pending is not None:
+            existing = self.collection.find_one({**dedupe, "active": True})
+            if existing is not None:
+                return CreateResult(existing, False)
+            if self.pending_count(campaign_id) >= max_pending:
+                raise TooManyPending(max_pending)
         for _ in range(10):
             export_id = uuid.uuid4().hex
             doc: dict[str, Any] = {
@@ -88,8 +110,13 @@ class ExportStore:
             }
             if include_all_markets is not None:
                 doc["includeAllMarkets"] = include_all_markets
+            if request_id is not None:
+                doc["requestId"] = request_id  # the engine tags the run with it (export-service/request-id)
             try:
                 self.collection.insert_one(doc)
+                if max_pending is not None and self.pending_count(campaign_id) > max_pending:
+                    self.collection.delete_one({"_id": export_id, "status": PENDING})
+                    raise TooManyPending(max_pending)
                 return CreateResult(doc, True)
             except DuplicateKeyError:
                 existing = self.collection.find_one({**dedupe, "active": True})
@@ -97,6 +124,9 @@ class ExportStore:
                     return CreateResult(existing, False)
                 # The duplicate ended between our insert and our read: try again.
         raise RuntimeError("could not create export record: request key kept changing")
+
+    def pending_count(self, campaign_id: str) -> int:
+        return self.collection.count_documents({"campaignId": campaign_id, "status": PENDING})
 
     def get(self, export_id: str) -> dict[str, Any] | None:
         return self.collection.find_one({"_id": export_id})
@@ -168,17 +198,22 @@ class ExportStore:
     def mark_triggered(self, export_id: str, *, run_id: str, preliminary_count: int | None) -> dict[str, Any]:
         """PENDING → TRIGGERED on first start; FAILED/EXPIRED → TRIGGERED on a re-run.
 
-        A re-run does not take the request's de-duplication slot (`active`): a user may
-        already have queued a fresh request for the same export.
+        A re-run takes the request's de-duplication slot back (`active`, SPEC §4), so an
+        identical POST returns it while it runs. When a fresh identical request already holds
+        the slot (PENDING or TRIGGERED), the re-run goes ahead without it: the fresh record
+        keeps the slot and runs on its own; neither is refused, nothing crashes.
         """
         fields: dict[str, Any] = {"status": TRIGGERED, "runId": run_id, "date.triggered": utcnow()}
         if preliminary_count is not None:
             fields["preliminaryCount"] = preliminary_count
-        return self._transition(
-            export_id,
-            (PENDING, *RERUNNABLE),
-            {"$set": fields, "$unset": {"error": "", "date.failed": "", "date.expired": ""}},
-        )
+        unset = {"error": "", "date.failed": "", "date.expired": ""}
+        # PENDING records hold the slot already; this sets it on re-runs (the partial index
+        # refuses it if another active record has the same request key).
+        update = {"$set": {**fields, "active": True}, "$unset": unset}
+        try:
+            return self._transition(export_id, (PENDING, *RERUNNABLE), update)
+        except DuplicateKeyError:
+            return self._transition(export_id, RERUNNABLE, {"$set": fields, "$unset": unset})
 
     def set_preliminary_count(self, export_id: str, count: int) -> None:
         """Number of entries of the campaign, for progress display while the export runs."""

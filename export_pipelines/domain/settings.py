@@ -49,11 +49,22 @@ class Settings:
     aws_region: str = "us-east-1"
     # SFMC tables override (reminder e-mails): a JSON file path or inline JSON; see domain/sfmc.py.
     sfmc_config: str | None = None
+    # Token checks (SPEC §6): when set, `aud` / `iss` must match; leeway for exp/nbf/iat.
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    jwt_leeway_seconds: int = 30
+    # PENDING exports a campaign may have before POST answers 429.
+    max_pending_per_campaign: int = 20
+    # Where processes write their JSON log lines (the API: api.jsonl); unset: no log file.
+    log_dir: Path | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
         data_dir = Path(os.environ.get("DATA_DIR") or REPO_ROOT / ".local").resolve()
         dagster_port = _int("DAGSTER_PORT", 3000)
+        dev_mode = _bool("DEV_MODE", False)
+        keys = data_dir / "keys"
+        log_dir = os.environ.get("LOG_DIR")
         return cls(
             mongodb_uri=os.environ.get("MONGODB_URI") or "mongodb://127.0.0.1:27017/?directConnection=true",
             mongodb_db=os.environ.get("MONGODB_DB") or "verifiedfan",
@@ -69,12 +80,19 @@ class Settings:
             timeout_millis=_int("TIMEOUT_MILLIS", 3_600_000),
             max_rows_per_exported_file=_int("MAX_ROWS_PER_EXPORTED_FILE", 100_000),
             signed_url_ttl_seconds=_int("SIGNED_URL_TTL_SECONDS", 3600),
-            jwt_public_key=_read_key("JWT_PUBLIC_KEY", data_dir / "keys" / "dev_public.pem"),
-            jwt_private_key=_read_key("JWT_PRIVATE_KEY", data_dir / "keys" / "dev_private.pem"),
-            dev_mode=_bool("DEV_MODE", False),
+            # The generated key files are a dev-mode convenience only (SPEC §8): outside DEV_MODE a
+            # missing JWT_PUBLIC_KEY stays missing, and the API refuses to start.
+            jwt_public_key=_read_key("JWT_PUBLIC_KEY", keys / "dev_public.pem" if dev_mode else None),
+            jwt_private_key=_read_key("JWT_PRIVATE_KEY", keys / "dev_private.pem" if dev_mode else None),
+            dev_mode=dev_mode,
             dagster_graphql_url=os.environ.get("DAGSTER_GRAPHQL_URL") or f"http://127.0.0.1:{dagster_port}/graphql",
             sfmc_config=os.environ.get("SFMC_CONFIG") or None,
             aws_region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+            jwt_audience=os.environ.get("JWT_AUDIENCE") or None,
+            jwt_issuer=os.environ.get("JWT_ISSUER") or None,
+            jwt_leeway_seconds=_int("JWT_LEEWAY_SECONDS", 30),
+            max_pending_per_campaign=_int("MAX_PENDING_PER_CAMPAIGN", 20),
+            log_dir=Path(log_dir).resolve() if log_dir else None,
         )
 
     @property
@@ -95,11 +113,11 @@ class Settings:
         return (self.exports_bucket, self.scoring_bucket, self.vf_scoring_bucket, self.sfmc_bucket)
 
 
-def _read_key(env_name: str, default_path: Path) -> str | None:
-    """A PEM from the variable itself, or the generated dev key file when the variable is unset."""
+def _read_key(env_name: str, default_path: Path | None) -> str | None:
+    """A PEM from the variable itself, or (dev mode) the generated dev key file when it is unset."""
     value = os.environ.get(env_name)
     if value:
         return value.replace("\\n", "\n")
-    if default_path.exists():
+    if default_path is not None and default_path.exists():
         return default_path.read_text()
     return None

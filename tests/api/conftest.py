@@ -21,6 +21,7 @@ from starlette.testclient import TestClient
 from export_api.app import create_app
 from export_pipelines.domain.export_types import EXPORT_TYPES, ExportType
 from export_pipelines.domain.settings import Settings
+from tests.conftest import free_port
 
 CAMPAIGN = "camp-7f3a91"
 OTHER_CAMPAIGN = "camp-0b22c4"
@@ -142,6 +143,9 @@ class FakeDagster:
             time.sleep(2.5)
         if run_id == "run-broken":
             return 500, {"error": "boom"}
+        if run_id.startswith("run-done"):
+            run = {"__typename": "Run", "runId": run_id, "status": "SUCCESS", "stepStats": []}
+            return 200, {"data": {"runOrError": run}}
         if run_id.startswith("run-ok"):
             steps = [
                 {"stepKey": "extract", "status": "SUCCESS"},
@@ -160,3 +164,35 @@ def fake_dagster() -> Iterator[FakeDagster]:
     yield fake
     fake.server.shutdown()
     fake.server.server_close()
+
+
+class LiveServer:
+    """The app served by a real uvicorn on 127.0.0.1 in a thread: real HTTP for the CLI, a browser, fuzzers."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_api(settings: Settings, campaigns: None) -> Iterator[LiveServer]:
+    with LiveServer(create_app(settings)) as server:
+        yield server

@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 
 from devstack.seed import seed_campaign, wave_date_keys
 from export_api.app import create_app
+from export_pipelines.domain import ccpa
 from export_pipelines.domain.ccpa import EXEMPT_TYPES
 from export_pipelines.domain.export_types import EXPORT_TYPES
 from export_pipelines.domain.records import FINISHED, ExportStore
@@ -231,7 +232,7 @@ def test_s3_down_gives_500_with_the_error_body_and_a_retry_completes(
     assert time.monotonic() - started < 30
     payload = json.loads(error["payload"])
     assert payload["complete"] is False and ids(payload["failed"]) == {"x0", "x1", "x2"}
-    assert [e["error"] for e in payload["failed"]["exports"]][0] == "S3 deletion failed (EndpointConnectionError)"
+    assert [e["error"] for e in payload["failed"]["exports"]][0] == ccpa.STORAGE_UNREACHABLE
     assert "127.0.0.1" not in response.text and "Traceback" not in response.text
     for record in records:
         stored = ExportStore(db).get(record["_id"])

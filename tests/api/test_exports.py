@@ -22,6 +22,7 @@ ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 # -- POST -------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("extra_types")
 def test_post_creates_then_returns_the_active_duplicate(client: TestClient, headers: dict[str, str]) -> None:
     first = client.post(EXPORTS, json={"exportType": "entries", "includeAllMarkets": True}, headers=headers)
     assert first.status_code == 201, first.text
@@ -41,9 +42,10 @@ def test_post_creates_then_returns_the_active_duplicate(client: TestClient, head
     assert again.json()["id"] == record["id"]
 
     # A different dateKey is a different request.
-    other = client.post(EXPORTS, json={"exportType": "entries", "dateKey": "1700000000000"}, headers=headers)
-    assert other.status_code == 201 and other.json()["id"] != record["id"]
-    assert other.json()["dateKey"] == "1700000000000"
+    wave = client.post(EXPORTS, json={"exportType": "codeWaves", "dateKey": "1700000000000"}, headers=headers)
+    other = client.post(EXPORTS, json={"exportType": "codeWaves", "dateKey": "1700000000001"}, headers=headers)
+    assert wave.status_code == other.status_code == 201 and other.json()["id"] != wave.json()["id"]
+    assert other.json()["dateKey"] == "1700000000001"
 
 
 def test_post_after_the_first_finished_creates_a_new_record(
@@ -76,14 +78,22 @@ def test_concurrent_identical_posts_create_exactly_one_record(
         ({"exportType": "bogus"}, "Invalid export type: 'bogus'."),
         ({"exportType": "Entries"}, "Invalid export type: 'Entries'."),
         ({}, "Invalid export type: ''."),
-        ({"exportType": "entries", "dateKey": "17000x"}, None),
-        ({"exportType": "entries", "dateKey": 1700000000000}, None),
-        ({"exportType": "entries", "dateKey": ""}, None),
+        ({"exportType": "codeWaves", "dateKey": "17000x"}, None),
+        ({"exportType": "codeWaves", "dateKey": 1700000000000}, None),
+        ({"exportType": "codeWaves", "dateKey": ""}, None),
+        ({"exportType": "codeWaves", "dateKey": "1" * 17}, None),
+        ({"exportType": "codeWaves", "dateKey": "\u0661\u0662"}, None),  # Arabic-Indic digits are not ASCII
+        ({"exportType": "entries", "dateKey": "1700000000000"}, "dateKey is not accepted for exportType 'entries'."),
+        ({"exportType": "entries", "dateKey": None}, "dateKey is not accepted for exportType 'entries'."),
+        ({"exportType": "codeWaves", "dateKey": None}, None),
+        ({"exportType": "entries", "includeAllMarkets": None}, "includeAllMarkets must be true or false."),
+        ({"exportType": "entries", "datekey": "1"}, "Unknown field in the request body: 'datekey'."),
         ({"exportType": "entries", "includeAllMarkets": "yes"}, None),
         (["entries"], None),
         ("entries", None),
     ],
 )
+@pytest.mark.usefixtures("extra_types")
 def test_post_rejects_bad_bodies(client: TestClient, headers: dict[str, str], body: Any, message: str | None) -> None:
     assert_error(client.post(EXPORTS, json=body, headers=headers), 400, message)
 
@@ -92,6 +102,13 @@ def test_post_rejects_bad_bodies(client: TestClient, headers: dict[str, str], bo
 def test_post_rejects_malformed_json(client: TestClient, headers: dict[str, str], raw: bytes) -> None:
     response = client.post(EXPORTS, content=raw, headers={**headers, "Content-Type": "application/json"})
     assert_error(response, 400, "Request body must be valid JSON.")
+
+
+def test_post_with_a_lone_surrogate_is_a_plain_400(client: TestClient, headers: dict[str, str]) -> None:
+    """JSON may escape a lone surrogate; echoing it in the error body once raised (a 500)."""
+    raw = b'{"exportType": "\\ud800"}'
+    response = client.post(EXPORTS, content=raw, headers={**headers, "Content-Type": "application/json"})
+    assert_error(response, 400, "Invalid export type: '?'.")
 
 
 def test_post_rejects_an_oversized_body(client: TestClient, headers: dict[str, str]) -> None:
@@ -104,6 +121,8 @@ def test_post_requires_date_key_where_the_type_does(client: TestClient, headers:
     assert_error(client.post(EXPORTS, json={"exportType": "codeWaves"}, headers=headers), 400)
     ok = client.post(EXPORTS, json={"exportType": "codeWaves", "dateKey": "1700000000000"}, headers=headers)
     assert ok.status_code == 201
+    longest = client.post(EXPORTS, json={"exportType": "codeWaves", "dateKey": "9" * 16}, headers=headers)
+    assert longest.status_code == 201 and longest.json()["dateKey"] == "9" * 16
 
 
 def test_post_for_an_unknown_campaign_is_400(client: TestClient, make_token: Any) -> None:

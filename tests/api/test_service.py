@@ -14,6 +14,7 @@ from pymongo import MongoClient
 from starlette.testclient import TestClient
 
 from export_api.app import create_app
+from export_api.errors import UNAVAILABLE_MESSAGE
 from export_api.routes import ApiState
 from export_pipelines.domain.settings import Settings
 from tests.api.conftest import CAMPAIGN, EXPORTS, assert_error
@@ -40,7 +41,7 @@ def test_heartbeat_is_503_when_the_database_is_gone(client: TestClient) -> None:
     client.app.state.api = dataclasses.replace(state, db=dead["x"])  # type: ignore[attr-defined]
     try:
         started = time.monotonic()
-        assert_error(client.get("/heartbeat"), 503, "Database unreachable.")
+        assert_error(client.get("/heartbeat"), 503, UNAVAILABLE_MESSAGE)
         assert time.monotonic() - started < 3
     finally:
         client.app.state.api = state  # type: ignore[attr-defined]

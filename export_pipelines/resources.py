@@ -16,6 +16,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure
 
+from export_pipelines.domain import json_logs
 from export_pipelines.domain.clients import CommandCounter, bytes_received_from, new_s3_client
 from export_pipelines.domain.records import FINISHED, TRIGGERED, ExportStore
 from export_pipelines.domain.storage import UploadedObject, delete_objects, list_keys, upload_file
@@ -157,6 +158,7 @@ class ExportRunResource(ConfigurableResource):
         record = store.get(self._export_id)
         if record is None:
             raise Failure(f"export record {self._export_id} not found", allow_retries=False)
+        json_logs.bind(request_id=record.get("requestId"), export_id=self._export_id)
         if record["status"] == FINISHED:
             raise Failure(
                 f"export {self._export_id} is already FINISHED; only FAILED or EXPIRED exports are re-run",

@@ -47,6 +47,16 @@ def looks_sensitive(text: str) -> bool:
     return any(pattern.search(text) for pattern, _ in _SCRUBBERS)
 
 
+# Fields every line of this process carries unless the record has its own: a run worker runs
+# one export, so its request id and export id are bound once, when the run starts.
+_BOUND: dict[str, Any] = {}
+
+
+def bind(**fields: Any) -> None:
+    """Set process-wide context fields (request_id, export_id) for every later line."""
+    _BOUND.update({k: v for k, v in fields.items() if k in CONTEXT_FIELDS and v is not None})
+
+
 def _iso(created: float) -> str:
     moment = datetime.fromtimestamp(created, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
@@ -70,7 +80,9 @@ class JsonFormatter(logging.Formatter):
                 line["step"] = meta["step_key"]
         for name in (*CONTEXT_FIELDS, *ACCESS_FIELDS):
             value = getattr(record, name, None)
-            if value is not None:
+            if value is None:
+                value = _BOUND.get(name)
+            if value is not None and name not in line:
                 line[name] = value
         if record.exc_info:
             line["exception"] = scrub(self.formatException(record.exc_info))

@@ -131,8 +131,22 @@ class Column:
 
     @property
     def kind(self) -> str:
-        """The server-side `$type` of a JSON column's value, decoded alongside it."""
+        """The server-side `$type` of the column's value, decoded alongside it where pymongoarrow is lenient."""
         return f"__type_{self.name}"
+
+    @property
+    def checked(self) -> bool:
+        """pymongoarrow converts some values of other types instead of refusing them (any non-array to [],
+        a boolean to 1, NaN to null): for these columns the server says each value's type."""
+        return self.dtype is JSON or self.dtype in _LENIENT
+
+
+# BSON types pymongoarrow decodes into each lenient column exactly as the Python rules do.
+_LENIENT: dict[Any, frozenset[str]] = {
+    pl.List(pl.String): frozenset({"array", "missing", "null"}),
+    pl.Float64: frozenset({"double", "int", "long", "missing", "null"}),
+    pl.Int64: frozenset({"int", "long", "missing", "null"}),
+}
 
 
 def col(name: str, dtype: Any = pl.String, path: str | None = None) -> Column:
@@ -159,7 +173,7 @@ class Source:
         projection: dict[str, Any] = {"_id": 0}
         for column in self.columns:
             projection[column.name] = 1 if column.path == column.name else f"${column.path}"
-            if column.dtype is JSON:
+            if column.checked:
                 projection[column.kind] = {"$type": f"${column.path}"}
         return projection
 
@@ -172,10 +186,10 @@ class Source:
     def _arrow_schema(self) -> Schema:
         fields: dict[str, pa.DataType] = {}
         for column in self.columns:
-            if column.dtype is JSON:
-                fields[column.kind] = pa.string()
-            else:
+            if column.dtype is not JSON:
                 fields[column.name] = _ARROW_TYPES[column.dtype]
+            if column.checked:
+                fields[column.kind] = pa.string()
         return Schema(fields)
 
     def empty(self) -> pl.DataFrame:
@@ -190,6 +204,8 @@ class Source:
         except TypeError:  # pymongoarrow: "Got unexpected type X instead of expected type Y"
             return self._decode_python(raw)
         assert isinstance(frame, pl.DataFrame)
+        if not self._exact(frame):
+            return self._decode_python(raw)
         cells: list[pl.Series | pl.Expr] = []
         for column in self.columns:
             if column.dtype is JSON:
@@ -202,6 +218,19 @@ class Source:
             else:
                 cells.append(pl.col(column.name))
         return frame.select(cells)
+
+    def _exact(self, frame: pl.DataFrame) -> bool:
+        """Whether every lenient column holds only the types it decodes exactly (and no NaN became null)."""
+        for column in self.columns:
+            allowed = _LENIENT.get(column.dtype)
+            if allowed is None:
+                continue
+            kinds = frame.get_column(column.kind)
+            if not kinds.is_in(list(allowed)).all():
+                return False
+            if column.dtype == pl.Float64 and (frame.get_column(column.name).is_null() & (kinds == "double")).any():
+                return False  # NaN: pymongoarrow gives null, the Python rules keep NaN
+        return True
 
     def _decode_python(self, raw: bytes) -> pl.DataFrame:
         docs = bson.decode_all(raw, _CODEC)

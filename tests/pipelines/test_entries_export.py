@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from export_pipelines.stages import staging_dir
 from tests.pipelines.expected import expected_entries
 from tests.pipelines.helpers import read_csv, read_header, request_export, run_export
 
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 REQUIRED_COLUMNS = [
     "userId", "email", "firstName", "lastName", "phoneNumber", "marketId", "marketName", "localeId",
     "entryDate", "allowMarketing", "allowLiveNation", "allowPromoter", "allowSms", "codes",
@@ -64,6 +66,24 @@ def test_entries_csv_matches_an_independent_computation(db: Database, s3: Any, s
     acl = s3.get_object_acl(Bucket=settings.exports_bucket, Key=done["key"])
     assert [g["Permission"] for g in acl["Grants"]] == ["FULL_CONTROL"], "private: owner only"
     assert not staging_dir(settings.data_dir, record["_id"]).exists(), "scratch files removed after success"
+    assert done["progress"] == {"stage": "finished", "rows": 1500, "total": 1500}
+    process = done["meta"]["process"]
+    assert process["dbRequests"] > 0 and process["dbBytesReceived"] > len(body) / 2, "what we asked of the database"
+
+    # What a data engineer sees on the Dagster run page: the output metadata of finish_export.
+    (output,) = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT" and e.step_key == "finish_export"]
+    metadata = {k: v.value for k, v in output.step_output_data.metadata.items()}  # type: ignore[union-attr]
+    assert (metadata["rows"], metadata["bytes"], metadata["sha256"]) == (1500, len(body), done["meta"]["sha256"])
+    assert (metadata["key"], metadata["bucket"], metadata["export_type"]) == (
+        done["key"],
+        settings.exports_bucket,
+        "entries",
+    )
+    preview = metadata["preview"]
+    assert preview.count("\n") == 11, "a header, its rule and ten rows"
+    assert "[email]" in preview and not EMAIL.search(preview), "e-mail addresses are masked"
+    phones = {r["phoneNumber"].lstrip("'") for r in rows if r["phoneNumber"]}
+    assert phones and not any(p in preview for p in phones), "phone numbers are masked"
 
 
 def test_include_all_markets_adds_a_row_per_additional_market(db: Database, s3: Any, settings: Settings, seeded: str):

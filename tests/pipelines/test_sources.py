@@ -165,3 +165,14 @@ def test_users_are_looked_up_by_id_in_chunks_with_the_same_values_as_a_plain_fin
     first = found.filter(pl.col("userKey") == "u3").row(0, named=True)
     assert (first["userFirstName"], first["userEmail"], first["userPhone"]) == ("F3", "u3@example.com", "+1 555")
     assert sources.lookup_users(db, []).height == 0
+
+
+def test_what_pymongoarrow_would_convert_silently_is_decoded_by_the_python_rules(db: Database):
+    """It turns any non-array into [], a boolean into 1.0 and NaN into null; the server's $type catches them."""
+    fast, python = _both(db, sources.ENTRIES, [{"codes": "ABC"}, {"codes": {"a": "b"}}, {"codes": ["X"]}])
+    assert_frame_equal(fast, python)
+    assert fast["codes"].to_list() == [None, None, ["X"]]
+    fast, python = _both(db, sources.SCORING, [{"score": True, "fanscore": float("nan"), "rank": 2.5}, {"score": 1}])
+    assert_frame_equal(fast, python)
+    row = fast.row(0, named=True)
+    assert row["score"] is None and row["fanscore"] != row["fanscore"] and row["rank"] == 2, "as the Python rules say"

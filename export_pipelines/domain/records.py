@@ -16,6 +16,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
+from pymongo.write_concern import WriteConcern
 
 PENDING, TRIGGERED, FINISHED, FAILED, EXPIRED = "PENDING", "TRIGGERED", "FINISHED", "FAILED", "EXPIRED"
 STATUSES = (PENDING, TRIGGERED, FINISHED, FAILED, EXPIRED)
@@ -45,7 +46,9 @@ class ExportStore:
     """Create, read, list and move export records through PENDING → TRIGGERED → end state."""
 
     def __init__(self, db: Database) -> None:
-        self.collection: Collection = db["exports"]
+        # Majority writes whatever the URI says: a status change acknowledged by a primary that
+        # then fails over must not be rolled back, or two exports could both end up TRIGGERED.
+        self.collection: Collection = db["exports"].with_options(write_concern=WriteConcern("majority"))
 
     def ensure_indexes(self) -> None:
         """Idempotent; the partial unique index is what makes de-duplication race-free."""

@@ -231,10 +231,14 @@ class ExportStore:
         """Records whose deletion was started or failed but never completed."""
         return list(self.collection.find({"deletion.status": {"$in": ["pending", "failed"]}}))
 
-    def begin_deletion(self, export_ids: list[str], *, by: str, audit_id: str, source: str) -> None:
+    def begin_deletion(
+        self, export_ids: list[str], *, by: str, audit_id: str, source: str, reason: str | None = None
+    ) -> None:
         """Claim records for deletion before any object goes: from here on no download link is offered."""
         if export_ids:
             fields = {"status": "pending", "requestedBy": by, "auditId": audit_id, "source": source}
+            if reason is not None:
+                fields["reason"] = reason
             self.collection.update_many(
                 {"_id": {"$in": export_ids}},
                 {"$set": {f"deletion.{k}": v for k, v in fields.items()}, "$unset": {"deletion.error": ""}},

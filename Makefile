@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest bench clean
+.PHONY: install system-deps run test lint typecheck pytest bench clean
 
 install: $(STAMP)
 
@@ -14,6 +14,11 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
+
+# Debian packages the tests need: a PostgreSQL server for the Dagster-on-PostgreSQL e2e tests
+# (apt-get as root when missing; a no-op when installed).
+system-deps:
+	bash .ci/install-postgresql
 
 run: install
 	$(BIN)/python -m devstack
@@ -25,7 +30,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy export_pipelines export_api devstack bench
 
-pytest: install
+pytest: install system-deps
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest

@@ -4,7 +4,8 @@ Starts (unless MONGODB_URI / S3_ENDPOINT_URL point elsewhere) a MongoDB-protocol
 its files under DATA_DIR and moto's S3 server with the four buckets, then the Dagster
 daemon, the Dagster webserver and the API. Seeds a demo campaign into an empty database.
 The local S3 server keeps objects in memory: its buckets are saved under DATA_DIR on
-shutdown and restored on start, so a second `make run` finds its files again.
+shutdown and restored on start, so a second `make run` finds its files again. With
+DAGSTER_POSTGRES_URL set, Dagster keeps runs, event logs and schedules in that PostgreSQL.
 """
 
 from __future__ import annotations
@@ -57,6 +58,29 @@ def webserver_command(port: int) -> list[str]:
 
 def api_command(port: int) -> list[str]:
     return [str(BIN / "uvicorn"), "export_api.app:app", "--host", "127.0.0.1", "--port", str(port)]
+
+
+# Appended to the repo's dagster.yaml when DAGSTER_POSTGRES_URL is set. The URL is read from the
+# environment by every Dagster process (never written to disk: it carries the password).
+POSTGRES_STORAGE = """
+# Written by devstack because DAGSTER_POSTGRES_URL is set: runs, event logs and schedules in PostgreSQL.
+storage:
+  postgres:
+    postgres_url:
+      env: DAGSTER_POSTGRES_URL
+"""
+
+
+def write_instance_config(dagster_home: Path, *, postgres: bool) -> Path:
+    """DAGSTER_HOME/dagster.yaml: the repo's instance config, plus PostgreSQL storage when asked.
+
+    Without the storage block Dagster keeps its embedded SQLite files in DAGSTER_HOME.
+    """
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    target = dagster_home / "dagster.yaml"
+    text = (REPO_ROOT / "dagster.yaml").read_text()
+    target.write_text(text + POSTGRES_STORAGE if postgres else text)
+    return target
 
 
 def _port_free(port: int) -> bool:
@@ -196,6 +220,7 @@ export-service is running.
   API        {api}      (GET {api}/heartbeat)
   Dagster UI {dagster}
   data       {settings.data_dir}   (logs in {settings.data_dir / "logs"})
+  Dagster storage: {"PostgreSQL (DAGSTER_POSTGRES_URL)" if settings.dagster_postgres_url else "SQLite in DATA_DIR"}
 
 Try it (demo campaign 123 is seeded); in another shell:
   get() {{ python3 -c 'import sys,json; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }}
@@ -221,8 +246,7 @@ def main() -> int:
     if not os.environ.get("JWT_PUBLIC_KEY"):
         ensure_dev_keys(data_dir)
     dagster_home = data_dir / "dagster_home"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    write_instance_config(dagster_home, postgres=settings.dagster_postgres_url is not None)
     env["DAGSTER_HOME"] = str(dagster_home)
     env["PYTHONUNBUFFERED"] = "1"
 

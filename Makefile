@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install chromium run test lint typecheck pytest bench clean
+.PHONY: install chromium system-deps run test lint typecheck pytest bench clean
 
 install: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): requirements.lock pyproject.toml
 # Headless Chromium for the /docs browser test (Debian package; needs root or sudo).
 chromium:
 	sh devstack/ensure_chromium.sh
+# Debian packages the tests need: a PostgreSQL server for the Dagster-on-PostgreSQL e2e tests
+# (apt-get as root when missing; a no-op when installed).
+system-deps:
+	bash .ci/install-postgresql
 
 run: install
 	$(BIN)/python -m devstack
@@ -29,7 +33,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy export_pipelines export_api devstack bench
 
-pytest: install chromium
+pytest: install chromium system-deps
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest

@@ -55,11 +55,12 @@ import pymongo
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
+from export_pipelines.indexes import ensure_indexes
+
 __all__ = [
     "BLOCK_ROWS",
     "DEFAULT_BATCH_SIZE",
     "CampaignExistsError",
-    "ensure_data_indexes",
     "main",
     "seed_campaign",
     "wave_date_keys",
@@ -313,16 +314,6 @@ def wave_date_keys() -> tuple[str, str]:
     return (str(_WAVE_MS[0]), str(_WAVE_MS[1]))
 
 
-def ensure_data_indexes(db: Database[Any]) -> None:
-    """Create the indexes the export queries rely on; safe to call any number of times."""
-    db["entries"].create_index(
-        [("campaignId", pymongo.ASCENDING), ("marketId", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)]
-    )
-    db["scoring"].create_index([("campaignId", pymongo.ASCENDING)])
-    db["codes"].create_index([("campaignId", pymongo.ASCENDING)])
-    db["markets"].create_index([("campaignId", pymongo.ASCENDING)])
-
-
 def seed_campaign(
     db: Database[Any],
     *,
@@ -360,7 +351,8 @@ def seed_campaign(
     if db["campaigns"].find_one({"_id": campaign_id}, {"_id": 1}) is not None:
         raise CampaignExistsError(f"campaign {campaign_id!r} already exists in {db.name}")
 
-    ensure_data_indexes(db)
+    # The same indexes a deployment creates (python -m export_pipelines.indexes).
+    ensure_indexes(db)
     plan = _plan(campaign_id, n_entries, seed, countries, n_markets or len(countries))
     campaign_rng = np.random.default_rng([seed, _STREAM_CAMPAIGN])
     artist = _ARTISTS[int(campaign_rng.integers(len(_ARTISTS)))]

@@ -4,13 +4,15 @@ Starts (unless MONGODB_URI / S3_ENDPOINT_URL point elsewhere) a MongoDB-protocol
 its files under DATA_DIR and moto's S3 server with the four buckets, then the Dagster
 daemon, the Dagster webserver and the API. Seeds a demo campaign into an empty database.
 The local S3 server keeps objects in memory: its buckets are saved under DATA_DIR on
-shutdown and restored on start, so a second `make run` finds its files again.
+shutdown and restored on start, so a second `make run` finds its files again. With
+DAGSTER_POSTGRES_URL set, Dagster keeps runs, event logs and schedules in that PostgreSQL.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -58,6 +60,53 @@ def webserver_command(port: int) -> list[str]:
 def api_command(port: int) -> list[str]:
     # No uvicorn access log: the app writes its own JSON access lines (route templates, no raw paths).
     return [str(BIN / "uvicorn"), "export_api.app:app", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+
+
+# Appended to the repo's dagster.yaml when DAGSTER_POSTGRES_URL is set. The URL is read from the
+# environment by every Dagster process (never written to disk: it carries the password).
+POSTGRES_STORAGE = """
+# Written by devstack because DAGSTER_POSTGRES_URL is set: runs, event logs and schedules in PostgreSQL.
+storage:
+  postgres:
+    postgres_url:
+      env: DAGSTER_POSTGRES_URL
+"""
+
+
+# Appended when the runs' log lines should go to a file: one JSON object per line (time, level,
+# message, run id, step, request id, export id), through the same formatter as the API's.
+RUN_LOG_FILE = """
+# Written by devstack: every run's log lines as JSON in {path}.
+python_logs:
+  dagster_handler_config:
+    handlers:
+      runs_jsonl:
+        class: logging.FileHandler
+        level: INFO
+        filename: {path}
+        formatter: json
+    formatters:
+      json:
+        (): export_pipelines.domain.json_logs.JsonFormatter
+"""
+
+
+def write_instance_config(dagster_home: Path, *, postgres: bool, log_dir: Path | None = None) -> Path:
+    """DAGSTER_HOME/dagster.yaml: the repo's instance config, plus PostgreSQL storage when asked, plus the
+    runs' JSON log file under `log_dir` (runs.jsonl).
+
+    Without the storage block Dagster keeps its embedded SQLite files in DAGSTER_HOME.
+    """
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    target = dagster_home / "dagster.yaml"
+    text = (REPO_ROOT / "dagster.yaml").read_text()
+    if postgres:
+        text += POSTGRES_STORAGE
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        text += RUN_LOG_FILE.format(path=json.dumps(str(log_dir / "runs.jsonl")))
+    target.write_text(text)
+    return target
 
 
 def _port_free(port: int) -> bool:
@@ -198,7 +247,8 @@ export-service is running.
   API        {api}      (GET {api}/heartbeat, metrics at {api}/metrics)
   API docs   {api}/docs      (interactive; the OpenAPI document is {api}/openapi.json)
   Dagster UI {dagster}
-  data       {settings.data_dir}   (logs in {settings.data_dir / "logs"}, the API's as JSON lines in api.jsonl)
+  data       {settings.data_dir}   (logs in {settings.data_dir / "logs"}: JSON lines in api.jsonl and runs.jsonl)
+  Dagster storage: {"PostgreSQL (DAGSTER_POSTGRES_URL)" if settings.dagster_postgres_url else "SQLite in DATA_DIR"}
 
 Try it (demo campaign 123 is seeded); in another shell, with the command-line client:
   export EXPORT_SERVICE_URL={api}
@@ -231,8 +281,9 @@ def main() -> int:
     if not os.environ.get("JWT_PUBLIC_KEY"):
         ensure_dev_keys(data_dir)
     dagster_home = data_dir / "dagster_home"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    write_instance_config(
+        dagster_home, postgres=settings.dagster_postgres_url is not None, log_dir=settings.data_dir / "logs"
+    )
     env["DAGSTER_HOME"] = str(dagster_home)
     env["PYTHONUNBUFFERED"] = "1"
 

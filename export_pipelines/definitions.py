@@ -1,4 +1,4 @@
-"""The Dagster code location: every export job, the sensors that drive them, and their resources.
+"""The Dagster code location: every export job, the sensors that drive them, the retention schedule, resources.
 
 The environment (SPEC §8) is read here, once, when the code location loads: the job tag for
 TIMEOUT_MILLIS and the sensors' polling interval must be known then. Resources take what may
@@ -16,6 +16,7 @@ from dagster import BetaWarning, Definitions, EnvVar
 from export_pipelines.domain.settings import Settings
 from export_pipelines.jobs import build_export_jobs
 from export_pipelines.resources import ExportFilesResource, ExportRunResource, MongoResource, S3Resource
+from export_pipelines.retention import export_retention_job, export_retention_schedule
 from export_pipelines.sensors import build_sensors
 
 # Dagster's own run status sensors emit a BetaWarning about `owners` on every load.
@@ -42,6 +43,9 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         scoring_bucket=_env("SCORING_S3_BUCKET", settings.scoring_bucket),
         vf_scoring_bucket=_env("VF_SCORING_S3_BUCKET", settings.vf_scoring_bucket),
         sfmc_bucket=_env("SFMC_S3_BUCKET", settings.sfmc_bucket),
+        object_acl=settings.s3_object_acl,
+        sse=settings.s3_sse,
+        sse_kms_key_id=_env("S3_SSE_KMS_KEY_ID", None),
     )
     files = ExportFilesResource(
         data_dir=str(settings.data_dir),
@@ -55,7 +59,8 @@ def build_resources(settings: Settings) -> dict[str, Any]:
 def build_definitions(settings: Settings) -> Definitions:
     jobs = build_export_jobs(settings.timeout_millis)
     return Definitions(
-        jobs=list(jobs.values()),
+        jobs=[*jobs.values(), export_retention_job],
+        schedules=[export_retention_schedule],
         sensors=build_sensors(jobs, poll_seconds=max(1, math.ceil(settings.polling_interval_ms / 1000))),
         resources=build_resources(settings),
     )

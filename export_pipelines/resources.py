@@ -19,7 +19,7 @@ from pymongo.errors import ConnectionFailure
 from export_pipelines.domain import json_logs
 from export_pipelines.domain.clients import CommandCounter, bytes_received_from, new_s3_client
 from export_pipelines.domain.records import FINISHED, TRIGGERED, ExportStore
-from export_pipelines.domain.storage import UploadedObject, delete_objects, list_keys, upload_file
+from export_pipelines.domain.storage import UploadedObject, delete_objects, list_keys, object_acl, upload_file
 from export_pipelines.exports.contract import ExportContext, PermanentExportError, Progress
 from export_pipelines.stages import Workspace, build_context
 
@@ -70,6 +70,10 @@ class S3Resource(ConfigurableResource):
     scoring_bucket: str = "scoring"
     vf_scoring_bucket: str = "vf-scoring"
     sfmc_bucket: str = "sfmc"
+    # S3_OBJECT_ACL: "per-type" sends each type's canned ACL; "none" sends none (buckets with ACLs disabled).
+    object_acl: str = "per-type"
+    sse: str | None = None  # S3_SSE: "aws:kms" or "AES256" on every upload
+    sse_kms_key_id: str | None = None  # S3_SSE_KMS_KEY_ID, with aws:kms
 
     _client: Any = PrivateAttr(default=None)
 
@@ -89,7 +93,17 @@ class S3Resource(ConfigurableResource):
         }[logical]
 
     def upload(self, path: Path, *, bucket: str, key: str, acl: str, content_type: str) -> UploadedObject:
-        return upload_file(self.client(), path, bucket=bucket, key=key, acl=acl, content_type=content_type)
+        """Upload with the type's `acl` as S3_OBJECT_ACL allows, and the configured encryption."""
+        return upload_file(
+            self.client(),
+            path,
+            bucket=bucket,
+            key=key,
+            acl=object_acl(self.object_acl, acl),
+            content_type=content_type,
+            sse=self.sse,
+            sse_kms_key_id=self.sse_kms_key_id,
+        )
 
     def download(self, *, bucket: str, key: str, path: Path) -> None:
         self.client().download_file(bucket, key, str(path))

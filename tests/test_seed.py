@@ -20,7 +20,6 @@ from secantus import SecantusDBServer
 from devstack import seed as seed_module
 from devstack.seed import (
     CampaignExistsError,
-    ensure_data_indexes,
     main,
     seed_campaign,
     wave_date_keys,
@@ -374,19 +373,6 @@ def test_refuses_a_seeded_campaign_and_completes_an_interrupted_one(
     db["codes"].delete_many({"_id": {"$lt": "123-k0000100"}})
     seed_campaign(db, n_entries=1_200)
     assert _dump(db) == _dump(reference)
-
-
-def test_ensure_data_indexes_is_idempotent(client: pymongo.MongoClient[Any]) -> None:
-    db = client["seed_indexes"]
-    ensure_data_indexes(db)
-    ensure_data_indexes(db)
-    keys = {
-        name: [list(ix["key"].items()) for ix in db[name].list_indexes()]
-        for name in ("entries", "scoring", "codes", "markets")
-    }
-    assert [("campaignId", 1), ("marketId", 1), ("_id", 1)] in keys["entries"]
-    for name in ("scoring", "codes", "markets"):
-        assert [("campaignId", 1)] in keys[name]
 
 
 # --- S3 wave files and the CLI -------------------------------------------------------

@@ -140,8 +140,13 @@ class CcpaDeletion:
             keys += list_keys(self.s3, bucket=bucket, prefix=prefix)
         return _Target(record, bucket, list(dict.fromkeys(keys)))
 
-    def _delete(self, targets: list[_Target], *, by: str, audit_id: str) -> tuple[list[dict], list[dict], str | None]:
-        """Delete target by target; stop at the first failure. Returns (deleted, failed, public error)."""
+    def delete_targets(
+        self, targets: list[_Target], *, by: str, audit_id: str
+    ) -> tuple[list[dict], list[dict], str | None]:
+        """Delete target by target; stop at the first failure. Returns (deleted, failed, public error).
+
+        Also used by retention (domain/retention.py): the marking of records is the same.
+        """
         deleted: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
         error: str | None = None
@@ -164,7 +169,8 @@ class CcpaDeletion:
             deleted.append(_item(target.record, bucket=target.bucket, keys=gone))
         return deleted, failed, error
 
-    def _targets(self, records: list[dict[str, Any]], failed: list[dict[str, Any]]) -> list[_Target]:
+    def targets(self, records: list[dict[str, Any]], failed: list[dict[str, Any]]) -> list[_Target]:
+        """Where each record's objects are; records whose objects cannot be found are marked failed (in `failed`)."""
         targets = []
         for record in records:
             try:
@@ -227,15 +233,16 @@ class CcpaDeletion:
         )
         self.store.begin_deletion([str(r["_id"]) for r in to_delete], by=requested_by, audit_id=audit_id, source="api")
         failed: list[dict[str, Any]] = []
-        deleted, failed_now, error = self._delete(self._targets(to_delete, failed), by=requested_by, audit_id=audit_id)
+        targets = self.targets(to_delete, failed)
+        deleted, failed_now, error = self.delete_targets(targets, by=requested_by, audit_id=audit_id)
         failed += failed_now
         resumed: list[dict[str, Any]] = []
         if error is None and not failed and resumable:
             for record in resumable:  # keep their own requester and audit trail
                 deletion = record.get("deletion") or {}
                 by = str(deletion.get("requestedBy") or requested_by)
-                done, failed_now, error = self._delete(
-                    self._targets([record], failed), by=by, audit_id=str(deletion.get("auditId") or audit_id)
+                done, failed_now, error = self.delete_targets(
+                    self.targets([record], failed), by=by, audit_id=str(deletion.get("auditId") or audit_id)
                 )
                 resumed += done
                 failed += failed_now
@@ -325,8 +332,8 @@ class CcpaDeletion:
         self.audit.insert_one(entry)
         self.store.begin_deletion([export_id], by=entry["requestedBy"], audit_id=audit_id, source="export-finish")
         failed: list[dict[str, Any]] = []
-        deleted, failed_now, _ = self._delete(
-            self._targets([record], failed), by=entry["requestedBy"], audit_id=audit_id
+        deleted, failed_now, _ = self.delete_targets(
+            self.targets([record], failed), by=entry["requestedBy"], audit_id=audit_id
         )
         failed += failed_now
         status = "completed" if not failed else "failed"

@@ -16,6 +16,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
+from pymongo.write_concern import WriteConcern
 
 PENDING, TRIGGERED, FINISHED, FAILED, EXPIRED = "PENDING", "TRIGGERED", "FINISHED", "FAILED", "EXPIRED"
 STATUSES = (PENDING, TRIGGERED, FINISHED, FAILED, EXPIRED)
@@ -53,7 +54,9 @@ class ExportStore:
     """Create, read, list and move export records through PENDING → TRIGGERED → end state."""
 
     def __init__(self, db: Database) -> None:
-        self.collection: Collection = db["exports"]
+        # Majority writes whatever the URI says: a status change acknowledged by a primary that
+        # then fails over must not be rolled back, or two exports could both end up TRIGGERED.
+        self.collection: Collection = db["exports"].with_options(write_concern=WriteConcern("majority"))
 
     def ensure_indexes(self) -> None:
         """Idempotent; the partial unique index is what makes de-duplication race-free."""
@@ -278,10 +281,14 @@ class ExportStore:
         """Records whose deletion was started or failed but never completed."""
         return list(self.collection.find({"deletion.status": {"$in": ["pending", "failed"]}}))
 
-    def begin_deletion(self, export_ids: list[str], *, by: str, audit_id: str, source: str) -> None:
+    def begin_deletion(
+        self, export_ids: list[str], *, by: str, audit_id: str, source: str, reason: str | None = None
+    ) -> None:
         """Claim records for deletion before any object goes: from here on no download link is offered."""
         if export_ids:
             fields = {"status": "pending", "requestedBy": by, "auditId": audit_id, "source": source}
+            if reason is not None:
+                fields["reason"] = reason
             self.collection.update_many(
                 {"_id": {"$in": export_ids}},
                 {"$set": {f"deletion.{k}": v for k, v in fields.items()}, "$unset": {"deletion.error": ""}},

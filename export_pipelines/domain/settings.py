@@ -26,6 +26,37 @@ def _bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
+S3_OBJECT_ACL_MODES = ("per-type", "none")
+S3_SSE_MODES = ("aws:kms", "AES256")
+
+
+def _choice(name: str, default: str | None, allowed: tuple[str, ...]) -> str | None:
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return default
+    if raw not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {raw!r}")
+    return raw
+
+
+def _retention_days() -> int | None:
+    """EXPORT_RETENTION_DAYS: unset keeps every file; otherwise a whole number of days, at least 1."""
+    if not (os.environ.get("EXPORT_RETENTION_DAYS") or "").strip():
+        return None
+    days = _int("EXPORT_RETENTION_DAYS", 0)
+    if days < 1:
+        raise ValueError(f"EXPORT_RETENTION_DAYS must be at least 1 (or unset to keep files), got {days}")
+    return days
+
+
+def _postgres_url() -> str | None:
+    raw = (os.environ.get("DAGSTER_POSTGRES_URL") or "").strip()
+    if raw and not raw.startswith(("postgresql://", "postgres://")):
+        # Never echo the value: it carries the password.
+        raise ValueError("DAGSTER_POSTGRES_URL must look like postgresql://user:password@host:port/database")
+    return raw or None
+
+
 @dataclass(frozen=True)
 class Settings:
     mongodb_uri: str
@@ -57,6 +88,13 @@ class Settings:
     max_pending_per_campaign: int = 20
     # Where processes write their JSON log lines (the API: api.jsonl); unset: no log file.
     log_dir: Path | None = None
+    # Uploads (domain/storage.py): "per-type" sends each type's ACL, "none" sends no ACL (buckets with
+    # ACLs disabled, "bucket owner enforced", refuse any ACL header).
+    s3_object_acl: str = "per-type"
+    s3_sse: str | None = None  # "aws:kms" or "AES256"; None leaves encryption to the bucket default
+    s3_sse_kms_key_id: str | None = None  # only with aws:kms; None means the AWS-managed key
+    export_retention_days: int | None = None  # None keeps files forever (domain/retention.py)
+    dagster_postgres_url: str | None = field(default=None, repr=False)  # carries a password
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -65,6 +103,10 @@ class Settings:
         dev_mode = _bool("DEV_MODE", False)
         keys = data_dir / "keys"
         log_dir = os.environ.get("LOG_DIR")
+        s3_sse = _choice("S3_SSE", None, S3_SSE_MODES)
+        kms_key_id = (os.environ.get("S3_SSE_KMS_KEY_ID") or "").strip() or None
+        if kms_key_id and s3_sse != "aws:kms":
+            raise ValueError("S3_SSE_KMS_KEY_ID is set but S3_SSE is not aws:kms; set S3_SSE=aws:kms or unset it")
         return cls(
             mongodb_uri=os.environ.get("MONGODB_URI") or "mongodb://127.0.0.1:27017/?directConnection=true",
             mongodb_db=os.environ.get("MONGODB_DB") or "verifiedfan",
@@ -93,6 +135,11 @@ class Settings:
             jwt_leeway_seconds=_int("JWT_LEEWAY_SECONDS", 30),
             max_pending_per_campaign=_int("MAX_PENDING_PER_CAMPAIGN", 20),
             log_dir=Path(log_dir).resolve() if log_dir else None,
+            s3_object_acl=_choice("S3_OBJECT_ACL", "per-type", S3_OBJECT_ACL_MODES) or "per-type",
+            s3_sse=s3_sse,
+            s3_sse_kms_key_id=kms_key_id,
+            export_retention_days=_retention_days(),
+            dagster_postgres_url=_postgres_url(),
         )
 
     @property

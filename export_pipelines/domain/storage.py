@@ -1,4 +1,4 @@
-"""S3 operations the service needs: atomic upload with an ACL, presign, delete."""
+"""S3 operations the service needs: atomic upload (ACL and encryption as configured), presign, delete."""
 
 from __future__ import annotations
 
@@ -32,21 +32,62 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def upload_file(s3: Any, path: Path, *, bucket: str, key: str, acl: str, content_type: str) -> UploadedObject:
-    """Upload `path` to bucket/key with the export type's ACL.
+def object_acl(mode: str, type_acl: str) -> str | None:
+    """The canned ACL an upload sends under S3_OBJECT_ACL: the type's own, or none at all.
+
+    Buckets created since April 2023 have ACLs disabled ("bucket owner enforced") and refuse
+    any PUT that carries an ACL, even `private`; there, mode "none" leaves access to the
+    bucket policy.
+    """
+    if mode == "per-type":
+        return type_acl
+    if mode == "none":
+        return None
+    raise ValueError(f"S3_OBJECT_ACL must be 'per-type' or 'none', got {mode!r}")
+
+
+def upload_extra_args(
+    *, acl: str | None, content_type: str, checksum: str, sse: str | None = None, sse_kms_key_id: str | None = None
+) -> dict[str, Any]:
+    """boto3 ExtraArgs of one upload; only what is configured is sent (no ACL header when acl is None)."""
+    if sse not in (None, "aws:kms", "AES256"):
+        raise ValueError(f"S3_SSE must be 'aws:kms' or 'AES256', got {sse!r}")
+    if sse_kms_key_id and sse != "aws:kms":
+        raise ValueError("a KMS key id needs S3_SSE=aws:kms")
+    extra: dict[str, Any] = {"ContentType": content_type, "Metadata": {"sha256": checksum}}
+    if acl is not None:
+        extra["ACL"] = acl
+    if sse is not None:
+        extra["ServerSideEncryption"] = sse
+    if sse_kms_key_id:
+        extra["SSEKMSKeyId"] = sse_kms_key_id
+    return extra
+
+
+def upload_file(
+    s3: Any,
+    path: Path,
+    *,
+    bucket: str,
+    key: str,
+    acl: str | None,
+    content_type: str,
+    sse: str | None = None,
+    sse_kms_key_id: str | None = None,
+) -> UploadedObject:
+    """Upload `path` to bucket/key with the given ACL (None: no ACL sent) and server-side encryption.
 
     Multipart uploads left over for this key (an earlier attempt that lost S3 midway and
-    could not abort) are aborted first, so storage never keeps orphaned parts.
+    could not abort) are aborted first, so storage never keeps orphaned parts. With
+    multipart, boto3 sends the ACL and encryption on CreateMultipartUpload, so they apply
+    to large files too.
     """
-    abort_incomplete_uploads(s3, bucket=bucket, key=key)
     checksum = sha256_of(path)
-    s3.upload_file(
-        str(path),
-        bucket,
-        key,
-        ExtraArgs={"ACL": acl, "ContentType": content_type, "Metadata": {"sha256": checksum}},
-        Config=TRANSFER_CONFIG,
+    extra = upload_extra_args(
+        acl=acl, content_type=content_type, checksum=checksum, sse=sse, sse_kms_key_id=sse_kms_key_id
     )
+    abort_incomplete_uploads(s3, bucket=bucket, key=key)
+    s3.upload_file(str(path), bucket, key, ExtraArgs=extra, Config=TRANSFER_CONFIG)
     return UploadedObject(bucket=bucket, key=key, bytes=path.stat().st_size, sha256=checksum)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -16,9 +15,13 @@ import httpx
 import pytest
 from dagster import DagsterInstance
 
-from devstack.supervisor import DAEMON_COMMAND, webserver_command
+from devstack.supervisor import DAEMON_COMMAND, webserver_command, write_instance_config
 from export_pipelines.domain.settings import REPO_ROOT
 from tests.conftest import free_port
+from tests.postgres import PostgresCluster, postgres_cluster
+
+# The e2e tests that also run with Dagster on PostgreSQL: `@BOTH_STORAGES` above the test.
+BOTH_STORAGES = pytest.mark.parametrize("dagster_storage", ["sqlite", "postgres"], indirect=True)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, message: str, interval: float = 0.25) -> Any:
@@ -92,11 +95,35 @@ def _answers(url: str) -> bool:
         return False
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One throw-away PostgreSQL server for the session; each test gets a database of its own."""
+    with postgres_cluster(free_port()) as cluster:
+        yield cluster
+
+
 @pytest.fixture
-def dagster_home(env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def dagster_storage(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """Dagster's storage for this test: SQLite (the default), or a fresh PostgreSQL database (BOTH_STORAGES).
+
+    Returns the database URL (also in DAGSTER_POSTGRES_URL, as production sets it), or None.
+    """
+    if getattr(request, "param", "sqlite") == "sqlite":
+        monkeypatch.delenv("DAGSTER_POSTGRES_URL", raising=False)
+        return None
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    url = cluster.create_database()
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", url)
+    return url
+
+
+@pytest.fixture
+def dagster_home(
+    env: dict[str, str], dagster_storage: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copyfile(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    # The same instance config `make run` writes (devstack/supervisor.py).
+    write_instance_config(home, postgres=dagster_storage is not None)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     # Create the storage once, here: a daemon and a webserver starting together on an empty
     # DAGSTER_HOME race each other's schema migrations ("more than one head present").

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from pymongo.database import Database
 
 from devstack.seed import seed_campaign
 from export_pipelines.domain.records import FINISHED, ExportStore
-from tests.e2e.conftest import DagsterProcesses, wait_until
+from tests.e2e.conftest import BOTH_STORAGES, DagsterProcesses, wait_until
 from tests.pipelines.helpers import request_export
 
 pytestmark = pytest.mark.daemon
 
 
-def test_exports_requested_at_once_run_one_after_another(db: Database, settings: Any, dagster: DagsterProcesses):
+@BOTH_STORAGES
+def test_exports_requested_at_once_run_one_after_another(
+    db: Database, settings: Any, dagster: DagsterProcesses, dagster_storage: str | None, dagster_home: Path
+):
     for number in range(3):
         seed_campaign(db, campaign_id=f"q{number}", n_entries=300, seed=number)
     records = [request_export(db, f"q{number}", "entries") for number in range(3)]
@@ -59,3 +64,26 @@ def test_exports_requested_at_once_run_one_after_another(db: Database, settings:
     # Oldest request first.
     by_start = [r.dagster_run.tags["dagster/partition"] for r in sorted(runs, key=lambda r: r.start_time or 0)]
     assert by_start == [r["_id"] for r in records]
+
+    if dagster_storage is not None:
+        assert_runs_in_postgres(dagster_storage, {r.dagster_run.run_id for r in runs}, dagster_home)
+
+
+def assert_runs_in_postgres(url: str, run_ids: set[str], dagster_home: Path) -> None:
+    """The daemon's runs and their events are rows in PostgreSQL, and Dagster wrote no SQLite file."""
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT run_id, status FROM runs")
+            rows = dict(cursor.fetchall())
+            cursor.execute("SELECT COUNT(*) FROM event_logs WHERE run_id = ANY(%s)", (list(run_ids),))
+            (events,) = cursor.fetchone() or (0,)
+            cursor.execute("SELECT COUNT(*) FROM jobs")  # schedule storage: the sensors' state
+            (sensors,) = cursor.fetchone() or (0,)
+    finally:
+        conn.close()
+    assert {run_id: rows.get(run_id) for run_id in run_ids} == dict.fromkeys(run_ids, "SUCCESS")
+    assert events > 0 and sensors > 0
+    sqlite = [p for p in dagster_home.rglob("*") if p.is_file() and p.read_bytes()[:16] == b"SQLite format 3\x00"]
+    assert sqlite == [], f"SQLite files in DAGSTER_HOME: {sqlite}"
+    assert not list(dagster_home.rglob("*.db"))

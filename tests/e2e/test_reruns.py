@@ -16,7 +16,7 @@ from export_pipelines import rerun
 from export_pipelines.domain.keys import export_key
 from export_pipelines.domain.records import FAILED, FINISHED, ExportStore
 from export_pipelines.domain.settings import Settings
-from tests.e2e.conftest import DagsterProcesses, wait_until
+from tests.e2e.conftest import BOTH_STORAGES, DagsterProcesses, wait_until
 from tests.pipelines.helpers import request_export
 
 pytestmark = pytest.mark.daemon
@@ -61,6 +61,7 @@ def _wait_status(store: ExportStore, export_id: str, status: str, dagster: Dagst
         raise
 
 
+@BOTH_STORAGES
 def test_reexecute_from_failure_takes_the_record_back_to_finished(
     db: Database, settings: Settings, dagster: DagsterProcesses, monkeypatch: pytest.MonkeyPatch
 ):
@@ -104,6 +105,7 @@ def test_reexecute_from_failure_takes_the_record_back_to_finished(
     assert body["path"]
 
 
+@BOTH_STORAGES
 def test_backfill_reruns_every_failed_export(
     db: Database, settings: Settings, dagster: DagsterProcesses, monkeypatch: pytest.MonkeyPatch
 ):

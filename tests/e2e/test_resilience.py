@@ -15,7 +15,7 @@ from pymongo.database import Database
 from devstack.seed import seed_campaign
 from export_pipelines.domain.records import EXPIRED, FAILED, FINISHED, TRIGGERED, ExportStore
 from tests.conftest import FailPoints
-from tests.e2e.conftest import DagsterProcesses, wait_until
+from tests.e2e.conftest import BOTH_STORAGES, DagsterProcesses, wait_until
 from tests.pipelines.helpers import request_export
 
 pytestmark = pytest.mark.daemon
@@ -26,6 +26,7 @@ def _status(store: ExportStore, export_id: str) -> str | None:
     return record["status"] if record else None
 
 
+@BOTH_STORAGES
 def test_timeout_expires_the_export_and_the_next_one_runs(
     db: Database, failpoints: FailPoints, dagster: DagsterProcesses, monkeypatch: pytest.MonkeyPatch
 ):

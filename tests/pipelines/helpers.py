@@ -45,6 +45,8 @@ def export_resources(
     max_rows: int | None = None,
     sfmc_config: str | None = None,
     sfmc_bucket: str | None = None,
+    object_acl: str | None = None,
+    sse: str | None = None,
 ) -> dict[str, Any]:
     """The resources of an export run, configured for the test's servers (what definitions.py does from env)."""
     mongo = MongoResource(uri=mongo_uri or settings.mongodb_uri, database=settings.mongodb_db)
@@ -54,6 +56,9 @@ def export_resources(
         scoring_bucket=settings.scoring_bucket,
         vf_scoring_bucket=settings.vf_scoring_bucket,
         sfmc_bucket=sfmc_bucket or settings.sfmc_bucket,
+        object_acl=object_acl or settings.s3_object_acl,
+        sse=sse or settings.s3_sse,
+        sse_kms_key_id=settings.s3_sse_kms_key_id,
     )
     files = ExportFilesResource(
         data_dir=str(settings.data_dir),

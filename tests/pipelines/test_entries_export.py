@@ -153,3 +153,14 @@ def test_campaign_with_markets_but_no_entries_writes_only_the_header(db: Databas
     assert done is not None and done["status"] == FINISHED and done["count"] == 0
     body = _download(s3, settings, done)[0]
     assert read_csv(body) == [] and read_header(body)[:2] == ["userId", "email"]
+
+
+def test_uploads_follow_the_acl_and_encryption_settings(db: Database, s3: Any, settings: Settings):
+    """S3_OBJECT_ACL=none (buckets with ACLs disabled) and S3_SSE reach the export's own upload."""
+    seed_campaign(db, campaign_id="sse", n_entries=20, seed=9)
+    record = request_export(db, "sse", "entries")
+    assert run_export(record, object_acl="none", sse="AES256").success
+    done = ExportStore(db).get(record["_id"])
+    assert done is not None and done["status"] == FINISHED
+    head = s3.head_object(Bucket=settings.exports_bucket, Key=done["key"])
+    assert head["ServerSideEncryption"] == "AES256"

@@ -51,7 +51,8 @@ def test_the_definitions_load_with_every_job_sensor_and_resource(settings: Setti
     defs = build_definitions(settings)
     assert isinstance(defs, Definitions)
     jobs = {job.name for job in defs.resolve_all_job_defs()}
-    assert {f"{t}_export_job" for t in export_jobs()} <= jobs
+    assert {f"{t}_export_job" for t in export_jobs()} | {"export_retention_job"} <= jobs
+    assert [s.name for s in defs.schedules or []] == ["export_retention_schedule"]
     assert {s.name for s in defs.sensors or []} == {
         "pending_exports_sensor",
         "export_run_failure_sensor",

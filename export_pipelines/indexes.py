@@ -1,0 +1,71 @@
+"""`python -m export_pipelines.indexes`: create every MongoDB index the service relies on, idempotently.
+
+Run it once per deployment (a Kubernetes Job or an ECS task before the new version starts,
+see docs/deploy.md), and whenever an index is added here. Dagster-free: the API, the export
+runs, the seed (devstack/seed.py) and the tests call `ensure_indexes` too, so every database
+the service meets has the same indexes. Creating an index that exists with the same keys and
+options is a no-op on MongoDB, so running it again changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.database import Database
+
+from export_pipelines.domain import ccpa
+from export_pipelines.domain.clients import mongo_client
+from export_pipelines.domain.records import ExportStore
+from export_pipelines.domain.settings import Settings
+
+# The campaign data the exports read (SPEC §2): each export query filters on campaignId.
+DATA_INDEXES: dict[str, list[tuple[str, int]]] = {
+    "entries": [("campaignId", ASCENDING), ("marketId", ASCENDING), ("_id", ASCENDING)],
+    "scoring": [("campaignId", ASCENDING)],
+    "codes": [("campaignId", ASCENDING)],
+    "markets": [("campaignId", ASCENDING)],
+}
+
+
+def ensure_data_indexes(db: Database[Any]) -> None:
+    """Indexes on the campaign data the export queries rely on."""
+    for collection, keys in DATA_INDEXES.items():
+        db[collection].create_index(keys)
+
+
+def ensure_indexes(db: Database[Any]) -> None:
+    """Every index: campaign data, export records (the race-free dedupe), CCPA membership/tombstones/audit."""
+    ensure_data_indexes(db)
+    ExportStore(db).ensure_indexes()
+    ccpa.ensure_indexes(db)
+
+
+def index_summary(db: Database[Any]) -> dict[str, list[str]]:
+    """Index names per collection, as the server reports them."""
+    return {name: sorted(ix["name"] for ix in db[name].list_indexes()) for name in sorted(db.list_collection_names())}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m export_pipelines.indexes",
+        description="Create the MongoDB indexes export-service needs (MONGODB_URI, MONGODB_DB); safe to repeat.",
+    )
+    parser.parse_args(argv)
+    settings = Settings.from_env()
+    client = mongo_client(settings)
+    try:
+        db = client[settings.mongodb_db]
+        ensure_indexes(db)
+        for collection, names in index_summary(db).items():
+            print(f"{settings.mongodb_db}.{collection}: {', '.join(names)}")
+    finally:
+        client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import httpx
 import psutil
 import pytest
 
+from export_pipelines.domain.json_logs import EMAIL_PATTERN
 from export_pipelines.domain.settings import REPO_ROOT
 from tests.conftest import free_port
 from tests.e2e.conftest import wait_until
@@ -45,7 +47,8 @@ def test_local_stack_starts_serves_an_export_and_stops_without_orphans(tmp_path:
             f"{api}/dev/token", json={"userId": "admin", "campaignId": "123", "permissions": ["REPORT"]}
         ).json()["token"]
         auth = {"Authorization": f"Bearer {token}"}
-        created = httpx.post(f"{api}/campaigns/123/exports", json={"exportType": "entries"}, headers=auth)
+        traced = {**auth, "X-Request-ID": "e2e-req-1"}
+        created = httpx.post(f"{api}/campaigns/123/exports", json={"exportType": "entries"}, headers=traced)
         assert created.status_code == 201
         url = f"{api}/campaigns/123/exports/{created.json()['id']}"
         done = wait_until(
@@ -54,6 +57,17 @@ def test_local_stack_starts_serves_an_export_and_stops_without_orphans(tmp_path:
         assert done["count"] == 50_000, "the demo campaign was seeded"
         download = httpx.get(done["path"])
         assert download.status_code == 200 and download.content.startswith(b"userId,email,")
+
+        # The run's log lines are JSON in DATA_DIR/logs/runs.jsonl, carrying the request id; no log
+        # line of the API or the run holds the token or anyone's e-mail address.
+        logs = tmp_path / "data" / "logs"
+        run_lines = [json.loads(line) for line in (logs / "runs.jsonl").read_text().splitlines()]
+        ours = [line for line in run_lines if line.get("export_id") == done["id"]]
+        assert ours and all(line["request_id"] == "e2e-req-1" and line.get("run_id") for line in ours)
+        assert any("FINISHED" in line["message"] for line in ours)
+        for name in ("runs.jsonl", "api.jsonl"):
+            text = (logs / name).read_text()
+            assert token not in text and not EMAIL_PATTERN.search(text), name
 
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         proc.wait(timeout=15)  # raises if the stack is not down within 15 s

@@ -4,6 +4,9 @@
 (answered 200 with the duplicate), GET of a FINISHED export (signed URL, cached run status),
 and a list page. Reports counts, errors, p50/p99 per kind and requests per second.
 
+Each client is one keep-alive `http.client` connection: the driver shares the machine with
+the service, and httpx cost more CPU per request (~0.9 ms) than the API itself.
+
     python -m bench.api_load    # own SecantusDB + moto + uvicorn, a few FINISHED records seeded
 
 `run_api_load(base_url, token, campaign_ids)` is what `bench/run.py` calls against its own stack.
@@ -11,6 +14,7 @@ and a list page. Reports counts, errors, p50/p99 per kind and requests per secon
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import statistics
@@ -23,8 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-
-import httpx
+from urllib.parse import urlencode, urlsplit
 
 KINDS = ("post_duplicate", "get_finished", "list")
 EXPECTED = {"post_duplicate": {200, 201}, "get_finished": {200}, "list": {200}}
@@ -39,19 +42,56 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
     return round(ordered[index], 2)
 
 
-def _finished_exports(client: httpx.Client, campaign_ids: Sequence[str], token: Callable[[str], str]) -> dict[str, str]:
-    """A FINISHED export per campaign, found through the API's own list."""
+class Connection:
+    """One keep-alive HTTP/1.1 connection to the API; reconnects after an error."""
+
+    def __init__(self, base_url: str, timeout: float) -> None:
+        parts = urlsplit(base_url)
+        self.host, self.port, self.timeout = parts.hostname or "127.0.0.1", parts.port or 80, timeout
+        self.conn: http.client.HTTPConnection | None = None
+
+    def request(self, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+        """(status, parsed JSON body or None)."""
+        headers = {"Authorization": f"Bearer {token}"}
+        payload = None
+        if body is not None:
+            payload, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            self.conn.request(method, path, body=payload, headers=headers)
+            response = self.conn.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException):
+            self.close()
+            raise
+        return response.status, json.loads(raw) if raw else None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def find_finished_exports(base_url: str, token: TokenSource, campaign_ids: Sequence[str]) -> dict[str, str]:
+    """A FINISHED export per campaign (those that have one), found through the API's own list."""
     found: dict[str, str] = {}
-    for campaign_id in campaign_ids:
-        page = client.get(
-            f"/campaigns/{campaign_id}/exports",
-            params={"limit": 100, "sort": "status"},
-            headers={"Authorization": f"Bearer {token(campaign_id)}"},
-        ).json()
-        finished = [r["id"] for r in page.get("exports", []) if r.get("status") == "FINISHED"]
-        if finished:
-            found[campaign_id] = finished[0]
+    token_for = _token(token)
+    query = urlencode({"limit": 100, "sort": "status"})
+    client = Connection(base_url, 30.0)
+    try:
+        for campaign_id in campaign_ids:
+            _status, page = client.request("GET", f"/campaigns/{campaign_id}/exports?{query}", token_for(campaign_id))
+            finished = [r["id"] for r in (page or {}).get("exports", []) if r.get("status") == "FINISHED"]
+            if finished:
+                found[campaign_id] = finished[0]
+    finally:
+        client.close()
     return found
+
+
+def _token(source: TokenSource) -> Callable[[str], str]:
+    return source if callable(source) else (lambda _campaign_id: str(source))
 
 
 def run_api_load(
@@ -66,11 +106,8 @@ def run_api_load(
     timeout: float = 30.0,
 ) -> dict[str, Any]:
     """Drive `requests` mixed requests from `clients` threads; each campaign needs a FINISHED export."""
-    token: Callable[[str], str] = (
-        token_factory_or_token if callable(token_factory_or_token) else (lambda _c: str(token_factory_or_token))
-    )
-    with httpx.Client(base_url=base_url, timeout=timeout) as probe:
-        finished = dict(finished_exports or _finished_exports(probe, campaign_ids, token))
+    token = _token(token_factory_or_token)
+    finished = dict(finished_exports or find_finished_exports(base_url, token, campaign_ids))
     campaigns = [c for c in campaign_ids if c in finished]
     if not campaigns:
         raise ValueError("no campaign has a FINISHED export to GET")
@@ -79,23 +116,20 @@ def run_api_load(
     errors: dict[str, int] = dict.fromkeys(KINDS, 0)
     lock = threading.Lock()
 
-    def one(client: httpx.Client, n: int) -> None:
+    def one(client: Connection, n: int) -> None:
         kind = KINDS[n % len(KINDS)]
         campaign_id = campaigns[(n // len(KINDS)) % len(campaigns)]
-        headers = {"Authorization": f"Bearer {token(campaign_id)}"}
+        exports = f"/campaigns/{campaign_id}/exports"
         started = time.perf_counter()
         try:
             if kind == "post_duplicate":
-                response = client.post(
-                    f"/campaigns/{campaign_id}/exports", json={"exportType": export_type}, headers=headers
-                )
+                code, _ = client.request("POST", exports, token(campaign_id), {"exportType": export_type})
             elif kind == "get_finished":
-                response = client.get(f"/campaigns/{campaign_id}/exports/{finished[campaign_id]}", headers=headers)
+                code, _ = client.request("GET", f"{exports}/{finished[campaign_id]}", token(campaign_id))
             else:
-                response = client.get(f"/campaigns/{campaign_id}/exports", params={"limit": 20}, headers=headers)
-            status = str(response.status_code)
-            ok = response.status_code in EXPECTED[kind]
-        except httpx.HTTPError as exc:
+                code, _ = client.request("GET", f"{exports}?limit=20", token(campaign_id))
+            status, ok = str(code), code in EXPECTED[kind]
+        except (OSError, http.client.HTTPException, ValueError) as exc:
             status, ok = type(exc).__name__, False
         elapsed_ms = (time.perf_counter() - started) * 1000
         with lock:
@@ -105,9 +139,12 @@ def run_api_load(
                 errors[kind] += 1
 
     def worker(index: int) -> None:
-        with httpx.Client(base_url=base_url, timeout=timeout) as client:
+        client = Connection(base_url, timeout)
+        try:
             for n in range(index, requests, clients):
                 one(client, n)
+        finally:
+            client.close()
 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:

@@ -1,7 +1,8 @@
 """The baseline: a literal port of the original service's `entries` export (SPEC §9).
 
 One Python dict per row, straight from a pymongo cursor, formatted with plain Python and
-written with `csv.writer`, then uploaded with boto3's `upload_file`:
+written line by line (`csv.writer` cannot quote on `;`, which SPEC §3 asks for), then uploaded
+with boto3's `upload_file`:
 
     count the campaign's entries (the preliminary count, as the original did when it started)
     for each market of the campaign (in _id order):
@@ -11,8 +12,8 @@ written with `csv.writer`, then uploaded with boto3's `upload_file`:
     upload_file(csv)
 
 Same columns and cell rules as our `entries` CSV (SPEC §3: ISO dates with milliseconds,
-true/false, `;`-joined lists, formula escaping, the user → entry snapshot fallback), so the
-two files can be compared byte for byte (`sha256`).
+true/false, `;`-joined lists, formula escaping per item, quoting, the user → entry snapshot
+fallback), so the two files can be compared byte for byte (`sha256`).
 
 Users are fetched per batch of entries with one `$in` of at most 100 ids, not prefetched into
 a dict by one query. Both were measured on the local server with the 120k bench campaign
@@ -42,7 +43,6 @@ the upload, as the export's run measures itself), peak_rss_mb and the time of ea
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import resource
@@ -71,6 +71,22 @@ def text(value: Any) -> str:
         return ""
     s = str(value)
     return "'" + s if s.startswith(FORMULA_CHARS) else s
+
+
+def listed(value: Any) -> str:
+    """A list cell: the items joined with `;`, the formula rule applied after each `;`."""
+    if not isinstance(value, list):
+        return ""
+    return ";".join(text(part) for part in ";".join(str(v) for v in value if v is not None).split(";"))
+
+
+def csv_line(cells: list[str]) -> str:
+    """One RFC 4180 line; a cell holding , ; " CR or LF is quoted."""
+    return ",".join(_quoted(c) if any(ch in c for ch in ',;"\r\n') else c for c in cells) + "\r\n"
+
+
+def _quoted(cell: str) -> str:
+    return '"' + cell.replace('"', '""') + '"'
 
 
 def flag(value: Any) -> str:
@@ -123,7 +139,7 @@ def entry_row(entry: dict[str, Any], user: dict[str, Any], market: dict[str, Any
         flag(opt_ins.get("allowPromoter")),
         flag(opt_ins.get("allowSms")),
         flag(entry.get("phoneConfirmed")),
-        text(";".join(str(c) for c in codes)) if isinstance(codes, list) else "",
+        listed(codes),
         "false",
         text(json.dumps(custom, ensure_ascii=False, sort_keys=True, default=str)) if custom else "",
     ]
@@ -141,8 +157,7 @@ def export_entries(db: Any, campaign_id: str, path: Path) -> tuple[int, float]:
     rows = 0
     users_s = 0.0
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\r\n")
-        writer.writerow(COLUMNS)
+        handle.write(csv_line(list(COLUMNS)))
         for market in markets:
             cursor = db["entries"].find({"campaignId": campaign_id, "marketId": market["_id"]}).sort("_id", 1)
             for batch in batches(cursor, USERS_PER_QUERY):
@@ -151,7 +166,7 @@ def export_entries(db: Any, campaign_id: str, path: Path) -> tuple[int, float]:
                 users = {u["_id"]: u for u in db["users"].find({"_id": {"$in": ids}})}
                 users_s += time.perf_counter() - t0
                 for entry in batch:
-                    writer.writerow(entry_row(entry, users.get(entry.get("userId")) or {}, market))
+                    handle.write(csv_line(entry_row(entry, users.get(entry.get("userId")) or {}, market)))
                 rows += len(batch)
     return rows, users_s
 

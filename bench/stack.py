@@ -193,6 +193,7 @@ class ExportStack:
         self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.api_port}", timeout=60, trust_env=False)
         self.graphql = httpx.Client(timeout=30, trust_env=False)
         self.tokens: dict[str, str] = {}
+        self.unavailable_answers = 0  # 503s and timeouts seen while polling (the local DB was busy)
 
     def start(self) -> None:
         # Create the instance's SQLite storages first: daemon, webserver and code server creating
@@ -219,13 +220,21 @@ class ExportStack:
             self.sup.stop(name)
         shutil.rmtree(self.home, ignore_errors=True)
 
-    def _headers(self, campaign_id: str) -> dict[str, str]:
+    def token(self, campaign_id: str) -> str:
+        """A REPORT token for the campaign from the stack's /dev/token, one per campaign."""
         if campaign_id not in self.tokens:
             body = {"userId": "bench", "campaignId": campaign_id, "permissions": ["REPORT"], "expiresIn": 86_400}
             response = self.api.post("/dev/token", json=body)
             response.raise_for_status()
             self.tokens[campaign_id] = response.json()["token"]
-        return {"Authorization": f"Bearer {self.tokens[campaign_id]}"}
+        return self.tokens[campaign_id]
+
+    def _headers(self, campaign_id: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(campaign_id)}"}
+
+    def pid(self, name: str) -> int:
+        """The process id of one of the stack's processes ("api", "dagster-daemon", ...)."""
+        return next(proc.pid for child, proc in self.sup.children if child == name)
 
     def post(self, campaign_id: str, export_type: str, **extra: Any) -> tuple[dict[str, Any], float]:
         """POST an export request; returns the new record and the time just before the request."""
@@ -259,12 +268,18 @@ class ExportStack:
                     continue
                 try:
                     current = self.get(record["campaignId"], record["id"])
-                except httpx.TransportError as exc:
+                except (httpx.TransportError, httpx.HTTPStatusError) as exc:
                     # The local DB server answers one request at a time, so a GET can wait behind a
-                    # long export query; only an API that stays unreachable is an error.
+                    # long export query (e.g. the preliminary count at 1.2 M) until the API gives up
+                    # and answers 503, as it does when MongoDB is unreachable; a client retries. Only
+                    # an API that stays unavailable, or any other error status, stops the bench.
+                    if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code != 503:
+                        raise
+                    self.unavailable_answers += 1
                     if time.monotonic() - last_change > UNREACHABLE_S:
-                        raise RuntimeError(f"the API did not answer for {UNREACHABLE_S} s: {exc!r}") from exc
+                        raise RuntimeError(f"the API was unavailable for {UNREACHABLE_S} s: {exc!r}") from exc
                     statuses.add("?")
+                    time.sleep(1.0)
                     continue
                 statuses.add(current["status"])
                 if seen.get(record["id"]) != current["status"]:

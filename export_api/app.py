@@ -66,7 +66,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             s3 = await run_in_threadpool(s3_client, settings)
             metrics.exports.store = store
             runs = dagster_status.RunStatusReader(http, settings.dagster_graphql_url)
-            app.state.api = routes.ApiState(settings, verifier, metrics, db, store, s3, http, runs)
+            campaigns = routes.CampaignNames(db)
+            signer = routes.DownloadSigner(s3, settings.signed_url_ttl_seconds)
+            app.state.api = routes.ApiState(settings, verifier, metrics, db, store, s3, http, runs, campaigns, signer)
             yield
         finally:
             metrics.exports.store = None

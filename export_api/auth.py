@@ -1,13 +1,15 @@
 """Bearer-token auth (SPEC §6): RS256 JWTs checked against the configured public key.
 
 Only RS256 is accepted, so a token signed with HS256 using the public key as secret,
-or an unsigned ("none") token, is refused. Tokens are never stored or logged: the only
-thing kept from one is the `Principal` built from its claims.
+or an unsigned ("none") token, is refused. Tokens are never stored or logged: what is kept
+of a verified one is its SHA-256 digest, its `exp` and the `Principal` built from its claims.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -23,6 +25,7 @@ REPORT = "REPORT"
 ALGORITHMS = ["RS256"]
 MAX_TOKEN_BYTES = 8 * 1024  # SPEC §6: a larger token is refused before any parsing
 MAX_SUB_LENGTH = 256
+VERIFIED_CACHE_SIZE = 10_000  # tokens verified lately; a client sends the same one until it expires
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
@@ -47,6 +50,11 @@ class TokenVerifier:
 
     `aud` / `iss` are checked only when an audience / issuer is configured; otherwise a token's
     `aud` is ignored rather than a reason to refuse it. exp/nbf/iat get `leeway_seconds`.
+
+    A token that passed is remembered by digest until its `exp` (plus leeway): the RSA check
+    and claim parsing were the largest part of a request's CPU, and a client sends the same
+    token with every request. The checks do not depend on anything that changes while the
+    process runs, so a remembered answer is the one a new check would give.
     """
 
     def __init__(
@@ -60,6 +68,7 @@ class TokenVerifier:
         self._audience, self._issuer, self._leeway = audience, issuer, leeway_seconds
         self._required = ["exp", "sub", *(["aud"] if audience else []), *(["iss"] if issuer else [])]
         self._key: RSAPublicKey | None = None
+        self._verified: dict[bytes, tuple[float, Principal]] = {}
         if public_key_pem:
             key = load_pem_public_key(public_key_pem.encode())
             if not isinstance(key, RSAPublicKey):
@@ -80,6 +89,13 @@ class TokenVerifier:
             raise unauthorized("Authorization header must be 'Bearer <token>'.")
         if self._key is None:
             raise unauthorized("Invalid token.")
+        digest = hashlib.sha256(token.encode()).digest()
+        remembered = self._verified.get(digest)
+        if remembered is not None:
+            if time.time() <= remembered[0] + self._leeway:
+                return remembered[1]
+            del self._verified[digest]
+            raise unauthorized("Token expired.")
         try:
             claims = jwt.decode(
                 token,
@@ -95,7 +111,11 @@ class TokenVerifier:
         except jwt.InvalidTokenError:
             # `from None`: the PyJWT error is not chained into anything that might be logged.
             raise unauthorized("Invalid token.") from None
-        return _principal(claims)
+        principal = _principal(claims)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[digest] = (float(claims["exp"]), principal)
+        return principal
 
 
 def _principal(claims: Mapping[str, object]) -> Principal:

@@ -39,6 +39,7 @@ from export_pipelines.domain.failures import plain_message
 from export_pipelines.domain.records import FAILED, IllegalTransition
 from export_pipelines.exports.contract import ExportContext, PermanentExportError
 from export_pipelines.resources import ExportRunResource
+from export_pipelines.run_outcomes import MAX_RUNTIME_TAG
 
 QUEUE_TAG = "export-service/queue"  # dagster.yaml limits runs with this tag to one at a time
 # The export id is the partition key, so re-executions and backfills carry it too.
@@ -46,9 +47,6 @@ EXPORT_ID_TAG = "dagster/partition"
 EXPORT_TYPE_TAG = "export-service/export-type"
 CAMPAIGN_TAG = "export-service/campaign-id"
 REQUEST_ID_TAG = "export-service/request-id"
-# Dagster's run monitoring stops a run after this many seconds (TIMEOUT_MILLIS); being a job
-# tag, it applies to sensor runs, re-executions and backfills alike.
-MAX_RUNTIME_TAG = "dagster/max_runtime"
 
 # Connection hiccups are retried with backoff (1 s, 2 s, 4 s); PermanentExportError becomes a
 # Failure that forbids retries, so bad data fails at once.
@@ -64,16 +62,21 @@ def job_name(export_type: str) -> str:
     return f"{export_type}_export_job"
 
 
-def _being_stopped(instance: DagsterInstance, run_id: str) -> bool:
+def run_is_stopped(instance: DagsterInstance, run_id: str) -> bool:
+    """True once the run is being canceled or has ended in the instance's eyes.
+
+    Run monitoring marks a run past its max runtime FAILURE while its worker is still busy;
+    the interrupted step's retry must not then carry on and finish the export.
+    """
     run = instance.get_run_by_id(run_id)
-    return run is not None and run.status in (DagsterRunStatus.CANCELING, DagsterRunStatus.CANCELED)
+    return run is not None and (run.status == DagsterRunStatus.CANCELING or run.is_finished)
 
 
 @contextmanager
 def stage(context: OpExecutionContext, export: ExportRunResource) -> Iterator[ExportContext]:
-    """The export's context for this step; bad data fails it at once, a cancelled run stops retrying."""
-    if _being_stopped(context.instance, context.run_id):
-        raise Failure("the run is being canceled", allow_retries=False)
+    """The export's context for this step; bad data fails it at once, a stopped run stops retrying."""
+    if run_is_stopped(context.instance, context.run_id):
+        raise Failure("the run was stopped (canceled, or past its maximum runtime)", allow_retries=False)
     try:
         yield export.context(context.log)
     except PermanentExportError as exc:
@@ -187,11 +190,13 @@ def record_failure(context: HookContext) -> None:
     if not export_id:
         return
     error = context.op_exception
-    if isinstance(error, DagsterExecutionInterruptedError) or _being_stopped(context.instance, context.run_id):
+    if isinstance(error, DagsterExecutionInterruptedError) or run_is_stopped(context.instance, context.run_id):
         return  # terminated (cancel or timeout): the run status sensors decide FAILED vs EXPIRED
     message = plain_message(error)
     with suppress(IllegalTransition):
-        export.mongo.store().mark_failed(export_id, message=message, payload=context.step_key or "")
+        export.mongo.store().mark_failed(
+            export_id, message=message, payload=context.step_key or "", run_id=context.run_id
+        )
     context.log.error(f"export {export_id} {FAILED}: {message} (detail: {error!r})")
 
 

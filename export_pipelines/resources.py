@@ -21,6 +21,7 @@ from export_pipelines.domain.clients import CommandCounter, bytes_received_from,
 from export_pipelines.domain.records import FINISHED, TRIGGERED, ExportStore
 from export_pipelines.domain.storage import UploadedObject, delete_objects, list_keys, object_acl, upload_file
 from export_pipelines.exports.contract import ExportContext, PermanentExportError, Progress
+from export_pipelines.run_outcomes import close_ended_runs
 from export_pipelines.stages import Workspace, build_context
 
 LOGICAL_BUCKETS = ("exportsS3", "scoringS3", "vfScoringS3", "sfmcS3")
@@ -138,7 +139,9 @@ class ExportRunResource(ConfigurableResource):
 
     Dagster sets a resource up once per run, before its first step: so a first run, a
     re-execution from failure (FAILED/EXPIRED → TRIGGERED, SPEC §4) and a backfill all mark
-    the record exactly once, whichever step they start at, and no op decides it again.
+    the record exactly once, whichever step they start at, and no op decides it again. First
+    it records the outcome of exports whose runs ended before it (a timed-out run ends at once
+    in Dagster's eyes, maybe before the failure sensor's tick): one export TRIGGERED at a time.
     """
 
     mongo: MongoResource
@@ -179,6 +182,10 @@ class ExportRunResource(ConfigurableResource):
                 allow_retries=False,
             )
         if record["status"] != TRIGGERED or record.get("runId") != run.run_id:
+            if context.instance is not None:  # the export before this one ended: its record first
+                for closed in close_ended_runs(context.instance, store, starting=self._export_id):
+                    if context.log is not None:
+                        context.log.info(f"export {closed}: its run had ended, outcome recorded before this one")
             if record["status"] == TRIGGERED:  # re-executed while the old run was never recorded as ended
                 store.attach_run(self._export_id, run.run_id)
             else:  # PENDING: first start; FAILED/EXPIRED: a re-run

@@ -6,12 +6,10 @@ setting is read when this module is imported.
 
 import contextlib
 import json
-from collections.abc import Mapping
 from datetime import timedelta
 
 from dagster import (
     AddDynamicPartitionsRequest,
-    DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -29,17 +27,16 @@ from dagster import (
     sensor,
 )
 
-from export_pipelines.domain.failures import RUN_FAILED, expired_message
 from export_pipelines.domain.records import TRIGGERED, ExportStore, IllegalTransition, utcnow
 from export_pipelines.jobs import (
     CAMPAIGN_TAG,
     EXPORT_ID_TAG,
-    MAX_RUNTIME_TAG,
     REQUEST_ID_TAG,
     job_name,
     partitions_name,
 )
 from export_pipelines.resources import ExportFilesResource, MongoResource
+from export_pipelines.run_outcomes import MAX_RUNTIME_TAG, record_ended_run, record_run_outcome, run_end_message
 
 RECONCILE_SECONDS = 15
 GRACE = timedelta(seconds=60)  # let the run status sensors act first
@@ -85,33 +82,6 @@ def launch_pending(
     )
 
 
-def record_run_outcome(store: ExportStore, export_id: str, dagster_message: str, run_tags: Mapping[str, str]) -> None:
-    """A run that ended without finishing its export: EXPIRED when stopped for its runtime, else FAILED.
-
-    The record gets a plain sentence (SPEC §4); Dagster's own message stays on the run.
-    """
-    with contextlib.suppress(IllegalTransition):  # already recorded (failure hook, other sensor, later run)
-        if "maximum runtime" in dagster_message:
-            seconds = float(run_tags.get(MAX_RUNTIME_TAG) or 0)
-            with contextlib.suppress(IllegalTransition):  # a record never TRIGGERED cannot expire: FAILED
-                store.mark_expired(export_id, message=expired_message(seconds))
-                return
-        store.mark_failed(export_id, message=RUN_FAILED, payload="")
-
-
-def run_end_message(instance: DagsterInstance, run_id: str) -> str | None:
-    """Why a run ended: its failure message, else why it was cancelled (e.g. its maximum runtime).
-
-    A run stopped for its runtime ends FAILED or CANCELED depending on how the worker died;
-    either way the reason is in one of these events.
-    """
-    for event_type in (DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELING):
-        events = instance.all_logs(run_id, of_type=event_type)
-        if events and events[-1].message:
-            return str(events[-1].message)
-    return None
-
-
 def _terminate(instance: DagsterInstance, run_id: str) -> bool:
     """Ask the run launcher to stop the run; a launcher that cannot (or fails to) answers False."""
     try:
@@ -133,17 +103,17 @@ def reconcile(
         if since < GRACE:
             continue
         if run is None:
-            record_run_outcome(store, export_id, f"its Dagster run {run_id or '(none)'} no longer exists", {})
-        elif run.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
-            record_run_outcome(store, export_id, run_end_message(instance, run.run_id) or "", run.tags)
-        elif run.status == DagsterRunStatus.SUCCESS:
-            record_run_outcome(store, export_id, "run succeeded without finishing the export", run.tags)
+            record_run_outcome(
+                store, export_id, run_id or None, f"its Dagster run {run_id or '(none)'} no longer exists", {}
+            )
+        elif run.is_finished:
+            record_ended_run(instance, store, export_id, run)
         elif since > timeout + GRACE:
             message = f"Exceeded maximum runtime of {timeout.total_seconds():.0f} seconds (TIMEOUT_MILLIS)"
             instance.report_run_canceling(run, message=message)
             if not _terminate(instance, run.run_id):
                 instance.report_run_failed(run, message)
-            record_run_outcome(store, export_id, message, {MAX_RUNTIME_TAG: str(timeout.total_seconds())})
+            record_run_outcome(store, export_id, run.run_id, message, {MAX_RUNTIME_TAG: str(timeout.total_seconds())})
         else:
             continue
         fixed.append(export_id)
@@ -180,7 +150,7 @@ def build_sensors(jobs: dict[str, JobDefinition], poll_seconds: int) -> list[Sen
         export_id = context.dagster_run.tags.get(EXPORT_ID_TAG)
         if export_id:
             message = context.failure_event.message or ""
-            record_run_outcome(mongo.store(), export_id, message, context.dagster_run.tags)
+            record_run_outcome(mongo.store(), export_id, context.dagster_run.run_id, message, context.dagster_run.tags)
 
     @run_status_sensor(
         run_status=DagsterRunStatus.CANCELED,
@@ -193,7 +163,7 @@ def build_sensors(jobs: dict[str, JobDefinition], poll_seconds: int) -> list[Sen
         export_id = context.dagster_run.tags.get(EXPORT_ID_TAG)
         if export_id:
             message = run_end_message(context.instance, context.dagster_run.run_id) or ""
-            record_run_outcome(mongo.store(), export_id, message, context.dagster_run.tags)
+            record_run_outcome(mongo.store(), export_id, context.dagster_run.run_id, message, context.dagster_run.tags)
 
     @sensor(minimum_interval_seconds=RECONCILE_SECONDS, default_status=DefaultSensorStatus.RUNNING)
     def stale_exports_sensor(

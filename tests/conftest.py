@@ -129,11 +129,10 @@ class FailPoints:
 
 
 @pytest.fixture
-def failpoints(mongo_uri: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[FailPoints]:
-    """Failpoints aimed at this test's in-process clients (MONGODB_URI now names the app)."""
+def failpoints(mongo_uri: str) -> Iterator[FailPoints]:
+    """Failpoints aimed at clients of `client_uri` only (a run's resources, a started process's env)."""
     client: MongoClient = MongoClient(mongo_uri)
     points = FailPoints(client, mongo_uri)
-    monkeypatch.setenv("MONGODB_URI", points.client_uri)
     yield points
     points.off()
     client.close()

@@ -35,6 +35,7 @@ REQUIRED = {
     "reminderEmail": ("n", "raw_scan_s", "ours_s"),
     "queue": ("post_to_triggered_s_median", "gap_s_median"),
     "ccpa": ("median_ms",),
+    "api": ("requests_per_s", "errors", "api_cpu_ms_per_request"),
 }
 STEPS = ("start_export", "extract_rows", "transform_rows", "package_files", "upload_files", "finish_export")
 # The bench starts its own servers and stack; nothing of the test session may leak into it.
@@ -60,12 +61,14 @@ def test_bench_completes_and_writes_results(tmp_path: Path) -> None:
     results_path = tmp_path / "results.json"
     env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
     env.update(
-        BENCH_ENTRIES="20000",
+        BENCH_ENTRIES="5000",  # small: the shape is checked here, not the speed
         BENCH_RESULTS=str(results_path),
         DATA_DIR=str(tmp_path / "data"),
         BENCH_QUEUE_EXPORTS="2",  # medians of two: the shape is what is checked here
         BENCH_QUEUE_ENTRIES="500",
         BENCH_CCPA_RUNS="3",
+        BENCH_API_CLIENTS="4",
+        BENCH_API_REQUESTS="90",
     )
     done = subprocess.run(
         [sys.executable, "-m", "bench.run"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900
@@ -74,12 +77,14 @@ def test_bench_completes_and_writes_results(tmp_path: Path) -> None:
     assert "entries: raw scan" in done.stdout  # the table
 
     results = json.loads(results_path.read_text())
-    assert results["complete"] is True and results["n"] == 20_000
+    assert results["complete"] is True and results["n"] == 5_000
     for section, keys in REQUIRED.items():
         for key in keys:
             assert is_number(results[section].get(key)), f"{section}.{key} = {results[section].get(key)!r}"
     assert all(is_number(results["entries"]["steps"][step]) for step in STEPS)
-    assert results["entries"]["rows"] == 20_000 == results["entries"]["naive"]["rows"]
+    assert results["entries"]["rows"] == 5_000 == results["entries"]["naive"]["rows"]
+    assert results["api"]["errors"] == 0, results["api"]
+    assert all(is_number(results["api"]["by_kind"][kind]["p99_ms"]) for kind in ("get_finished", "list"))
     assert results["targets"] and all(isinstance(t["pass"], bool) for t in results["targets"].values())
 
 
@@ -106,6 +111,7 @@ def test_targets_and_table_from_figures() -> None:
         "reminderEmail": {"raw_scan_s": 30.0, "ours_s": 61.0, "cpu_us_per_row": 20.0},
         "queue": {"post_to_triggered_s_median": 5.0, "gap_s_median": 2.5},
         "ccpa": {"median_ms": 60.0, "target_ms": 500},
+        "api": {"errors": 0, "by_kind": {"get_finished": {"p99_ms": 80.0}, "list": {"p99_ms": 120.0}}},
     }
     verdicts = {name: t["pass"] for name, t in targets(results).items()}
     assert verdicts == {
@@ -118,6 +124,9 @@ def test_targets_and_table_from_figures() -> None:
         "queue_gap": False,  # 2.5 > 2
         "same_bytes_as_naive": True,
         "ccpa": True,
+        "api_errors": True,
+        "api_get_p99": True,  # 80 < 100
+        "api_list_p99": False,  # 120 >= 100
     }
     results["targets"] = targets(results)
     text = table(results)

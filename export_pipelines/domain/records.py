@@ -144,7 +144,11 @@ class ExportStore:
         sort: str = "created",
         sort_order: str = "desc",
     ) -> tuple[list[dict[str, Any]], int]:
-        """One page of a campaign's records and the total count of the filter."""
+        """One page of a campaign's records and the total count of the filter.
+
+        A page that is not full tells the total by itself, so the count is only asked for a full
+        page or one past the end: most lists (a campaign's few exports) cost one round trip.
+        """
         query: dict[str, Any] = {"campaignId": campaign_id}
         if export_type is not None:
             query["exportType"] = export_type
@@ -155,7 +159,10 @@ class ExportStore:
             .skip(page * limit)
             .limit(limit)
         )
-        return list(cursor), self.collection.count_documents(query)
+        records = list(cursor)
+        if len(records) < limit and (records or page == 0):
+            return records, page * limit + len(records)
+        return records, self.collection.count_documents(query)
 
     def pending(self, limit: int = 100) -> list[dict[str, Any]]:
         """Oldest PENDING records first: the queue order."""
@@ -182,15 +189,19 @@ class ExportStore:
 
     # -- transitions --------------------------------------------------------------------
 
-    def _transition(self, export_id: str, allowed_from: tuple[str, ...], update: dict[str, Any]) -> dict[str, Any]:
-        updated = self.collection.find_one_and_update(
-            {"_id": export_id, "status": {"$in": list(allowed_from)}},
-            update,
-            return_document=ReturnDocument.AFTER,
-        )
+    def _transition(
+        self, export_id: str, allowed_from: tuple[str, ...], update: dict[str, Any], run_id: str | None = None
+    ) -> dict[str, Any]:
+        """Apply `update` if the record is in one of `allowed_from` (and, given `run_id`, still that run's)."""
+        query: dict[str, Any] = {"_id": export_id, "status": {"$in": list(allowed_from)}}
+        if run_id is not None:  # a record not yet started has no run: word of its run still applies
+            query["runId"] = {"$in": [run_id, None]}
+        updated = self.collection.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
         if updated is None:
             current = self.get(export_id)
             state = current["status"] if current else "missing"
+            if current and run_id is not None and current.get("runId") not in (run_id, None):
+                state += f" by another run ({current['runId']})"
             raise IllegalTransition(f"export {export_id} is {state}; expected one of {', '.join(allowed_from)}")
         return updated
 
@@ -249,8 +260,14 @@ class ExportStore:
             },
         )
 
-    def mark_failed(self, export_id: str, *, message: str, payload: str = "") -> dict[str, Any]:
-        """TRIGGERED → FAILED; also PENDING → FAILED when its run died before it could start."""
+    def mark_failed(
+        self, export_id: str, *, message: str, payload: str = "", run_id: str | None = None
+    ) -> dict[str, Any]:
+        """TRIGGERED → FAILED; also PENDING → FAILED when its run died before it could start.
+
+        Given `run_id` (the run that failed), only while the record is still that run's: late word
+        of an old run (a sensor's tick after a re-execution started) must not fail the re-run.
+        """
         return self._transition(
             export_id,
             (PENDING, TRIGGERED),
@@ -258,9 +275,11 @@ class ExportStore:
                 "$set": {"status": FAILED, "error": {"message": message, "payload": payload}, "date.failed": utcnow()},
                 "$unset": {"active": ""},
             },
+            run_id,
         )
 
-    def mark_expired(self, export_id: str, *, message: str) -> dict[str, Any]:
+    def mark_expired(self, export_id: str, *, message: str, run_id: str | None = None) -> dict[str, Any]:
+        """TRIGGERED → EXPIRED; `run_id` as in `mark_failed`."""
         return self._transition(
             export_id,
             (TRIGGERED,),
@@ -268,6 +287,7 @@ class ExportStore:
                 "$set": {"status": EXPIRED, "error": {"message": message, "payload": ""}, "date.expired": utcnow()},
                 "$unset": {"active": ""},
             },
+            run_id,
         )
 
     # -- CCPA deletion (SPEC §7; the flow is in domain/ccpa.py) ----------------------------

@@ -29,9 +29,11 @@ from typing import Any
 import bson
 import polars as pl
 import pyarrow as pa
+from bson import _array_of_documents_to_buffer  # bson's C splitter of a batch array (pymongo's own use)
 from bson.decimal128 import Decimal128
 from bson.raw_bson import RawBSONDocument
 from bson.son import SON
+from pymongo.cursor import RawBatchCursor
 from pymongo.database import Database
 
 from export_pipelines.exports.contract import ExportContext, NoMarketsFound
@@ -250,8 +252,8 @@ class Source:
         self, db: Database, query: dict[str, Any], *, sort: bool = True, batch_size: int = RAW_BATCH_SIZE
     ) -> Iterator[pl.DataFrame]:
         """The matching documents as decoded batches, in `_id` order unless `sort` is off."""
-        cursor = db[self.collection].find_raw_batches(
-            query, self.projection, sort=[("_id", 1)] if sort else None, batch_size=batch_size
+        cursor = BatchCursor(
+            db[self.collection], query, self.projection, sort=[("_id", 1)] if sort else None, batch_size=batch_size
         )
         try:
             for raw in cursor:
@@ -260,6 +262,49 @@ class Source:
                     yield frame
         finally:
             cursor.close()
+
+
+class BatchCursor(RawBatchCursor[Any]):
+    """pymongo's raw-batch cursor (server pinning, retries, sessions, monitoring) minus its cost per document.
+
+    pymongo turns each reply's batch into one `RawBSONDocument` per document and joins their bytes
+    back (~2.8 µs per document here); this cursor takes the batch's bytes out of the reply as they
+    are, with bson's C splitter. A reply it does not recognise (an error, an unexpected cursor field)
+    goes the stock way, so pymongo reports it as usual.
+    """
+
+    def _unpack_response(
+        self,
+        response: Any,
+        cursor_id: int | None,
+        codec_options: Any,
+        user_fields: Any = None,
+        legacy_response: bool = False,
+    ) -> list[Any]:
+        if not legacy_response:
+            try:
+                return [_cursor_reply(bytes(response.payload_document))]
+            except (KeyError, ValueError):
+                pass
+        return super()._unpack_response(response, cursor_id, codec_options, user_fields, legacy_response)
+
+
+def _cursor_reply(payload: bytes) -> dict[str, Any]:
+    """A find/getMore reply as pymongo's cursor reads it, the batch as one raw stream of documents."""
+    reply = dict(RawBSONDocument(payload).items())  # the few top-level fields; `cursor` stays raw
+    if reply.get("ok") != 1:
+        raise ValueError("not a successful reply")
+    fields = _elements(bytes(reply["cursor"].raw))
+    batch_name = b"firstBatch" if b"firstBatch" in fields else b"nextBatch"
+    if set(fields) - {batch_name, b"id", b"ns"} or fields[b"id"][0] != 0x12:
+        raise ValueError("unexpected cursor fields")
+    cursor: dict[str, Any] = {"id": int.from_bytes(fields[b"id"][1], "little", signed=True)}
+    if b"ns" in fields:
+        cursor["ns"] = fields[b"ns"][1][4:-1].decode()
+    stream = _array_of_documents_to_buffer(fields[batch_name][1])
+    cursor[batch_name.decode()] = [stream] if stream else []
+    reply["cursor"] = cursor
+    return reply
 
 
 def _json_cells(raw: bytes, kinds: list[str | None], key: str) -> list[str | None]:
@@ -272,7 +317,7 @@ def _json_cells(raw: bytes, kinds: list[str | None], key: str) -> list[str | Non
     header = b"\x03" + key.encode() + b"\x00"
     cells: list[str | None] = []
     converted = _JSON_CACHE
-    if len(converted) > 200_000:
+    if len(converted) > JSON_CACHE_SIZE:
         converted.clear()
     position = 0
     for kind in kinds:
@@ -295,6 +340,7 @@ def _json_cells(raw: bytes, kinds: list[str | None], key: str) -> list[str | Non
 
 
 _JSON_CACHE: dict[bytes, str | None] = {}
+JSON_CACHE_SIZE = 20_000  # distinct `fields` objects kept; free-form answers would grow it with N
 
 
 # -- the campaign's collections -------------------------------------------------------------
@@ -400,22 +446,18 @@ def lookup_users(db: Database, ids: list[Any]) -> pl.DataFrame:
 
 def first_batch(cursor: bytes) -> bytes:
     """The documents of a `find` reply's cursor sub-document, concatenated as a raw batch is."""
-    batch = _element(cursor, b"firstBatch")
-    documents = []
-    position, end = 4, len(batch) - 1
-    while position < end:  # each element: type 0x03, the index as a C string, the document
-        start = batch.index(b"\x00", position + 1) + 1
-        length = int.from_bytes(batch[start : start + 4], "little")
-        documents.append(batch[start : start + length])
-        position = start + length
-    return b"".join(documents)
+    return bytes(_array_of_documents_to_buffer(_elements(cursor)[b"firstBatch"][1]))
 
 
 _FIXED_SIZES = {0x01: 8, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8, 0x12: 8, 0x13: 16}
 
 
-def _element(document: bytes, key: bytes) -> bytes:
-    """The value of the top-level element `key` of a BSON document holding only simple types and documents."""
+def _elements(document: bytes) -> dict[bytes, tuple[int, bytes]]:
+    """The top-level elements of a BSON document of simple types and documents: name → (type, value bytes).
+
+    Raises KeyError on a type it does not know the size of.
+    """
+    found: dict[bytes, tuple[int, bytes]] = {}
     position = 4
     while position < len(document) - 1:
         kind = document[position]
@@ -427,10 +469,9 @@ def _element(document: bytes, key: bytes) -> bytes:
             size = 4 + int.from_bytes(document[value : value + 4], "little")
         else:
             size = _FIXED_SIZES[kind]
-        if document[position + 1 : name_end] == key:
-            return document[value : value + size]
+        found[document[position + 1 : name_end]] = (kind, document[value : value + size])
         position = value + size
-    raise KeyError(key.decode())
+    return found
 
 
 def with_users(db: Database, frames: Iterable[pl.DataFrame], user_column: str) -> Iterator[pl.DataFrame]:
@@ -536,7 +577,9 @@ def write_parts(
     out_dir = ctx.extract_path(name)
     rows = 0
     for number, frame in enumerate(prefetched(frames)):
-        frame.write_parquet(out_dir / f"{prefix}-{number:06d}.parquet", compression="lz4")
+        # Uncompressed, no statistics: staged parts live minutes and are read once, whole; this
+        # halves the CPU of writing them (measured: 0.46 vs 0.79 µs per entry row with lz4).
+        frame.write_parquet(out_dir / f"{prefix}-{number:06d}.parquet", compression="uncompressed", statistics=False)
         rows += frame.height
         ctx.progress("extract", counted + rows)
     return rows

@@ -10,6 +10,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.testclient import TestClient
 
+from export_api.auth import TokenVerifier
+from export_api.errors import ApiError
 from tests.api.conftest import CAMPAIGN, EXPORTS, OTHER_CAMPAIGN, TokenFactory, assert_error, unsigned_token
 
 
@@ -105,3 +107,16 @@ def test_supreme_token_passes_without_campaign_permissions(client: TestClient, m
 
 def test_scheme_is_case_insensitive(client: TestClient, make_token: TokenFactory) -> None:
     assert client.get(EXPORTS, headers={"Authorization": f"bearer {make_token()}"}).status_code == 200
+
+
+def test_a_remembered_token_still_expires(make_token: TokenFactory, jwt_keys: tuple[str, str]) -> None:
+    """Verified tokens are remembered (by digest) only until their own `exp` plus the leeway."""
+    verifier = TokenVerifier(jwt_keys[1], leeway_seconds=1)
+    token = make_token(expires_in=1)
+    assert verifier.authenticate(f"Bearer {token}").user_id == "user-1"
+    assert verifier.authenticate(f"Bearer {token}").user_id == "user-1"  # the remembered answer
+    time.sleep(3.1)  # exp is a whole second: past it plus the 1 s leeway for sure
+    with pytest.raises(ApiError) as refused:
+        verifier.authenticate(f"Bearer {token}")
+    assert refused.value.status == 401 and refused.value.message == "Token expired."
+    assert token not in repr(vars(verifier))  # only a digest of it is kept

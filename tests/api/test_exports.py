@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from bson import ObjectId
 from pymongo.database import Database
 from starlette.testclient import TestClient
 
+from export_api.routes import DownloadSigner
 from export_pipelines.domain.records import ExportStore
 from tests.api.conftest import CAMPAIGN, EXPORTS, OTHER_CAMPAIGN, assert_error
 
@@ -181,6 +183,19 @@ def test_get_finished_export_has_a_working_signed_url(
     assert "path" not in deleted and ISO_MS.match(deleted["date"]["deleted"])
 
 
+def test_a_signed_url_is_reused_briefly_then_signed_again(s3: Any, settings: Any) -> None:
+    key = "entries/reuse/Summer Tour 2024 - Entries.csv"
+    s3.put_object(Bucket=settings.exports_bucket, Key=key, Body=b"userId\n")
+    signer = DownloadSigner(s3, ttl_seconds=10)  # reused for 1 s at most (TTL / 10)
+    first = signer.url(settings.exports_bucket, key)
+    assert signer.url(settings.exports_bucket, key) == first
+    assert signer.url(settings.exports_bucket, key + "x") != first
+    time.sleep(1.1)
+    fresh = signer.url(settings.exports_bucket, key)
+    assert fresh != first and "Expires=" in fresh
+    assert httpx.get(fresh).status_code == 200 and httpx.get(first).status_code == 200
+
+
 @pytest.mark.usefixtures("extra_types")
 def test_get_finished_multi_key_export_lists_paths_in_its_own_bucket(
     client: TestClient, headers: dict[str, str], db: Database, s3: Any, settings: Any
@@ -299,6 +314,16 @@ def test_list_accepts_the_limits(client: TestClient, headers: dict[str, str]) ->
     for limit in ("1", "100"):
         response = client.get(EXPORTS, params={"limit": limit}, headers=headers)
         assert response.status_code == 200 and response.json()["limit"] == int(limit)
+
+
+def test_a_campaign_created_after_a_refusal_is_usable_at_once(client: TestClient, db: Any, make_token: Any) -> None:
+    """Campaign names are kept for a while, but only of campaigns that exist: no 400 lingers."""
+    headers = {"Authorization": f"Bearer {make_token(campaigns={'late': ['REPORT']})}"}
+    assert_error(client.post("/campaigns/late/exports", json={"exportType": "codes"}, headers=headers), 400)
+    db.campaigns.insert_one({"_id": "late", "name": "Late Campaign"})
+    response = client.post("/campaigns/late/exports", json={"exportType": "codes"}, headers=headers)
+    assert response.status_code == 201 and response.json()["campaignName"] == "Late Campaign"
+    assert client.get("/campaigns/late/exports", headers=headers).json()["total"] == 1
 
 
 def test_list_of_an_unknown_campaign_is_400(client: TestClient, make_token: Any) -> None:

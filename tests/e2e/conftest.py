@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from dagster import DagsterInstance
 
@@ -83,6 +84,12 @@ class DagsterProcesses:
         for group in self.orphan_groups:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, signal.SIGKILL)
+        # A code server the daemon started outlives it while it still counts a run in flight (a
+        # run stopped mid-query by its max runtime): it names this test's DAGSTER_HOME, so end it.
+        for proc in psutil.process_iter(["cmdline"]):
+            if any(str(self.home) in part for part in proc.info["cmdline"] or []):
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
 
     def log(self, name: str) -> str:
         return (self.home / f"{name}.log").read_text(errors="replace")

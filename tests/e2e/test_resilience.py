@@ -32,6 +32,7 @@ def test_timeout_expires_the_export_and_the_next_one_runs(
 ):
     seed_campaign(db, campaign_id="slow", n_entries=200, seed=1)
     monkeypatch.setenv("TIMEOUT_MILLIS", "4000")
+    monkeypatch.setenv("MONGODB_URI", failpoints.client_uri)  # the daemon's runs, not the test's `db`
     store = ExportStore(db)
     # The first export's first query (its preliminary count) hangs for 30 s: far beyond its 4 s budget.
     failpoints.set({"times": 1}, failCommands=["aggregate"], blockConnection=True, blockTimeMS=30_000)
@@ -39,8 +40,9 @@ def test_timeout_expires_the_export_and_the_next_one_runs(
     following = request_export(db, "slow", "entries", date_key="1")
     dagster.start_daemon()
 
-    # Dagster interrupts the worker between Python instructions, so the run ends once the
-    # blocked query returns (30 s); its runtime limit is why it ends, hence EXPIRED.
+    # Run monitoring marks the run failed and interrupts its worker (at once, or once the blocked
+    # query returns); the interrupted step's retry sees the run stopped and gives up, so the
+    # export never finishes. Its runtime limit is why it ends, hence EXPIRED.
     wait_until(lambda: _status(store, stuck["_id"]) == EXPIRED, 120, "stuck export EXPIRED")
     expired = store.get(stuck["_id"])
     assert expired is not None and "maximum runtime" in expired["error"]["message"]
@@ -65,6 +67,7 @@ def test_kill_9_of_the_run_worker_ends_the_export_failed_or_expired(
 ):
     seed_campaign(db, campaign_id="crash", n_entries=200, seed=2)
     monkeypatch.setenv("TIMEOUT_MILLIS", "5000")
+    monkeypatch.setenv("MONGODB_URI", failpoints.client_uri)  # the daemon's runs, not the test's `db`
     store = ExportStore(db)
     failpoints.set({"times": 1}, failCommands=["aggregate"], blockConnection=True, blockTimeMS=60_000)
     record = request_export(db, "crash", "entries")

@@ -25,7 +25,8 @@ def cell(value: Any) -> str:
     if isinstance(value, int | float):
         return str(value)
     if isinstance(value, list):
-        return text(";".join(str(v) for v in value))
+        joined = ";".join(str(v) for v in value if v is not None)
+        return ";".join(text(part) for part in joined.split(";"))
     return text(str(value))
 
 

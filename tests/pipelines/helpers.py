@@ -42,6 +42,7 @@ def export_resources(
     settings: Settings,
     *,
     mongo_uri: str | None = None,
+    s3_endpoint_url: str | None = None,
     max_rows: int | None = None,
     sfmc_config: str | None = None,
     sfmc_bucket: str | None = None,
@@ -51,7 +52,7 @@ def export_resources(
     """The resources of an export run, configured for the test's servers (what definitions.py does from env)."""
     mongo = MongoResource(uri=mongo_uri or settings.mongodb_uri, database=settings.mongodb_db)
     s3 = S3Resource(
-        endpoint_url=settings.s3_endpoint_url,
+        endpoint_url=s3_endpoint_url or settings.s3_endpoint_url,
         exports_bucket=settings.exports_bucket,
         scoring_bucket=settings.scoring_bucket,
         vf_scoring_bucket=settings.vf_scoring_bucket,

@@ -1,9 +1,11 @@
-"""Property: whatever strings the documents hold, no cell of any data export starts a formula.
+"""Property: whatever strings the documents hold, no cell of any data export starts a formula,
+no item of a `;` list does, and every cell holding `,` or `;` is quoted (SPEC §3).
 
-Hypothesis writes random text (formula characters, quotes, commas, newlines, unicode) into
-every text field a data export reads, runs each type's real extract and transform stages
-(MongoDB and S3 included, Dagster left out for speed) and parses the CSVs it wrote with the
-standard library. Numbers and dates are fixed and non-negative: SPEC §3 escapes text only.
+Hypothesis writes random text (formula characters, quotes, commas, semicolons, newlines,
+unicode) into every text field a data export reads, runs each type's real extract and
+transform stages (MongoDB and S3 included, Dagster left out for speed) and reads the CSVs it
+wrote with a tokenizer of its own that also says whether each cell was quoted. Numbers and
+dates are fixed and non-negative: SPEC §3 escapes text only.
 """
 
 from __future__ import annotations
@@ -81,8 +83,48 @@ def _campaign(db: Database, s3: Any, settings: Settings, words: list[str]) -> st
     return cid
 
 
-def _cells(db: Database, s3: Any, settings: Settings, cid: str, export_type: str) -> list[str]:
-    """Every cell of every CSV the type's real stages write for the campaign."""
+def rfc4180_cells(text: str) -> list[list[tuple[str, bool]]]:
+    """The rows of a CSV as (value, quoted) cells; raises on anything RFC 4180 does not allow."""
+    rows: list[list[tuple[str, bool]]] = []
+    row: list[tuple[str, bool]] = []
+    at = 0
+    while at < len(text):
+        if text[at] == '"':
+            value, at = "", at + 1
+            while True:
+                close = text.index('"', at)
+                value += text[at:close]
+                if text[close + 1 : close + 2] == '"':
+                    value, at = value + '"', close + 2
+                else:
+                    at = close + 1
+                    break
+            row.append((value, True))
+        else:
+            ends = [i for i in (text.find(",", at), text.find("\r\n", at)) if i >= 0]
+            end = min(ends) if ends else len(text)
+            assert '"' not in text[at:end] and "\n" not in text[at:end], f"bare quote or LF in {text[at:end]!r}"
+            row.append((text[at:end], False))
+            at = end
+        if text.startswith("\r\n", at):
+            rows.append(row)
+            row, at = [], at + 2
+        else:
+            assert text[at : at + 1] == ",", f"garbage after a cell at {at}: {text[at : at + 5]!r}"
+            at += 1
+    assert not row, "the last line has no CRLF"
+    return rows
+
+
+def test_the_tokenizer_reads_what_the_standard_library_writes():
+    cells = ["a,b", 'say "hi"', "x\r\ny", "", "plain", ";"]
+    out = io.StringIO(newline="")
+    csv.writer(out, lineterminator="\r\n").writerows([cells, cells])
+    assert [[v for v, _ in row] for row in rfc4180_cells(out.getvalue())] == [cells, cells]
+
+
+def _cells(db: Database, s3: Any, settings: Settings, cid: str, export_type: str) -> list[tuple[str, bool]]:
+    """Every cell of every CSV the type's real stages write for the campaign, and whether it was quoted."""
     record = {"_id": uuid.uuid4().hex, "campaignId": cid, "exportType": export_type, "dateKey": DATE_KEY}
     ctx = stages.build_context(record, db, s3, workspace(settings), logging.getLogger("escaping-test"), run_id="prop")
     try:
@@ -92,7 +134,10 @@ def _cells(db: Database, s3: Any, settings: Settings, cid: str, export_type: str
         for relative in written:
             # newline="": a universal-newline read would turn a leading CR into LF and hide it
             with (ctx.work_dir / "out" / relative).open(encoding="utf-8", newline="") as handle:
-                cells += [c for row in list(csv.reader(handle))[1:] for c in row]
+                text = handle.read()
+            rows = rfc4180_cells(text)
+            assert [[v for v, _ in row] for row in rows] == list(csv.reader(io.StringIO(text, newline="")))
+            cells += [c for row in rows[1:] for c in row]
         assert sum(written.values()) > 0, f"{export_type}: no rows, the property would hold vacuously"
         return cells
     finally:
@@ -106,7 +151,31 @@ def test_no_cell_of_any_data_export_starts_a_formula(db: Database, s3: Any, sett
     cid = _campaign(db, s3, settings, words)
     for export_type in DATA_TYPES:
         cells = _cells(db, s3, settings, cid, export_type)
-        for value in cells:
+        for value, quoted in cells:
             assert not value.startswith(FORMULA_START), f"{export_type}: unescaped cell {value!r}"
+            if "," in value or ";" in value:
+                assert quoted, f"{export_type}: a cell with , or ; written unquoted: {value!r}"
+        values = [v for v, _ in cells]
         if all(w.startswith(FORMULA_START) for w in words):
-            assert any(v[:1] == "'" and v[1:2] in FORMULA_START for v in cells), f"{export_type}: nothing escaped"
+            assert any(v[:1] == "'" and v[1:2] in FORMULA_START for v in values), f"{export_type}: nothing escaped"
+
+
+def _entries_csv(db: Database, s3: Any, settings: Settings, cid: str, run_id: str) -> bytes:
+    """The entries CSV of `cid` as the extract and transform stages write it."""
+    record = {"_id": uuid.uuid4().hex, "campaignId": cid, "exportType": "entries"}
+    ctx = stages.build_context(record, db, s3, workspace(settings), logging.getLogger("escaping-test"), run_id=run_id)
+    try:
+        stages.extract(ctx)
+        (relative,) = stages.transform(ctx)
+        return (ctx.work_dir / "out" / relative).read_bytes()
+    finally:
+        stages.clean_up(ctx)
+
+
+def test_each_item_of_a_list_cell_is_escaped(db: Database, s3: Any, settings: Settings):
+    """SPEC §3: in a list cell the formula rule applies after each `;` (an item holding one too); quoted."""
+    cid = _campaign(db, s3, settings, ["plain"])
+    db["entries"].update_many({"campaignId": cid}, {"$set": {"codes": ["ok", "x;=HYPERLINK(1)", "@a", "+1"]}})
+    assert b'''"ok;x;'=HYPERLINK(1);'@a;'+1"''' in _entries_csv(db, s3, settings, cid, "items")
+    db["entries"].update_many({"campaignId": cid}, {"$set": {"codes": ["=1"]}})  # one item: no ; so no quotes
+    assert b",'=1," in _entries_csv(db, s3, settings, cid, "one")

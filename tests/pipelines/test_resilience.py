@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.config import Config
-from dagster import DagsterInstance
+from dagster import DagsterInstance, DagsterRunStatus
+from dagster._core.test_utils import create_run_for_test
 from moto.server import ThreadedMotoServer
 from pymongo.database import Database
 
 from devstack.seed import seed_campaign
-from export_pipelines.domain.records import FAILED, FINISHED, ExportStore
+from export_pipelines.domain.records import EXPIRED, FAILED, FINISHED, TRIGGERED, ExportStore
 from export_pipelines.domain.settings import Settings
 from export_pipelines.domain.storage import upload_file
+from export_pipelines.run_outcomes import MAX_RUNTIME_TAG
 from tests.conftest import FailPoints, free_port
+from tests.e2e.conftest import wait_until
 from tests.pipelines.helpers import read_csv, request_export, run_export
 
 
@@ -26,9 +30,10 @@ def test_transient_database_faults_are_retried_inside_the_run(db: Database, fail
     seed_campaign(db, campaign_id="flaky", n_entries=100, seed=3)
     record = request_export(db, "flaky", "entries")
     # Three dropped connections: more than pymongo's own single retry, fewer than the op's retries.
-    # The run's start (its `export` resource reads the record) is let through: it retries on its own.
-    failpoints.set({"skip": 1, "times": 3}, failCommands=["find", "aggregate"], closeConnection=True)
-    result = run_export(record)
+    # The run's start (its `export` resource reads the record and looks for other TRIGGERED
+    # records) is let through: it retries on its own.
+    failpoints.set({"skip": 2, "times": 3}, failCommands=["find", "aggregate"], closeConnection=True)
+    result = run_export(record, mongo_uri=failpoints.client_uri)
     assert result.success
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert retries, "the step was retried by its RetryPolicy"
@@ -43,7 +48,7 @@ def test_a_fault_when_the_run_starts_is_retried_too(db: Database, failpoints: Fa
     # the resource's set-up once more.
     failpoints.set({"times": 2}, failCommands=["find"], closeConnection=True)
     instance = DagsterInstance.ephemeral()
-    result = run_export(record, instance)
+    result = run_export(record, instance, mongo_uri=failpoints.client_uri)
     assert result.success
     done = ExportStore(db).get(record["_id"])
     assert done is not None and done["status"] == FINISHED and done["count"] == 50
@@ -51,14 +56,68 @@ def test_a_fault_when_the_run_starts_is_retried_too(db: Database, failpoints: Fa
     assert any("unavailable at the run's start, retrying" in m for m in messages)
 
 
+def test_a_run_stopped_by_its_monitor_does_not_retry_its_step_to_the_end(db: Database, failpoints: FailPoints):
+    """Run monitoring marks a run past its max runtime FAILURE while its worker still runs.
+
+    The interrupted step's retry must then stop, not go on and finish the export behind the
+    instance's back (seen in CI: a timed-out export ended FINISHED instead of EXPIRED).
+    """
+    seed_campaign(db, campaign_id="stopped", n_entries=50, seed=3)
+    record = request_export(db, "stopped", "entries")
+    # The preliminary count hangs 2 s, then fails: time for the "monitor" below to end the run.
+    failpoints.set({"times": 1}, failCommands=["aggregate"], blockConnection=True, blockTimeMS=2_000, errorCode=2)
+    instance = DagsterInstance.ephemeral()
+
+    def monitor() -> None:
+        run = wait_until(lambda: next(iter(instance.get_runs()), None), 30, "the run exists")
+        instance.report_run_failed(run, "Exceeded maximum runtime of 4 seconds.")
+
+    thread = threading.Thread(target=monitor)
+    thread.start()
+    result = run_export(record, instance, mongo_uri=failpoints.client_uri)
+    thread.join()
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [e.step_key for e in failures] == ["start_export"]
+    assert "the run was stopped" in str(failures[0].event_specific_data.error)  # type: ignore[union-attr]
+    left = ExportStore(db).get(record["_id"])
+    # Not FINISHED, and not FAILED either: the run status sensors decide FAILED vs EXPIRED.
+    assert left is not None and left["status"] == TRIGGERED and "key" not in left
+
+
+def test_a_run_closes_the_record_of_a_run_that_ended_before_it(db: Database):
+    """A timed-out run ends at once in Dagster's eyes; the next run may start before the failure
+    sensor ticks. It records the previous export EXPIRED first, so only one is ever TRIGGERED."""
+    seed_campaign(db, campaign_id="next", n_entries=20, seed=3)
+    store = ExportStore(db)
+    instance = DagsterInstance.ephemeral()
+    timed_out = create_run_for_test(
+        instance, job_name="entries_export_job", status=DagsterRunStatus.STARTED, tags={MAX_RUNTIME_TAG: "4"}
+    )
+    instance.report_run_failed(timed_out, "Exceeded maximum runtime of 4 seconds.")  # run monitoring
+    instance.report_run_failed(timed_out, "Execution of run failed. Steps failed: ['start_export'].")  # its worker
+    running = create_run_for_test(instance, job_name="entries_export_job", status=DagsterRunStatus.STARTED)
+    previous, busy = request_export(db, "next", "entries"), request_export(db, "next", "codes")
+    store.mark_triggered(previous["_id"], run_id=timed_out.run_id, preliminary_count=None)
+    store.mark_triggered(busy["_id"], run_id=running.run_id, preliminary_count=None)
+
+    record = request_export(db, "next", "entries", date_key="1")
+    assert run_export(record, instance).success
+    expired, done = store.get(previous["_id"]), store.get(record["_id"])
+    assert expired is not None and expired["status"] == EXPIRED and "maximum runtime" in expired["error"]["message"]
+    assert done is not None and done["date"]["triggered"] >= expired["date"]["expired"]
+    assert store.get(busy["_id"])["status"] == TRIGGERED, "a run not ended is not touched"  # type: ignore[index]
+
+
 def test_a_fault_while_the_next_batch_is_read_ahead_retries_the_extract(db: Database, failpoints: FailPoints):
     """The users lookups run in the read-ahead thread: their errors must reach the step and its retry."""
     seed_campaign(db, campaign_id="ahead", n_entries=300, seed=5)
     record = request_export(db, "ahead", "entries")
-    # Let the run's first finds through (record, campaign, markets, the first entries query),
-    # then drop two connections in a row (pymongo retries a read once) during a users lookup.
-    failpoints.set({"skip": 8, "times": 2}, failCommands=["find"], closeConnection=True)
-    result = run_export(record)
+    # Let the run's first finds through (record, other TRIGGERED records, campaign, markets, the
+    # first entries query), then drop two connections in a row (pymongo retries a read once)
+    # during a users lookup.
+    failpoints.set({"skip": 9, "times": 2}, failCommands=["find"], closeConnection=True)
+    result = run_export(record, mongo_uri=failpoints.client_uri)
     assert result.success
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert [e.step_key for e in retries] == ["extract_rows"]
@@ -114,20 +173,16 @@ def test_upload_interrupted_midway_leaves_nothing_at_the_key(tmp_path: Path):
         server.stop()
 
 
-def test_export_with_s3_down_fails_then_reruns_to_the_same_key(
-    db: Database, s3: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
-):
+def test_export_with_s3_down_fails_then_reruns_to_the_same_key(db: Database, s3: Any, settings: Settings):
     seed_campaign(db, campaign_id="s3down", n_entries=50, seed=4)
     record = request_export(db, "s3down", "entries")
-    monkeypatch.setenv("S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens
-    result = run_export(record)
+    result = run_export(record, s3_endpoint_url=f"http://127.0.0.1:{free_port()}")  # nothing listens there
     assert not result.success
     failed = ExportStore(db).get(record["_id"])
     assert failed is not None and failed["status"] == FAILED and failed["error"]["message"]
     assert s3.list_objects_v2(Bucket=settings.exports_bucket, Prefix="entries/s3down/").get("Contents", []) == []
 
-    monkeypatch.setenv("S3_ENDPOINT_URL", settings.s3_endpoint_url or "")
-    assert run_export(record).success
+    assert run_export(record).success  # S3 is back: the run's resources use the test's server
     done = ExportStore(db).get(record["_id"])
     assert done is not None and done["status"] == FINISHED and done["count"] == 50
     objects = s3.list_objects_v2(Bucket=settings.exports_bucket, Prefix="entries/s3down/")["Contents"]

@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 from dagster import (
+    DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
     Definitions,
     RunRequest,
     SensorResult,
     SkipReason,
+    build_run_status_sensor_context,
     build_sensor_context,
 )
 from dagster._core.test_utils import create_run_for_test
@@ -23,7 +25,8 @@ from export_pipelines.definitions import build_definitions
 from export_pipelines.domain.failures import RUN_FAILED
 from export_pipelines.domain.records import EXPIRED, FAILED, FINISHED, PENDING, TRIGGERED, ExportStore
 from export_pipelines.domain.settings import Settings
-from export_pipelines.jobs import CAMPAIGN_TAG, MAX_RUNTIME_TAG, REQUEST_ID_TAG, partitions_name
+from export_pipelines.jobs import CAMPAIGN_TAG, EXPORT_ID_TAG, REQUEST_ID_TAG, partitions_name
+from export_pipelines.run_outcomes import MAX_RUNTIME_TAG
 from export_pipelines.sensors import GRACE, PARTITION_RETENTION, build_sensors
 from tests.pipelines.helpers import export_jobs, export_resources, request_export
 
@@ -180,3 +183,48 @@ def test_partitions_of_exports_that_ended_long_ago_are_dropped(
     assert isinstance(result, SensorResult)
     dropped = {r.partitions_def_name: r.partition_keys for r in result.dynamic_partitions_requests or []}
     assert dropped == {partitions_name("codes"): ["ancient"]}
+
+
+def _fail_run(instance: DagsterInstance, export_id: str) -> Any:
+    """A finished FAILURE run of `export_id` and its RUN_FAILURE event, as the daemon would see them."""
+    run = create_run_for_test(
+        instance, job_name="entries_export_job", status=DagsterRunStatus.STARTED, tags={EXPORT_ID_TAG: export_id}
+    )
+    instance.report_run_failed(run, "step start_export failed")
+    event = instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_FAILURE)[-1].dagster_event
+    return instance.get_run_by_id(run.run_id), event
+
+
+def _evaluate_failure(sensor: Any, instance: DagsterInstance, settings: Settings, run: Any, event: Any) -> None:
+    with build_run_status_sensor_context(
+        sensor_name=sensor.name,
+        dagster_event=event,
+        dagster_instance=instance,
+        dagster_run=run,
+        resources={"mongo": export_resources(settings)["mongo"]},
+    ) as context:
+        sensor(context.for_run_failure())
+
+
+def test_the_failure_sensor_ends_the_record_of_its_own_run_only(
+    db: Database, settings: Settings, instance: DagsterInstance, sensors: dict[str, Any]
+):
+    """A tick that comes late, after a re-execution took the record over, must not fail the re-run (CI saw it)."""
+    store = ExportStore(db)
+    old_run, old_event = _fail_run(instance, "rerun")
+    _triggered(db, "rerun", "the-re-execution", 1)
+    _evaluate_failure(sensors["export_run_failure_sensor"], instance, settings, old_run, old_event)
+    record = store.get("rerun")
+    assert record is not None and record["status"] == TRIGGERED and record["runId"] == "the-re-execution"
+
+    own_run, own_event = _fail_run(instance, "own")
+    _triggered(db, "own", own_run.run_id, 1)
+    _evaluate_failure(sensors["export_run_failure_sensor"], instance, settings, own_run, own_event)
+    record = store.get("own")
+    assert record is not None and record["status"] == FAILED and record["error"]["message"] == RUN_FAILED
+
+    # A run that died before its set-up never attached itself: its PENDING record still fails.
+    pending = request_export(db, "c", "entries")
+    unstarted_run, unstarted_event = _fail_run(instance, pending["_id"])
+    _evaluate_failure(sensors["export_run_failure_sensor"], instance, settings, unstarted_run, unstarted_event)
+    assert store.get(pending["_id"])["status"] == FAILED  # type: ignore[index]

@@ -97,7 +97,7 @@ def start_export(context: OpExecutionContext, export: ExportRunResource) -> str:
 
 @op
 def extract_rows(context: OpExecutionContext, export: ExportRunResource, export_id: str) -> str:
-    """Read the export's documents from MongoDB in raw batches into Parquet parts."""
+    """Read the export's documents from MongoDB in raw batches into staged parts."""
     with stage(context, export) as ctx:
         stages.extract(ctx)
     return export_id

@@ -144,7 +144,7 @@ def preliminary_count(ctx: ExportContext) -> int | None:
 
 
 def extract(ctx: ExportContext) -> None:
-    """Read the export's datasets from MongoDB (and S3) into Parquet parts under extract/."""
+    """Read the export's datasets from MongoDB (and S3) into staged parts (Arrow IPC) under extract/."""
     shutil.rmtree(ctx.work_dir / "extract", ignore_errors=True)  # a re-run starts clean
     logic = logic_of(ctx.export_type.name)
     if logic.extract:
@@ -176,13 +176,13 @@ def transform(ctx: ExportContext) -> dict[str, int]:
             continue
         if export_type.member_column is not None:
             members.add(ctx.export_id, frame.get_column(export_type.member_column).cast(pl.String).to_list())
+        cells = format_cells(frame, columns)  # once per batch: polars' cost is per call, not per cell
         if FILE_COLUMN in frame.columns:
-            for (name,), group in frame.group_by(FILE_COLUMN, maintain_order=True):
-                cells = format_cells(group, columns)
-                preview = cells.head(PREVIEW_ROWS) if preview is None else preview
-                writer.write(str(name), cells)
+            files = cells.with_columns(frame.get_column(FILE_COLUMN))
+            for (name,), group in files.group_by(FILE_COLUMN, maintain_order=True):
+                preview = group.drop(FILE_COLUMN).head(PREVIEW_ROWS) if preview is None else preview
+                writer.write(str(name), group.drop(FILE_COLUMN))
         else:
-            cells = format_cells(frame, columns)
             preview = cells.head(PREVIEW_ROWS) if preview is None else preview
             writer.write(SINGLE_FILE, cells)
         ctx.progress("transform", sum(writer.rows.values()))

@@ -76,7 +76,7 @@ class ExportContext:
         return str(self.record["_id"])
 
     def extract_path(self, name: str) -> Path:
-        """Directory of one extracted dataset (Parquet parts), created on demand."""
+        """Directory of one extracted dataset (staged parts), created on demand."""
         path = self.work_dir / "extract" / name
         path.mkdir(parents=True, exist_ok=True)
         return path

@@ -1,7 +1,7 @@
 """What a type gets when its module leaves a hook out: the registry entry alone describes the export.
 
 extract: the markets (if the entry joins them), then the source's documents matching the
-entry's filter, in `_id` order, with their users (if it joins them), as Parquet parts.
+entry's filter, in `_id` order, with their users (if it joins them), as staged parts.
 transform: each part with names resolved (user document, else the snapshot) and its market's
 columns; the generic writer keeps the registry's columns.
 """

@@ -37,14 +37,15 @@ def extract(ctx: ExportContext) -> None:
     if missing:
         ctx.log.warning(f"promoters not found, their files are named after their id: {missing[:20]}")
     files = unique_file_names([(ident, names.get(ident)) for ident in sorted(raw_ids)])
-    pl.DataFrame(
+    promoters = pl.DataFrame(
         {
             "promoterId": list(files),
             "promoterName": [names.get(ident) for ident in files],
             FILE_COLUMN: list(files.values()),
         },
         schema=PROMOTER_SCHEMA,
-    ).write_parquet(ctx.extract_path(PROMOTERS) / "promoters.parquet")
+    )
+    sources.write_part(promoters, ctx.extract_path(PROMOTERS) / f"promoters{sources.PART_SUFFIX}")
     filtered.extract_rows(ctx, LOGIC)
 
 

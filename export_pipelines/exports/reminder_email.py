@@ -10,7 +10,7 @@ A row per scoring record of the campaign with `selected: true`, joined to
 Country = scoring.countryCode, else user.countryCode, else the market's; region, MID, locale
 and wording come from the SFMC tables (domain/sfmc.py).
 
-Memory stays flat: extract writes every input in raw batches to Parquet parts, then hashes the
+Memory stays flat: extract writes every input in raw batches to staged parts, then hashes the
 parts by member id into buckets of about BUCKET_ROWS rows; transform joins one bucket at a
 time (polars) and yields it, and the generic writer appends each bucket's rows to the per
 region/locale CSVs and segments them. No region, and no whole input, is ever one frame.
@@ -118,16 +118,16 @@ def extract(ctx: ExportContext) -> None:
 
 def _bucketize(raw_dir: Path, out_dir: Path, key: str, buckets: int) -> None:
     """Split each raw part by hash of the member id into `buckets` directories, part by part."""
-    for part in sorted(raw_dir.glob("*.parquet")):
+    for part in sources.part_paths(raw_dir):
         if buckets == 1:
             (out_dir / "00000").mkdir(exist_ok=True)
             part.rename(out_dir / "00000" / part.name)
             continue
-        frame = pl.read_parquet(part).with_columns(__bucket=pl.col(key).hash(seed=0) % buckets)
+        frame = sources.read_part(part).with_columns(__bucket=pl.col(key).hash(seed=0) % buckets)
         for (bucket,), rows in frame.partition_by("__bucket", as_dict=True, include_key=False).items():
             target = out_dir / f"{int(bucket):05d}"
             target.mkdir(exist_ok=True)
-            rows.write_parquet(target / part.name)
+            sources.write_part(rows, target / part.name)
         part.unlink()
     shutil.rmtree(raw_dir, ignore_errors=True)
 
@@ -167,10 +167,10 @@ def region_mid_exprs(country: pl.Expr, config: SfmcConfig, lne: bool) -> tuple[p
 
 def _read_bucket(ctx: ExportContext, name: str, bucket: int, schema: dict[str, Any]) -> pl.DataFrame:
     directory = ctx.extract_path(name) / f"{bucket:05d}"
-    parts = sorted(directory.glob("*.parquet"))
+    parts = sources.part_paths(directory)
     if not parts:
         return pl.DataFrame(schema=schema)
-    return pl.concat([pl.read_parquet(p) for p in parts])
+    return pl.concat([sources.read_part(p) for p in parts])
 
 
 def reminder_rows(

@@ -53,7 +53,7 @@ def _members_of(path: str, key: str) -> pl.DataFrame:
 
 
 def extract_wave_members(ctx: ExportContext) -> int:
-    """Download every wave file, keep the distinct member ids as one Parquet file; returns how many."""
+    """Download every wave file, keep the distinct member ids as one staged part; returns how many."""
     download = ctx.work_dir / "waves"
     download.mkdir(parents=True, exist_ok=True)
     keys = wave_keys(ctx)
@@ -68,7 +68,7 @@ def extract_wave_members(ctx: ExportContext) -> int:
         shutil.rmtree(download, ignore_errors=True)
     members = pl.concat(frames) if frames else pl.DataFrame(schema=WAVE_MEMBER_SCHEMA)
     members = members.unique(maintain_order=False)
-    members.write_parquet(ctx.extract_path(WAVE_MEMBERS) / "members.parquet")
+    sources.write_part(members, ctx.extract_path(WAVE_MEMBERS) / f"members{sources.PART_SUFFIX}")
     count = members.height
     ctx.log.info(f"{count} distinct member(s) in {len(keys)} SMS wave file(s) under {wave_prefix(ctx.campaign_id)}")
     if count > LARGE_WAVES:

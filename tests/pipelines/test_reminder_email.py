@@ -25,7 +25,7 @@ from export_pipelines.domain.failures import STORAGE_UNAVAILABLE
 from export_pipelines.domain.keys import safe_key_part
 from export_pipelines.domain.records import FAILED, FINISHED, ExportStore
 from export_pipelines.domain.settings import Settings
-from export_pipelines.exports import TYPE_LOGIC, reminder_email
+from export_pipelines.exports import TYPE_LOGIC, reminder_email, sources
 from export_pipelines.exports.contract import PermanentExportError
 from tests.pipelines.expected_reminder import COLUMNS, REQUIRED, expected_reminder_rows, segmented
 from tests.pipelines.helpers import export_jobs, read_csv, read_header, request_export, run_export, workspace
@@ -471,11 +471,12 @@ def test_bucketing_keeps_every_row_exactly_once(tmp_path: Path):
     raw.mkdir()
     out.mkdir()
     for part in range(3):
-        pl.DataFrame({"memberId": [f"u{part}-{i}" for i in range(500)] + [None]}).write_parquet(
-            raw / f"p{part}.parquet"
+        sources.write_part(
+            pl.DataFrame({"memberId": [f"u{part}-{i}" for i in range(500)] + [None]}),
+            raw / f"p{part}{sources.PART_SUFFIX}",
         )
     reminder_email._bucketize(raw, out, "memberId", 7)
-    buckets = [pl.read_parquet(sorted(d.glob("*.parquet"))) for d in sorted(out.iterdir())]
+    buckets = [pl.concat([sources.read_part(p) for p in sources.part_paths(d)]) for d in sorted(out.iterdir())]
     assert len(buckets) == 7 and sum(b.height for b in buckets) == 1503
     ids = [i for b in buckets for i in b["memberId"].to_list()]
     assert Counter(ids)[None] == 3 and len(set(ids)) == 1501

@@ -180,8 +180,9 @@ def transform(ctx: ExportContext) -> dict[str, int]:
         if FILE_COLUMN in frame.columns:
             files = cells.with_columns(frame.get_column(FILE_COLUMN))
             for (name,), group in files.group_by(FILE_COLUMN, maintain_order=True):
-                preview = group.drop(FILE_COLUMN).head(PREVIEW_ROWS) if preview is None else preview
-                writer.write(str(name), group.drop(FILE_COLUMN))
+                file_cells = group.drop(FILE_COLUMN)
+                preview = file_cells.head(PREVIEW_ROWS) if preview is None else preview
+                writer.write(str(name), file_cells)
         else:
             preview = cells.head(PREVIEW_ROWS) if preview is None else preview
             writer.write(SINGLE_FILE, cells)

@@ -610,13 +610,19 @@ def write_part(frame: pl.DataFrame, path: Path) -> None:
     frame.write_ipc(path, compression="uncompressed")
 
 
+# Parts staged before 2026-12-04 are Parquet: a failed export re-executed after an upgrade reads them.
+_PART_READERS: dict[str, Any] = {PART_SUFFIX: pl.read_ipc, ".parquet": pl.read_parquet}
+
+
 def read_part(path: Path) -> pl.DataFrame:
-    return pl.read_ipc(path)
+    frame = _PART_READERS[path.suffix](path)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 def part_paths(directory: Path) -> list[Path]:
     """The staged parts of a directory in the order they were written (their names sort so)."""
-    return sorted(directory.glob(f"*{PART_SUFFIX}"))
+    return sorted(path for path in directory.iterdir() if path.suffix in _PART_READERS)
 
 
 def parts(ctx: ExportContext, name: str) -> Iterator[pl.DataFrame]:

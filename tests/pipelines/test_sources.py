@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -176,3 +177,16 @@ def test_what_pymongoarrow_would_convert_silently_is_decoded_by_the_python_rules
     assert_frame_equal(fast, python)
     row = fast.row(0, named=True)
     assert row["score"] is None and row["fanscore"] != row["fanscore"] and row["rank"] == 2, "as the Python rules say"
+
+
+def test_staged_parts_are_read_in_order_whatever_format_staged_them(tmp_path: Path):
+    """Arrow IPC parts, and Parquet parts an earlier version staged before a failed run
+    (re-executed after an upgrade), come back with every value, in name order."""
+    first = pl.DataFrame({"userId": ["u1", None], "n": [1, 2]})
+    second = pl.DataFrame({"userId": ["u3"], "n": [3]})
+    sources.write_part(second, tmp_path / f"part-000001{sources.PART_SUFFIX}")
+    first.write_parquet(tmp_path / "part-000000.parquet")
+    (tmp_path / "notes.txt").write_text("not a part")
+    paths = sources.part_paths(tmp_path)
+    assert [p.name for p in paths] == ["part-000000.parquet", f"part-000001{sources.PART_SUFFIX}"]
+    assert_frame_equal(pl.concat([sources.read_part(p) for p in paths]), pl.concat([first, second]))

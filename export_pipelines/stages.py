@@ -6,6 +6,10 @@ extract (the type's hook, else exports/filtered.py) → transform (rows → form
 before it staged: files under the export's staging directory (kept until the export FINISHED,
 so a re-execution from failure resumes at the failed step), or for per-run scratch types
 (SPEC §5) a directory of the run that is gone when the run ends.
+
+polars, the cell formatting and the type modules (with pyarrow and pymongoarrow) are imported
+by the steps that use them, not when the code location loads: a run worker marks its export
+TRIGGERED that much sooner after the previous export (docs/performance.md, the queue).
 """
 
 from __future__ import annotations
@@ -19,19 +23,19 @@ from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import polars as pl
 from pymongo.database import Database
 
-from export_pipelines.domain.csv_format import format_cells, header_line, write_csv
 from export_pipelines.domain.export_types import EXPORT_TYPES
 from export_pipelines.domain.json_logs import scrub
 from export_pipelines.domain.keys import export_key, safe_key_part
 from export_pipelines.domain.membership import MembershipStore
 from export_pipelines.domain.storage import UploadedObject
-from export_pipelines.exports import filtered, logic_of
 from export_pipelines.exports.contract import FILE_COLUMN, SINGLE_FILE, ExportContext, PermanentExportError, Progress
+
+if TYPE_CHECKING:
+    import polars as pl
 
 PREVIEW_ROWS = 10
 
@@ -145,6 +149,9 @@ def preliminary_count(ctx: ExportContext) -> int | None:
 
 def extract(ctx: ExportContext) -> None:
     """Read the export's datasets from MongoDB (and S3) into staged parts (Arrow IPC) under extract/."""
+    from export_pipelines.exports import filtered
+    from export_pipelines.exports.registry import logic_of
+
     shutil.rmtree(ctx.work_dir / "extract", ignore_errors=True)  # a re-run starts clean
     logic = logic_of(ctx.export_type.name)
     if logic.extract:
@@ -158,6 +165,12 @@ def transform(ctx: ExportContext) -> dict[str, int]:
 
     Records which users the files contain (CCPA, SPEC §7) batch by batch as it writes them.
     """
+    import polars as pl
+
+    from export_pipelines.domain.csv_format import format_cells
+    from export_pipelines.exports import filtered
+    from export_pipelines.exports.registry import logic_of
+
     if not (ctx.work_dir / "extract").is_dir():
         raise PermanentExportError("The extracted data of this export is gone; re-run the export from the start.")
     out_dir = ctx.work_dir / "out"
@@ -209,6 +222,8 @@ class _SegmentedWriter:
         return f"{name}_{self.segment.setdefault(name, 1)}.csv"
 
     def write(self, name: str, frame: pl.DataFrame) -> None:
+        from export_pipelines.domain.csv_format import header_line, write_csv
+
         offset = 0
         while True:
             relative = self._path_for(name)
@@ -276,6 +291,8 @@ def package(ctx: ExportContext) -> Package:
                 zf.write(out_dir / relative, arcname=relative)
         artifacts = [Artifact(archive, export_key(export_type.name, ctx.campaign_id, ctx.export_id, file_name(ctx)))]
     else:
+        from export_pipelines.exports.registry import logic_of
+
         keyer = logic_of(export_type.name).object_key
         artifacts = [
             Artifact(

@@ -4,7 +4,7 @@ An entry says what the type reads (its source collection, the filter beyond the 
 joins it needs), what it writes (columns, bucket, ACL, packaging, file name) and how it runs
 (scratch policy, preliminary count). A purely filtered type is nothing more than its entry; a
 type with logic of its own (entries, fanlist, waitlist, ...) also has a module in
-`export_pipelines/exports/` (listed in `exports.TYPE_LOGIC`). Dagster-, polars- and
+`export_pipelines/exports/` (listed in `exports/registry.py`). Dagster-, polars- and
 pymongoarrow-free, so the API can validate requests with it.
 """
 

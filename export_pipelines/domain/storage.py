@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from boto3.s3.transfer import TransferConfig
-
 # Multipart above 16 MB: S3 only shows the object once CompleteMultipartUpload succeeds, and
 # boto3 aborts the multipart upload when a part fails, so no partial object ever appears.
-TRANSFER_CONFIG = TransferConfig(
-    multipart_threshold=16 * 1024 * 1024, multipart_chunksize=16 * 1024 * 1024, max_concurrency=4
-)
+MULTIPART_BYTES = 16 * 1024 * 1024  # files from this size go up in parts of this size, 4 at a time
+
+
+@cache
+def transfer_config() -> Any:
+    """boto3's transfer settings, built on the first upload (boto3 is imported by the steps that
+    use it, not when the code location loads: docs/performance.md, the queue)."""
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=MULTIPART_BYTES, multipart_chunksize=MULTIPART_BYTES, max_concurrency=4)
 
 
 @dataclass(frozen=True)
@@ -87,7 +93,7 @@ def upload_file(
         acl=acl, content_type=content_type, checksum=checksum, sse=sse, sse_kms_key_id=sse_kms_key_id
     )
     abort_incomplete_uploads(s3, bucket=bucket, key=key)
-    s3.upload_file(str(path), bucket, key, ExtraArgs=extra, Config=TRANSFER_CONFIG)
+    s3.upload_file(str(path), bucket, key, ExtraArgs=extra, Config=transfer_config())
     return UploadedObject(bucket=bucket, key=key, bytes=path.stat().st_size, sha256=checksum)
 
 

@@ -1,7 +1,7 @@
 """The contract between the stages and a type module: what a type's hooks get, what they may provide.
 
 A type module imports this (and `sources`), never the stages: it declares a `TypeLogic` with
-the hooks it needs, and `exports/__init__.py` lists it. Every hook is optional; a type
+the hooks it needs, and `exports/registry.py` lists it. Every hook is optional; a type
 without a module (a purely filtered type) gets the defaults of `exports/filtered.py`.
 """
 
@@ -12,12 +12,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
 from pymongo.database import Database
 
 from export_pipelines.domain.export_types import ExportType
+
+if TYPE_CHECKING:  # polars is the steps' business; loading the code location does not import it
+    import polars as pl
 
 # Optional column of a transformed frame: which output file (relative name, no `.csv`) a row goes to.
 FILE_COLUMN = "__file"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from export_pipelines.domain.settings import Settings
-from export_pipelines.domain.storage import TRANSFER_CONFIG, object_acl, upload_file
+from export_pipelines.domain.storage import MULTIPART_BYTES, object_acl, upload_file
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 
@@ -89,7 +89,7 @@ def test_aes256_applies_to_multipart_uploads_too(s3: Any, settings: Settings, tm
     """Above the multipart threshold the encryption and ACL travel on CreateMultipartUpload."""
     sent = SentHeaders(s3)
     bucket = settings.exports_bucket
-    path = _file(tmp_path, TRANSFER_CONFIG.multipart_threshold + 1024)
+    path = _file(tmp_path, MULTIPART_BYTES + 1024)
     upload_file(s3, path, bucket=bucket, key="d/big.zip", acl="private", content_type="application/zip", sse="AES256")
     (create,) = [h for m, url, h in sent.requests if url.endswith("?uploads")]
     assert create["x-amz-server-side-encryption"] == "AES256" and create["x-amz-acl"] == "private"

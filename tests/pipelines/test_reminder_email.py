@@ -25,8 +25,9 @@ from export_pipelines.domain.failures import STORAGE_UNAVAILABLE
 from export_pipelines.domain.keys import safe_key_part
 from export_pipelines.domain.records import FAILED, FINISHED, ExportStore
 from export_pipelines.domain.settings import Settings
-from export_pipelines.exports import TYPE_LOGIC, reminder_email, sources
+from export_pipelines.exports import reminder_email, sources
 from export_pipelines.exports.contract import PermanentExportError
+from export_pipelines.exports.registry import TYPE_LOGIC
 from tests.pipelines.expected_reminder import COLUMNS, REQUIRED, expected_reminder_rows, segmented
 from tests.pipelines.helpers import export_jobs, read_csv, read_header, request_export, run_export, workspace
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -65,6 +67,18 @@ def test_the_definitions_load_with_every_job_sensor_and_resource(settings: Setti
     job = defs.resolve_job_def("entries_export_job")
     assert job.tags[MAX_RUNTIME_TAG] == str(settings.timeout_millis // 1000)
     assert set(defs.resources or {}) == {"mongo", "s3", "files", "export"}
+
+
+def test_loading_the_code_location_imports_no_data_library():
+    """A run worker loads the code location before its export can be TRIGGERED: polars, pyarrow,
+    pymongoarrow and boto3 are imported by the steps that use them (docs/performance.md, the queue)."""
+    heavy = "{'polars', 'pyarrow', 'pymongoarrow', 'boto3', 'numpy'}"
+    probe = (
+        "import sys, dagster; import export_pipelines.definitions; "
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {heavy}))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert loaded.stdout.strip() == "[]"
 
 
 def test_pending_exports_become_tagged_run_requests_and_the_cursor_remembers_them(

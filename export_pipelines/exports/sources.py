@@ -622,7 +622,7 @@ def read_part(path: Path) -> pl.DataFrame:
 
 def part_paths(directory: Path) -> list[Path]:
     """The staged parts of a directory in the order they were written (their names sort so)."""
-    return sorted(path for path in directory.iterdir() if path.suffix in _PART_READERS)
+    return sorted(path for path in directory.glob("*") if path.suffix in _PART_READERS)  # none: no directory
 
 
 def parts(ctx: ExportContext, name: str) -> Iterator[pl.DataFrame]:

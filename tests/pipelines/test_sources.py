@@ -122,7 +122,9 @@ def _typed(draw: Any) -> dict[str, Any]:
     if draw(st.booleans()):
         doc["user"] = {"firstName": draw(maybe)}
     if draw(st.booleans()):
-        doc["fields"] = draw(st.dictionaries(st.text(max_size=4), values, max_size=4))
+        # Any key a BSON document can hold (a key cannot contain the NUL byte).
+        keys = st.text(st.characters(exclude_characters="\x00"), max_size=4)
+        doc["fields"] = draw(st.dictionaries(keys, values, max_size=4))
     return doc
 
 
@@ -190,3 +192,4 @@ def test_staged_parts_are_read_in_order_whatever_format_staged_them(tmp_path: Pa
     paths = sources.part_paths(tmp_path)
     assert [p.name for p in paths] == ["part-000000.parquet", f"part-000001{sources.PART_SUFFIX}"]
     assert_frame_equal(pl.concat([sources.read_part(p) for p in paths]), pl.concat([first, second]))
+    assert sources.part_paths(tmp_path / "never-staged") == []  # a bucket nothing was hashed into

@@ -166,11 +166,7 @@ def region_mid_exprs(country: pl.Expr, config: SfmcConfig, lne: bool) -> tuple[p
 
 
 def _read_bucket(ctx: ExportContext, name: str, bucket: int, schema: dict[str, Any]) -> pl.DataFrame:
-    directory = ctx.extract_path(name) / f"{bucket:05d}"
-    parts = sources.part_paths(directory)
-    if not parts:
-        return pl.DataFrame(schema=schema)
-    return pl.concat([sources.read_part(p) for p in parts])
+    return sources.read_directory(ctx.extract_path(name) / f"{bucket:05d}", schema)
 
 
 def reminder_rows(

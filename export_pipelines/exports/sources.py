@@ -633,7 +633,12 @@ def parts(ctx: ExportContext, name: str) -> Iterator[pl.DataFrame]:
 
 def read_all(ctx: ExportContext, name: str, schema: dict[str, Any]) -> pl.DataFrame:
     """A whole extracted dataset as one frame (for joins), empty with `schema` when nothing was found."""
-    paths = part_paths(ctx.extract_path(name))
+    return read_directory(ctx.extract_path(name), schema)
+
+
+def read_directory(directory: Path, schema: dict[str, Any]) -> pl.DataFrame:
+    """Every staged part of a directory as one frame, empty with `schema` when there is none."""
+    paths = part_paths(directory)
     if not paths:
         return pl.DataFrame(schema=schema)
     return pl.concat([read_part(path) for path in paths])

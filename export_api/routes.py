@@ -37,7 +37,7 @@ from export_pipelines.domain.export_types import (
 from export_pipelines.domain.records import ACTIVE, FINISHED, SORT_FIELDS, ExportStore, TooManyPending
 from export_pipelines.domain.settings import Settings
 
-HIDDEN_FIELDS = ("_id", "active")  # storage details, not part of the record users see
+HIDDEN_FIELDS = ("_id", "active", "pendingSlot")  # storage details, not part of the record users see
 MAX_BODY_BYTES = 64 * 1024
 MAX_LIMIT = 100
 MAX_PAGE = 1_000_000  # keeps page * limit far inside what a MongoDB skip accepts

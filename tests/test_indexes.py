@@ -38,6 +38,8 @@ def test_creates_every_index_and_a_second_run_changes_nothing(env: dict[str, str
     assert dedupe["unique"] is True and dedupe["partialFilterExpression"] == {"active": True}
     assert list(dedupe["key"].items()) == [("campaignId", 1), ("exportType", 1), ("dateKey", 1)]
     assert list(specs["exports.queue"]["key"].items()) == [("status", 1), ("date.created", 1)]
+    slots = specs["exports.pending_slots"]
+    assert slots["unique"] is True and list(slots["key"].items()) == [("campaignId", 1), ("pendingSlot", 1)]
     assert specs["exports.by_deletion_status"]["sparse"] is True
     assert list(specs["export_members.by_user"]["key"].items()) == [("userIds", 1)]
     assert "ccpa_tombstones.by_last_request" in specs and "ccpa_audit.by_export" in specs
@@ -46,7 +48,8 @@ def test_creates_every_index_and_a_second_run_changes_nothing(env: dict[str, str
     ]  # fmt: skip
     for name in ("scoring", "codes", "markets"):
         assert list(specs[f"{name}.campaignId_1"]["key"].items()) == [("campaignId", 1)]
-    assert f"{env['MONGODB_DB']}.exports: _id_, by_campaign, by_deletion_status, one_active_per_request, queue" in first
+    exports = "_id_, by_campaign, by_deletion_status, one_active_per_request, pending_slots, queue"
+    assert f"{env['MONGODB_DB']}.exports: {exports}" in first
 
     assert _run(env) == first
     assert _specs(db) == specs

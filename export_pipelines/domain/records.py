@@ -7,6 +7,7 @@ transition is refused instead of silently applied.
 
 from __future__ import annotations
 
+import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,6 +67,13 @@ class ExportStore:
             unique=True,
             partialFilterExpression={"active": True},
         )
+        # At most MAX_PENDING_PER_CAMPAIGN PENDING records per campaign, race-free (see create).
+        self.collection.create_index(
+            [("campaignId", ASCENDING), ("pendingSlot", ASCENDING)],
+            name="pending_slots",
+            unique=True,
+            partialFilterExpression={"status": PENDING, "pendingSlot": {"$exists": True}},
+        )
         self.collection.create_index([("status", ASCENDING), ("date.created", ASCENDING)], name="queue")
         self.collection.create_index([("campaignId", ASCENDING), ("date.created", DESCENDING)], name="by_campaign")
         # CCPA: records whose deletion is unfinished are found without a scan (sparse: few have it).
@@ -88,18 +96,19 @@ class ExportStore:
         """Insert a PENDING record, or return the PENDING/TRIGGERED one with the same request key.
 
         With `max_pending`, a new record is refused (TooManyPending) when the campaign would have
-        more PENDING records than that; a duplicate is still returned. The count is checked again
-        after the insert, and the new record removed if concurrent requests went past the limit,
-        so the limit holds under concurrency (at worst a request near the limit is refused).
+        more PENDING records than that; a duplicate is still returned. Each such record takes a
+        free `pendingSlot` (0 .. max_pending-1), which the partial unique index `pending_slots`
+        holds while it is PENDING: concurrent requests race for slots, never past the limit, and
+        a request is refused only when every slot is taken.
         """
         dedupe = {"campaignId": campaign_id, "exportType": export_type, "dateKey": date_key}
         if max_pending is not None:
             existing = self.collection.find_one({**dedupe, "active": True})
             if existing is not None:
                 return CreateResult(existing, False)
-            if self.pending_count(campaign_id) >= max_pending:
+            if self.pending_count(campaign_id) >= max_pending:  # slot-less records count too
                 raise TooManyPending(max_pending)
-        for _ in range(10):
+        for _ in range(10 + (max_pending or 0)):
             export_id = uuid.uuid4().hex
             doc: dict[str, Any] = {
                 "_id": export_id,
@@ -115,18 +124,27 @@ class ExportStore:
                 doc["includeAllMarkets"] = include_all_markets
             if request_id is not None:
                 doc["requestId"] = request_id  # the engine tags the run with it (export-service/request-id)
+            if max_pending is not None:
+                doc["pendingSlot"] = self._free_pending_slot(campaign_id, max_pending)
             try:
                 self.collection.insert_one(doc)
-                if max_pending is not None and self.pending_count(campaign_id) > max_pending:
-                    self.collection.delete_one({"_id": export_id, "status": PENDING})
-                    raise TooManyPending(max_pending)
                 return CreateResult(doc, True)
-            except DuplicateKeyError:
+            except DuplicateKeyError as exc:
+                if "pendingSlot" in (exc.details or {}).get("keyPattern", {}):
+                    continue  # a concurrent request took that slot first: pick again
                 existing = self.collection.find_one({**dedupe, "active": True})
                 if existing is not None:
                     return CreateResult(existing, False)
                 # The duplicate ended between our insert and our read: try again.
         raise RuntimeError("could not create export record: request key kept changing")
+
+    def _free_pending_slot(self, campaign_id: str, max_pending: int) -> int:
+        """A slot no PENDING record of the campaign holds (random, so concurrent requests rarely collide)."""
+        held = self.collection.distinct("pendingSlot", {"campaignId": campaign_id, "status": PENDING})
+        free = sorted(set(range(max_pending)) - set(held))
+        if not free:
+            raise TooManyPending(max_pending)
+        return random.choice(free)
 
     def pending_count(self, campaign_id: str) -> int:
         return self.collection.count_documents({"campaignId": campaign_id, "status": PENDING})

@@ -139,7 +139,8 @@ def test_pending_limit_holds_under_concurrent_requests(
         with ThreadPoolExecutor(len(TYPES)) as pool:
             statuses = list(pool.map(post, TYPES))
     pending = db.exports.count_documents({"campaignId": CAMPAIGN, "status": "PENDING"})
-    assert set(statuses) <= {201, 429} and 1 <= statuses.count(201) == pending <= 3, statuses
+    # Refused only when every slot is taken: exactly the limit gets in, however the requests race.
+    assert sorted(statuses) == [201] * 3 + [429] * (len(TYPES) - 3) and pending == 3, statuses
 
 
 # -- re-runs take the dedupe slot back --------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import queue
+import struct
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
@@ -286,25 +287,34 @@ class BatchCursor(RawBatchCursor[Any]):
     ) -> list[Any]:
         if not legacy_response:
             try:
-                return [_cursor_reply(bytes(response.payload_document))]
+                return [_cursor_reply(response.payload_document)]
             except (KeyError, ValueError):
                 pass
         return super()._unpack_response(response, cursor_id, codec_options, user_fields, legacy_response)
 
 
-def _cursor_reply(payload: bytes) -> dict[str, Any]:
-    """A find/getMore reply as pymongo's cursor reads it, the batch as one raw stream of documents."""
-    reply = dict(RawBSONDocument(payload).items())  # the few top-level fields; `cursor` stays raw
+def _cursor_reply(payload: bytes | memoryview) -> dict[str, Any]:
+    """A find/getMore reply as pymongo's cursor reads it, the batch as one raw stream of documents.
+
+    The batch (megabytes) is copied once, into the stream; everything else is read in place.
+    """
+    top = _elements(payload)
+    cursor_kind, cursor_start, _ = top.pop(b"cursor")
+    if cursor_kind != 0x03:
+        raise ValueError("cursor is not a document")
+    reply = _decode_elements(payload, top)  # ok, $clusterTime, operationTime: a few bytes
     if reply.get("ok") != 1:
         raise ValueError("not a successful reply")
-    fields = _elements(bytes(reply["cursor"].raw))
+    fields = _elements(payload, cursor_start)
     batch_name = b"firstBatch" if b"firstBatch" in fields else b"nextBatch"
     if set(fields) - {batch_name, b"id", b"ns"} or fields[b"id"][0] != 0x12:
         raise ValueError("unexpected cursor fields")
-    cursor: dict[str, Any] = {"id": int.from_bytes(fields[b"id"][1], "little", signed=True)}
+    _, id_start, id_end = fields[b"id"]
+    cursor: dict[str, Any] = {"id": int.from_bytes(payload[id_start:id_end], "little", signed=True)}
     if b"ns" in fields:
-        cursor["ns"] = fields[b"ns"][1][4:-1].decode()
-    stream = _array_of_documents_to_buffer(fields[batch_name][1])
+        _, ns_start, ns_end = fields[b"ns"]
+        cursor["ns"] = bytes(payload[ns_start + 4 : ns_end - 1]).decode()
+    stream = _batch_stream(payload, fields[batch_name])
     cursor[batch_name.decode()] = [stream] if stream else []
     reply["cursor"] = cursor
     return reply
@@ -315,33 +325,38 @@ def _json_cells(raw: bytes, kinds: list[str | None], key: str) -> list[str | Non
 
     `kinds` is the server's `$type` of that value per document. An object whose element header
     occurs exactly once in its document is sliced out and converted once per distinct bytes;
-    anything else (another type, an ambiguous header) is decoded with the Python rules.
+    anything else (another type, an ambiguous header) is decoded with the Python rules. The loop
+    runs once per row, so it reads sizes in place and binds its lookups to locals.
     """
     header = b"\x03" + key.encode() + b"\x00"
     cells: list[str | None] = []
+    append, find, size_at = cells.append, raw.find, _INT32.unpack_from
     converted = _JSON_CACHE
     if len(converted) > JSON_CACHE_SIZE:
         converted.clear()
     position = 0
     for kind in kinds:
-        end = position + int.from_bytes(raw[position : position + 4], "little")
-        if kind in ("missing", "null", None):
-            cells.append(None)
-        else:
-            at = raw.find(header, position + 4, end) if kind == "object" else -1
-            if at >= 0 and raw.find(header, at + 1, end) < 0:
+        end = position + size_at(raw, position)[0]
+        if kind == "object":
+            at = find(header, position + 4, end)
+            if at >= 0 and find(header, at + 1, end) < 0:
                 start = at + len(header)
-                chunk = raw[start : start + int.from_bytes(raw[start : start + 4], "little")]
-                cell = converted.get(chunk)
-                if cell is None and chunk not in converted:
+                chunk = raw[start : start + size_at(raw, start)[0]]
+                cell = converted.get(chunk, _NOT_CONVERTED)
+                if cell is _NOT_CONVERTED:
                     cell = converted[chunk] = json_text(bson.decode(chunk, _CODEC))
-                cells.append(cell)
-            else:
-                cells.append(json_text(bson.decode(raw[position:end], _CODEC).get(key)))
+                append(cell)
+                position = end
+                continue
+        append(
+            None if kind in ("missing", "null", None) else json_text(bson.decode(raw[position:end], _CODEC).get(key))
+        )
         position = end
     return cells
 
 
+_INT32 = struct.Struct("<i")
+_NOT_CONVERTED: Any = object()
 _JSON_CACHE: dict[bytes, str | None] = {}
 JSON_CACHE_SIZE = 20_000  # distinct `fields` objects kept; free-form answers would grow it with N
 
@@ -430,7 +445,7 @@ def lookup_users(db: Database, ids: list[Any]) -> pl.DataFrame:
     Each lookup is one `find` command answered in a single batch, read as one raw reply: no
     cursor, no getMore, and no Python object per document (pymongo's raw cursors make one).
     """
-    raw = bytearray()
+    streams: list[bytes] = []
     for start in range(0, len(ids), USER_LOOKUP_CHUNK):
         chunk = ids[start : start + USER_LOOKUP_CHUNK]
         command = SON(
@@ -443,38 +458,60 @@ def lookup_users(db: Database, ids: list[Any]) -> pl.DataFrame:
             ]
         )
         reply = db.command(command, codec_options=_RAW_REPLY, read_preference=db.read_preference)
-        raw += first_batch(bytes(reply["cursor"].raw))
-    return USERS.decode(bytes(raw)) if raw else USERS.empty()
+        streams.append(first_batch(reply.raw))
+    raw = b"".join(streams)
+    return USERS.decode(raw) if raw else USERS.empty()
 
 
-def first_batch(cursor: bytes) -> bytes:
-    """The documents of a `find` reply's cursor sub-document, concatenated as a raw batch is."""
-    return bytes(_array_of_documents_to_buffer(_elements(cursor)[b"firstBatch"][1]))
+def first_batch(reply: bytes | memoryview) -> bytes:
+    """The documents of a `find` reply's first batch, concatenated as a raw batch is."""
+    _, cursor_start, _ = _elements(reply)[b"cursor"]
+    return _batch_stream(reply, _elements(reply, cursor_start)[b"firstBatch"])
+
+
+def _batch_stream(buffer: bytes | memoryview, array: tuple[int, int, int]) -> bytes:
+    """The documents of the BSON array at `array` (from _elements) as one stream, copied once."""
+    kind, start, end = array
+    if kind != 0x04:
+        raise ValueError("the batch is not an array")
+    return bytes(_array_of_documents_to_buffer(memoryview(buffer)[start:end]))
 
 
 _FIXED_SIZES = {0x01: 8, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8, 0x12: 8, 0x13: 16}
+_LONGEST_NAME = 64  # of the reply fields read here; a longer one is not a reply this code knows
 
 
-def _elements(document: bytes) -> dict[bytes, tuple[int, bytes]]:
-    """The top-level elements of a BSON document of simple types and documents: name → (type, value bytes).
+def _elements(buffer: bytes | memoryview, start: int = 0) -> dict[bytes, tuple[int, int, int]]:
+    """The elements of the BSON document at `start`: name → (type, value start, value end) in `buffer`.
 
-    Raises KeyError on a type it does not know the size of.
+    Offsets, not copies (a reply holds megabytes). Knows simple types and documents; raises
+    KeyError on a type it does not know the size of and ValueError on a name it cannot read.
     """
-    found: dict[bytes, tuple[int, bytes]] = {}
-    position = 4
-    while position < len(document) - 1:
-        kind = document[position]
-        name_end = document.index(b"\x00", position + 1)
-        value = name_end + 1
+    found: dict[bytes, tuple[int, int, int]] = {}
+    end = start + int.from_bytes(buffer[start : start + 4], "little") - 1
+    position = start + 4
+    while position < end:
+        kind = buffer[position]
+        window = bytes(buffer[position + 1 : position + 2 + _LONGEST_NAME])
+        name = window[: window.index(0)]
+        value = position + 2 + len(name)
         if kind in (0x03, 0x04):  # document, array: length-prefixed
-            size = int.from_bytes(document[value : value + 4], "little")
+            size = int.from_bytes(buffer[value : value + 4], "little")
         elif kind == 0x02:  # string: length-prefixed, after its own length field
-            size = 4 + int.from_bytes(document[value : value + 4], "little")
+            size = 4 + int.from_bytes(buffer[value : value + 4], "little")
         else:
             size = _FIXED_SIZES[kind]
-        found[document[position + 1 : name_end]] = (kind, document[value : value + size])
+        found[name] = (kind, value, value + size)
         position = value + size
+    if position != end:
+        raise ValueError("malformed document")
     return found
+
+
+def _decode_elements(buffer: bytes | memoryview, elements: dict[bytes, tuple[int, int, int]]) -> dict[str, Any]:
+    """The given elements of a document decoded (sub-documents stay raw, as pymongo's raw replies have them)."""
+    body = b"".join(bytes(buffer[value - len(name) - 2 : end]) for name, (_, value, end) in elements.items())
+    return dict(RawBSONDocument((len(body) + 5).to_bytes(4, "little") + body + b"\x00").items())
 
 
 def with_users(db: Database, frames: Iterable[pl.DataFrame], user_column: str) -> Iterator[pl.DataFrame]:

@@ -12,11 +12,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import bson
 import polars as pl
 import pytest
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 from bson.objectid import ObjectId
+from bson.timestamp import Timestamp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
@@ -193,3 +195,28 @@ def test_staged_parts_are_read_in_order_whatever_format_staged_them(tmp_path: Pa
     assert [p.name for p in paths] == ["part-000000.parquet", f"part-000001{sources.PART_SUFFIX}"]
     assert_frame_equal(pl.concat([sources.read_part(p) for p in paths]), pl.concat([first, second]))
     assert sources.part_paths(tmp_path / "never-staged") == []  # a bucket nothing was hashed into
+
+
+def test_a_cursor_reply_is_read_in_place_with_its_batch_as_one_stream() -> None:
+    """What BatchCursor hands pymongo: the reply's own fields, the batch as the documents' bytes."""
+    docs = [{"a": 1}, {"b": "x", "c": {"d": [1, 2]}}]
+    cluster_time = {"clusterTime": Timestamp(5, 1), "signature": {"hash": b"\0" * 20, "keyId": Int64(0)}}
+    reply = bson.encode(
+        {
+            "cursor": {"nextBatch": docs, "id": Int64(42), "ns": "db.entries"},
+            "ok": 1.0,
+            "$clusterTime": cluster_time,
+            "operationTime": Timestamp(5, 1),
+        }
+    )
+    read = sources._cursor_reply(memoryview(reply)[:])
+    assert read["cursor"] == {"id": 42, "ns": "db.entries", "nextBatch": [b"".join(bson.encode(d) for d in docs)]}
+    assert read["ok"] == 1.0 and read["operationTime"] == Timestamp(5, 1)
+    assert bson.decode(read["$clusterTime"].raw) == cluster_time  # raw, as pymongo passes it on
+    # Anything else goes pymongo's own way, which reports the server's error as usual.
+    for other in (
+        {"ok": 0.0, "errmsg": "boom", "code": 2},
+        {"cursor": {"nextBatch": [], "id": Int64(0), "x": 1}, "ok": 1},
+    ):
+        with pytest.raises((KeyError, ValueError)):
+            sources._cursor_reply(bson.encode(other))

@@ -136,7 +136,7 @@ class ExportStore:
                 if existing is not None:
                     return CreateResult(existing, False)
                 # The duplicate ended between our insert and our read: try again.
-        raise RuntimeError("could not create export record: request key kept changing")
+        raise RuntimeError("could not create export record: concurrent requests kept taking its key or slot")
 
     def _free_pending_slot(self, campaign_id: str, max_pending: int) -> int:
         """A slot no PENDING record of the campaign holds (random, so concurrent requests rarely collide)."""

@@ -106,8 +106,6 @@ class ExportStore:
             existing = self.collection.find_one({**dedupe, "active": True})
             if existing is not None:
                 return CreateResult(existing, False)
-            if self.pending_count(campaign_id) >= max_pending:  # slot-less records count too
-                raise TooManyPending(max_pending)
         for _ in range(10 + (max_pending or 0)):
             export_id = uuid.uuid4().hex
             doc: dict[str, Any] = {
@@ -139,15 +137,15 @@ class ExportStore:
         raise RuntimeError("could not create export record: concurrent requests kept taking its key or slot")
 
     def _free_pending_slot(self, campaign_id: str, max_pending: int) -> int:
-        """A slot no PENDING record of the campaign holds (random, so concurrent requests rarely collide)."""
-        held = self.collection.distinct("pendingSlot", {"campaignId": campaign_id, "status": PENDING})
-        free = sorted(set(range(max_pending)) - set(held))
-        if not free:
+        """A slot no PENDING record of the campaign holds (random, so concurrent requests rarely
+        collide); TooManyPending when it has max_pending PENDING records, slot-less ones included."""
+        pending = list(
+            self.collection.find({"campaignId": campaign_id, "status": PENDING}, {"_id": 0, "pendingSlot": 1})
+        )
+        if len(pending) >= max_pending:
             raise TooManyPending(max_pending)
-        return random.choice(free)
-
-    def pending_count(self, campaign_id: str) -> int:
-        return self.collection.count_documents({"campaignId": campaign_id, "status": PENDING})
+        # Fewer records than slots: at least one slot is free.
+        return random.choice(sorted(set(range(max_pending)) - {record.get("pendingSlot") for record in pending}))
 
     def get(self, export_id: str) -> dict[str, Any] | None:
         return self.collection.find_one({"_id": export_id})

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-import queue
 import struct
-import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -51,7 +49,6 @@ UTC_MS = pl.Datetime("ms", "UTC")
 JSON = pl.Object  # marker dtype: a free-form document, exported as JSON text (pl.String in frames)
 RAW_BATCH_SIZE = 10_000
 PART_SUFFIX = ".arrow"  # staged parts (write_part)
-PREFETCH_BATCHES = 1  # batches read ahead while the current one becomes columns
 # Ids per users `$in`: one round trip each (an index seek per id on MongoDB). Our CPU per user
 # falls with the list (measured 2026-12-04 on the local server: 7.2 µs at 100 ids, 2.8 at 300,
 # 1.1 at 1,000), mostly the cost of waking up after each round trip, not the bytes. The local
@@ -556,67 +553,19 @@ def join_snapshots(frame: pl.DataFrame, snapshots: pl.DataFrame, user_column: st
     return with_names(joined)
 
 
-def prefetched(items: Iterable[Any], depth: int = PREFETCH_BATCHES) -> Iterator[Any]:
-    """`items`, produced by a background thread up to `depth` ahead of the consumer.
-
-    Reading a batch is mostly waiting for the database (the socket releases the GIL), writing
-    it is CPU: overlapped, an extract takes about the longer of the two instead of their sum.
-    Errors of the producer are raised here, in the consumer; when the consumer stops early (an
-    error, a cancelled run) the producer stops at its next item.
-    """
-    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def offer(kind: str, value: Any) -> bool:
-        while not stop.is_set():
-            try:
-                slots.put((kind, value), timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not offer("item", item):
-                    return
-        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which re-raises it
-            offer("error", error)
-        else:
-            offer("done", None)
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()  # a generator is closed by the thread that ran it (its cursor with it)
-
-    producer = threading.Thread(target=produce, name="prefetch", daemon=True)
-    producer.start()
-    try:
-        while True:
-            kind, value = slots.get()
-            if kind == "item":
-                yield value
-            elif kind == "error":
-                raise value
-            else:
-                return
-    finally:
-        stop.set()
-        # Not for long: a producer stuck in a slow query stops on its own once it returns.
-        producer.join(timeout=5)
-
-
 def write_parts(
     ctx: ExportContext, frames: Iterable[pl.DataFrame], name: str, prefix: str = "part", *, counted: int = 0
 ) -> int:
-    """Each frame as its own staged part of dataset `name` (the next is read meanwhile); returns rows.
+    """Each frame as its own staged part of dataset `name`; returns rows.
 
-    Progress reports `counted` (rows extracted before this dataset) plus the rows written here.
+    In the thread that reads: writing a part costs ~0.1 µs per row, and reading ahead in a second
+    thread cost more CPU in thread hand-offs than it overlapped (extract 7.7–8.1 → 6.5–7.2 µs of
+    CPU per row without it, docs/performance.md). Progress reports `counted` (rows extracted
+    before this dataset) plus the rows written here.
     """
     out_dir = ctx.extract_path(name)
     rows = 0
-    for number, frame in enumerate(prefetched(frames)):
+    for number, frame in enumerate(frames):
         write_part(frame, out_dir / f"{prefix}-{number:06d}{PART_SUFFIX}")
         rows += frame.height
         ctx.progress("extract", counted + rows)

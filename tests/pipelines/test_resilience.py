@@ -109,14 +109,14 @@ def test_a_run_closes_the_record_of_a_run_that_ended_before_it(db: Database):
     assert store.get(busy["_id"])["status"] == TRIGGERED, "a run not ended is not touched"  # type: ignore[index]
 
 
-def test_a_fault_while_the_next_batch_is_read_ahead_retries_the_extract(db: Database, failpoints: FailPoints):
-    """The users lookups run in the read-ahead thread: their errors must reach the step and its retry."""
+def test_a_fault_during_a_users_lookup_retries_the_extract(db: Database, failpoints: FailPoints):
+    """A users lookup that loses its connection twice fails the extract step, whose retry finishes the export."""
     seed_campaign(db, campaign_id="ahead", n_entries=300, seed=5)
     record = request_export(db, "ahead", "entries")
     # Let the run's first finds through (record, other TRIGGERED records, campaign, markets, the
     # first entries query), then drop two connections in a row (pymongo retries a read once)
     # during a users lookup.
-    failpoints.set({"skip": 9, "times": 2}, failCommands=["find"], closeConnection=True)
+    failpoints.set({"skip": 10, "times": 2}, failCommands=["find"], closeConnection=True)
     result = run_export(record, mongo_uri=failpoints.client_uri)
     assert result.success
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
@@ -125,7 +125,7 @@ def test_a_fault_while_the_next_batch_is_read_ahead_retries_the_extract(db: Data
     while error is not None:
         stack += error.stack
         error = error.cause
-    assert "in with_users" in "".join(stack) and "in produce" in "".join(stack), "raised in the read-ahead thread"
+    assert "in lookup_users" in "".join(stack), "raised by a users lookup"
     done = ExportStore(db).get(record["_id"])
     assert done is not None and done["status"] == FINISHED and done["count"] == 300
 

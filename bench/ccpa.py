@@ -15,7 +15,6 @@ bench/results.json.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -150,7 +149,8 @@ def run(settings: Settings, runs: int = 15) -> dict[str, Any]:
         raise RuntimeError("the CCPA benchmark writes and deletes objects: local S3 only (set S3_ENDPOINT_URL)")
     private, public = rsa_pem_pair()
     tag = f"bench-ccpa-{uuid.uuid4().hex[:8]}"
-    settings = dataclasses.replace(settings, mongodb_db=tag.replace("-", "_"), jwt_public_key=public, dev_mode=False)
+    database = tag.replace("-", "_")
+    settings = settings.model_copy(update={"mongodb_db": database, "jwt_public_key": public, "dev_mode": False})
     ensure_buckets(settings)
     s3 = s3_client(settings)
     mongo: MongoClient = MongoClient(settings.mongodb_uri, tz_aware=True)

@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     settings = Settings.from_env()
-    commands = CommandCounter()  # the same meter as our run's (meta.process.dbRequests)
+    commands = CommandCounter()  # the same meter as our run's (its cost metadata: dbRequests)
     client: MongoClient = MongoClient(settings.mongodb_uri, tz_aware=True, event_listeners=[commands])
     db = client[settings.mongodb_db]
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -10,15 +10,18 @@ unless MONGODB_URI / S3_ENDPOINT_URL are set), in database BENCH_DB (default `be
 2. naive: bench/naive.py (the original design: dict per row → csv.writer → upload) in its own
    process; its wall time, CPU (user + sys) and peak RSS;
 3. ours: POST → FINISHED through the real stack (API, sensor, queue, run); the run's step
-   timings from Dagster's GraphQL API; its process's CPU and peak RSS from the record's
-   `meta.process` (getrusage of the run worker) — also for N/10;
+   timings from Dagster's GraphQL API, and from its event log the run's cost (the output
+   metadata of finish_export: getrusage of the run worker, database commands and bytes) —
+   also for N/10;
 4. reminderEmail (ZIP) at N against a raw scan of the campaign's scoring documents;
 5. queue latency: POST → TRIGGERED of exports posted to an idle queue, and the gap from the
    end of one export to the TRIGGERED of the next for exports posted all at once;
 6. API load (bench/api_load.py): 20 clients, 2,000 mixed requests (duplicate POST, GET of a
    FINISHED export, list) against the stack's one API process, the Dagster daemon stopped so
    that no run competes with it for the cores;
-7. CCPA deletion (bench/ccpa.py).
+7. CCPA deletion (bench/ccpa.py);
+8. formats (bench/formats.py): CPU per row and peak RSS of the entries export of `bench-{N/10}`
+   as csv, csv.gz, parquet and xlsx, each in a process of its own.
 
 Writes BENCH_RESULTS (default bench/results.json) after every section and prints a table.
 Other knobs: BENCH_DB (database, default `bench`), BENCH_QUEUE_EXPORTS (5) and
@@ -157,7 +160,7 @@ class ServerCpu:
 
 def ours_figures(stack: ExportStack, finished: Finished) -> dict[str, Any]:
     record = finished.record
-    process = record.get("meta", {}).get("process") or {}
+    process = stack.run_cost(record["runId"])
     run = stack.step_stats(record["runId"])
     return {
         "s": round(finished.post_to_finished_s, 3),
@@ -604,6 +607,13 @@ def main() -> int:
         from bench import ccpa  # imports the API app, which reads JWT_PUBLIC_KEY at import
 
         results["ccpa"] = ccpa.run(settings, runs=env_int("BENCH_CCPA_RUNS", 15))
+        save(results_path, results)
+
+        # 8. formats: CPU per row and peak RSS of csv, csv.gz, parquet and xlsx on the N/10 campaign
+        log(f"formats of the entries export of {small} (bench/formats.py)")
+        from bench import formats
+
+        results["formats"] = formats.run(env, small, n_small, work_dir / "formats")
         mongo.close()
     except BaseException:
         results["error"] = f"{sys.exc_info()[0].__name__}: {sys.exc_info()[1]}"  # type: ignore[union-attr]
@@ -619,6 +629,10 @@ def main() -> int:
     results["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     save(results_path, results)
     print(table(results), flush=True)
+    if "formats" in results:
+        from bench import formats
+
+        print(formats.table(results["formats"]), flush=True)
     log(f"results in {results_path} ({results['total_s']:.0f} s in all)")
     return 0
 

@@ -54,6 +54,31 @@ query BenchRunSteps($runId: ID!) {
   }
 }
 """
+# The run's own cost: the output metadata of its finish_export step (export_pipelines/jobs.py run_cost).
+RUN_COST_QUERY = """
+query BenchRunCost($runId: ID!, $afterCursor: String) {
+  logsForRun(runId: $runId, afterCursor: $afterCursor) {
+    __typename
+    ... on EventConnection {
+      cursor
+      hasMore
+      events {
+        __typename
+        ... on ExecutionStepOutputEvent {
+          stepKey
+          metadataEntries {
+            label
+            ... on IntMetadataEntry { intRepr }
+            ... on FloatMetadataEntry { floatValue }
+          }
+        }
+      }
+    }
+  }
+}
+"""
+RUN_COST_STEP = "finish_export"
+RUN_COST_LABELS = ("cpuSeconds", "peakRssMb", "dbRequests", "dbBytesReceived")
 
 
 def free_port() -> int:
@@ -321,6 +346,36 @@ class ExportStack:
             if s.get("startTime") is not None and s.get("endTime") is not None
         }
         return {"run_start": run["startTime"], "run_end": run["endTime"], "steps": steps, "raw": run["stepStats"]}
+
+    def run_cost(self, run_id: str) -> dict[str, float | int]:
+        """What the run cost its process (CPU, peak RSS) and asked of the database (commands, bytes),
+        from its finish_export output metadata in Dagster's event log (GraphQL)."""
+        cursor: str | None = None
+        while True:
+            variables = {"runId": run_id, "afterCursor": cursor}
+            response = self.graphql.post(
+                self.env["DAGSTER_GRAPHQL_URL"], json={"query": RUN_COST_QUERY, "variables": variables}
+            )
+            response.raise_for_status()
+            logs = response.json()["data"]["logsForRun"]
+            if logs.get("__typename") != "EventConnection":
+                raise RuntimeError(f"no event log for run {run_id}: {logs}")
+            for event in logs["events"]:
+                if event["__typename"] == "ExecutionStepOutputEvent" and event["stepKey"] == RUN_COST_STEP:
+                    return parse_cost(event["metadataEntries"])
+            if not logs["hasMore"]:
+                raise RuntimeError(f"run {run_id} has no {RUN_COST_STEP} output")
+            cursor = logs["cursor"]
+
+
+def parse_cost(entries: list[dict[str, Any]]) -> dict[str, float | int]:
+    """The RUN_COST_LABELS of a step's metadata entries (ints read from their text: GraphQL's
+    intValue is 32-bit, and a large export receives more bytes than that)."""
+    cost: dict[str, float | int] = {}
+    for entry in entries:
+        if entry["label"] in RUN_COST_LABELS:
+            cost[entry["label"]] = int(entry["intRepr"]) if "intRepr" in entry else float(entry["floatValue"])
+    return cost
 
 
 def run_module(module: str, args: list[str], env: dict[str, str], timeout: float) -> str:

@@ -20,8 +20,13 @@ row order):
 - campaign ``C``; markets ``C-m{j}``; promoters ``C-p{k}``; users ``C-u{i:07d}``;
   entries ``C-e{i:07d}``; scoring ``C-s{i:07d}``; codes ``C-k{i:07d}`` (the code of row
   ``i``, value ``XXXX{i:07d}``). One user, entry and scoring record per row.
-- Dates are UTC ``datetime`` values with millisecond precision on a fixed calendar;
-  the two SMS waves are ``wave_date_keys()``.
+- Dates are UTC ``datetime`` values with millisecond precision on a calendar anchored to
+  one day ``D`` (``today``): entries open at 16:00 UTC on D-19 for two weeks, the SMS waves
+  are at 16:00 UTC on D-3 and D-1 (``wave_date_keys(today)``), the presale at 16:00 UTC on D,
+  the events from D+45 on. ``seed_campaign`` anchors to ``REFERENCE_DAY`` unless told
+  otherwise, so tests and the bench get the same bytes every time; the CLI (``make run``)
+  anchors to the current UTC day, so the demo campaign is current. For one ``today``
+  everything is deterministic.
 - Awkward cases by ``i % 100`` (the ``_SLOT*`` constants): 2 % of rows have no user
   document, ~4 % of users lack a field, 4 % unicode/emoji names, 2 % formula-like
   values, 2 % CSV-hostile values, 1 % entries without a ``user`` snapshot.
@@ -33,7 +38,7 @@ Dagster-free on purpose: the API tests, the local stack and the CLI use it too.
 CLI::
 
     python -m devstack.seed --uri mongodb://127.0.0.1:27017 --db verifiedfan \\
-        --campaign-id 123 --entries 50000 --seed 0 [--if-empty]
+        --campaign-id 123 --entries 50000 --seed 0 [--today 2024-03-20] [--if-empty]
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
@@ -60,6 +65,7 @@ from export_pipelines.indexes import ensure_indexes
 __all__ = [
     "BLOCK_ROWS",
     "DEFAULT_BATCH_SIZE",
+    "REFERENCE_DAY",
     "CampaignExistsError",
     "main",
     "seed_campaign",
@@ -81,12 +87,34 @@ _STREAM_CAMPAIGN = 2  # campaign-level choices (artist)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY_MS = 86_400_000
+_HOUR_MS = 3_600_000
 
-# Fixed calendar (UTC): entries open for two weeks, two SMS waves, then the presale.
-_OPEN_MS = 1_709_308_800_000  # 2024-03-01T16:00:00.000Z
-_CLOSE_MS = _OPEN_MS + 14 * _DAY_MS
-_WAVE_MS = (_CLOSE_MS + 2 * _DAY_MS, _CLOSE_MS + 4 * _DAY_MS)
-_PRESALE_MS = _WAVE_MS[1] + _DAY_MS
+REFERENCE_DAY = date(2024, 3, 20)
+"""The day ``seed_campaign`` anchors its calendar to unless given ``today``: fixed, so the same
+arguments always give the same documents (entries open 2024-03-01, presale 2024-03-20)."""
+
+
+@dataclass(frozen=True)
+class _Calendar:
+    """A campaign's dates (epoch millis, UTC): entries open for two weeks, two SMS waves, then the
+    presale at 16:00 UTC on the anchor day."""
+
+    open_ms: int
+    close_ms: int
+    wave_ms: tuple[int, int]
+    presale_ms: int
+
+
+def _calendar(today: date | None) -> _Calendar:
+    day = today if today is not None else REFERENCE_DAY
+    presale = (day - _EPOCH.date()).days * _DAY_MS + 16 * _HOUR_MS
+    close = presale - 5 * _DAY_MS
+    return _Calendar(
+        open_ms=close - 14 * _DAY_MS,
+        close_ms=close,
+        wave_ms=(presale - 3 * _DAY_MS, presale - _DAY_MS),
+        presale_ms=presale,
+    )
 
 
 @dataclass(frozen=True)
@@ -309,9 +337,11 @@ class CampaignExistsError(ValueError):
     """The campaign is already in the database; seeding it twice would mix two data sets."""
 
 
-def wave_date_keys() -> tuple[str, str]:
-    """The dateKeys (epoch millis) of the two SMS waves every seeded campaign has."""
-    return (str(_WAVE_MS[0]), str(_WAVE_MS[1]))
+def wave_date_keys(today: date | None = None) -> tuple[str, str]:
+    """The dateKeys (epoch millis) of the two SMS waves of a campaign seeded with this ``today``:
+    16:00 UTC three days and one day before it (``REFERENCE_DAY`` when None)."""
+    waves = _calendar(today).wave_ms
+    return (str(waves[0]), str(waves[1]))
 
 
 def seed_campaign(
@@ -327,8 +357,11 @@ def seed_campaign(
     s3_client: Any = None,
     vf_scoring_bucket: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    today: date | None = None,
 ) -> dict[str, Any]:
     """Write one campaign and all its data; return the number of documents per collection.
+
+    Its dates are relative to ``today`` (``REFERENCE_DAY`` when None; see the module doc).
 
     The campaign document is written last, so its presence means a complete seed. Raises
     ``CampaignExistsError`` when it is already there. After an interrupted run, calling
@@ -353,7 +386,7 @@ def seed_campaign(
 
     # The same indexes a deployment creates (python -m export_pipelines.indexes).
     ensure_indexes(db)
-    plan = _plan(campaign_id, n_entries, seed, countries, n_markets or len(countries))
+    plan = _plan(campaign_id, n_entries, seed, countries, n_markets or len(countries), _calendar(today))
     campaign_rng = np.random.default_rng([seed, _STREAM_CAMPAIGN])
     artist = _ARTISTS[int(campaign_rng.integers(len(_ARTISTS)))]
 
@@ -378,7 +411,7 @@ def seed_campaign(
             name: writer.counts.get(name, 0)
             for name in ("campaigns", "markets", "promoters", "users", "entries", "scoring", "codes")
         },
-        "waveDateKeys": list(wave_date_keys()),
+        "waveDateKeys": list(wave_date_keys(today)),
         "waveMembers": [len(w) for w in waves],
         "waveFiles": wave_files,
     }
@@ -407,13 +440,16 @@ class _Plan:
     market_of_row: npt.NDArray[np.int16]
     score_of_row: FloatArray
     rank_of_row: npt.NDArray[np.int32]
+    calendar: _Calendar
     n_blocks: int = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n_blocks", -(-self.n_entries // BLOCK_ROWS))
 
 
-def _plan(campaign_id: str, n_entries: int, seed: int, countries: tuple[str, ...], n_markets: int) -> _Plan:
+def _plan(
+    campaign_id: str, n_entries: int, seed: int, countries: tuple[str, ...], n_markets: int, calendar: _Calendar
+) -> _Plan:
     """Lay out markets and promoters, and draw every row's market and score.
 
     Ranks are per market, so they need all scores at once: 14 bytes a row, not documents.
@@ -446,7 +482,15 @@ def _plan(campaign_id: str, n_entries: int, seed: int, countries: tuple[str, ...
     market = np.concatenate(market_parts) if market_parts else np.zeros(0, np.int16)
     score = np.concatenate(score_parts) if score_parts else np.zeros(0)
     return _Plan(
-        campaign_id, n_entries, seed, tuple(markets), promoter_ids, market, score, _rank_within_market(market, score)
+        campaign_id,
+        n_entries,
+        seed,
+        tuple(markets),
+        promoter_ids,
+        market,
+        score,
+        _rank_within_market(market, score),
+        calendar,
     )
 
 
@@ -487,7 +531,7 @@ def _market_docs(plan: _Plan, artist: str) -> list[dict[str, Any]]:
                 "promoterIds": list(m.promoter_ids),
                 "event": {
                     "name": f"{artist} Live in {c.city}",
-                    "date": _ms_to_datetime(_PRESALE_MS + (45 + 3 * j) * _DAY_MS + 3 * 3_600_000),
+                    "date": _ms_to_datetime(plan.calendar.presale_ms + (45 + 3 * j) * _DAY_MS + 3 * _HOUR_MS),
                     "venue": c.venue,
                     "ticketLink": f"https://tickets.example.com/event/{quote(m.id, safe='')}",
                 },
@@ -503,17 +547,19 @@ def _campaign_doc(plan: _Plan, artist: str, name: str | None, campaign_type: str
             # Only well-formed, common locales are configured on the campaign.
             if weight >= 0.3 and re.fullmatch(r"[a-z]{2}-[A-Z]{2}", loc) and loc not in locales:
                 locales.append(loc)
+    cal = plan.calendar
+    tour_year = _ms_to_datetime(cal.presale_ms).year
     return {
         "_id": plan.campaign_id,
-        "name": name if name is not None else f"{artist} World Tour 2024",
+        "name": name if name is not None else f"{artist} World Tour {tour_year}",
         "type": campaign_type,
         "artist": {"name": artist},
         "locales": locales,
         "date": {
-            "created": _ms_to_datetime(_OPEN_MS - 7 * _DAY_MS),
-            "open": _ms_to_datetime(_OPEN_MS),
-            "close": _ms_to_datetime(_CLOSE_MS),
-            "presale": _ms_to_datetime(_PRESALE_MS),
+            "created": _ms_to_datetime(cal.open_ms - 7 * _DAY_MS),
+            "open": _ms_to_datetime(cal.open_ms),
+            "close": _ms_to_datetime(cal.close_ms),
+            "presale": _ms_to_datetime(cal.presale_ms),
         },
     }
 
@@ -583,7 +629,7 @@ def _block_rows(plan: _Plan, block: int) -> list[_Row]:
     # Draw order is part of the determinism contract: append new draws at the end only.
     first, last, email, song = _people(row, slot, rng)
     locale = _locales([plan.markets[k].country for k in market.tolist()], rng.random(n))
-    created_ms = rng.integers(_OPEN_MS, _CLOSE_MS, size=n)
+    created_ms = rng.integers(plan.calendar.open_ms, plan.calendar.close_ms, size=n)
     opt_ins = rng.random((n, 4)) < np.array(_P_OPT_INS)
     phone_u = rng.random((n, 3))
     has_phone = phone_u[:, 0] < _P_PHONE
@@ -652,7 +698,7 @@ def _block_docs(plan: _Plan, block: int) -> _BlockDocs:
         user_id = _user_id(plan.campaign_id, r.i)
         phone = f"{_PHONE_PREFIX.get(market.country, '+1555')}{r.phone_digits:07d}" if r.has_phone else None
         postal = _postal_code(market.country, r.postal_digits, r.postal_letters)
-        code = _code_doc(plan.campaign_id, market, user_id, r)
+        code = _code_doc(plan.campaign_id, market, user_id, r, plan.calendar.wave_ms)
         if code is not None:
             out.codes.append(code)
             if r.assigned:
@@ -667,7 +713,9 @@ def _block_docs(plan: _Plan, block: int) -> _BlockDocs:
     return out
 
 
-def _code_doc(campaign_id: str, market: _Market, user_id: str, r: _Row) -> dict[str, Any] | None:
+def _code_doc(
+    campaign_id: str, market: _Market, user_id: str, r: _Row, wave_ms: tuple[int, int]
+) -> dict[str, Any] | None:
     """Selected fans mostly hold an assigned code; a few others leave an available one."""
     if not (r.assigned or r.available):
         return None
@@ -680,8 +728,8 @@ def _code_doc(campaign_id: str, market: _Market, user_id: str, r: _Row) -> dict[
     }
     if r.assigned:
         doc["assignedTo"] = user_id
-        doc["date"] = {"assigned": _ms_to_datetime(_WAVE_MS[r.wave] + r.assigned_offset_ms)}
-        doc["waveDateKey"] = str(_WAVE_MS[r.wave])
+        doc["date"] = {"assigned": _ms_to_datetime(wave_ms[r.wave] + r.assigned_offset_ms)}
+        doc["waveDateKey"] = str(wave_ms[r.wave])
     return doc
 
 
@@ -898,7 +946,7 @@ def _write_waves(s3_client: Any, bucket: str | None, plan: _Plan, waves: list[In
     cid = plan.campaign_id
     market_ids = [m.id for m in plan.markets]
     keys = []
-    for date_key, rows in zip(wave_date_keys(), waves, strict=True):
+    for date_key, rows in zip((str(ms) for ms in plan.calendar.wave_ms), waves, strict=True):
         key = f"waves/{cid}/{date_key}/part-0.csv"
         body = "memberId,marketId\n" + "".join(
             f"{_user_id(cid, i)},{market_ids[m]}\n"
@@ -930,6 +978,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--campaign-type", choices=("standard", "fanclub"), default="standard")
     p.add_argument("--markets", type=int, default=None, help="default: one per country")
     p.add_argument("--countries", default=",".join(DEFAULT_COUNTRIES), help="comma-separated ISO-2 codes")
+    p.add_argument(
+        "--today",
+        type=date.fromisoformat,
+        default=None,
+        help="YYYY-MM-DD the campaign's dates are relative to (default: the current UTC day)",
+    )
     p.add_argument("--if-empty", action="store_true", help="do nothing when the campaign already exists")
     p.add_argument("--vf-scoring-bucket", default=None, help="also write the SMS wave files to this bucket")
     p.add_argument("--s3-endpoint-url", default=os.environ.get("S3_ENDPOINT_URL"))
@@ -962,6 +1016,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 n_markets=args.markets,
                 s3_client=s3_client,
                 vf_scoring_bucket=args.vf_scoring_bucket,
+                today=args.today or datetime.now(UTC).date(),
             )
         except CampaignExistsError as exc:
             print(f"seed: {exc} (use --if-empty to skip)", file=sys.stderr)

@@ -16,12 +16,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from export_api import ccpa, dagster_status, openapi, routes
+from export_api import ccpa, dagster_status, openapi, routes, webhooks
 from export_api.auth import TokenVerifier
 from export_api.errors import exception_handlers
 from export_api.metrics import ApiMetrics, RequestMetricsMiddleware
 from export_api.observability import RequestContextMiddleware, install_log_handler, json_log_handler, remove_log_handler
 from export_pipelines.domain import ccpa as ccpa_domain
+from export_pipelines.domain import webhooks as webhooks_domain
 from export_pipelines.domain.clients import mongo_client, s3_client
 from export_pipelines.domain.records import ExportStore
 from export_pipelines.domain.settings import Settings
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             store = ExportStore(db)
             await run_in_threadpool(store.ensure_indexes)
             await run_in_threadpool(ccpa_domain.ensure_indexes, db)  # membership, tombstones, audit
+            await run_in_threadpool(webhooks_domain.ensure_indexes, db)  # subscription slots, deliveries
             s3 = await run_in_threadpool(s3_client, settings)
             metrics.exports.store = store
             runs = dagster_status.RunStatusReader(http, settings.dagster_graphql_url)
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if settings.dev_mode:
         app_routes += routes.dev_routes
     app_routes += ccpa.routes  # DELETE /ccpa/users/{userId} (SPEC §7), supreme tokens only
+    app_routes += webhooks.routes  # /campaigns/{campaignId}/webhooks... (SPEC §11)
     app_routes += openapi.routes  # /openapi.json and /docs, generated from the routes above
     return Starlette(
         routes=app_routes,

@@ -20,20 +20,33 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 
+from export_api import webhooks
 from export_api.routes import MAX_DEV_TOKEN_SECONDS, MAX_LIMIT, MAX_PAGE
 from export_pipelines.domain.export_types import EXPORT_TYPES
+from export_pipelines.domain.formats import DEFAULT_FORMAT, FORMATS
 from export_pipelines.domain.records import SORT_FIELDS, STATUSES
 
 OPENAPI_VERSION = "3.0.3"  # what the bundled Swagger UI (4.15) renders
 MAX_REQUEST_ID_LENGTH = 128
 ERROR_STATUSES = {
-    400: ("BadRequest", "Invalid input: unknown export type, campaign not found, bad dateKey, malformed body."),
+    400: (
+        "BadRequest",
+        "Invalid input: unknown export type, campaign not found, bad dateKey, a format the type is not offered in, "
+        "malformed body.",
+    ),
     401: ("Unauthorized", "No, invalid or expired token, or it lacks the permission this operation needs."),
     404: ("NotFound", "No such export (also: an export of another campaign), or no such path."),
+    409: (
+        "Conflict",
+        "A re-run of an export that is not FAILED or EXPIRED, or whose last run is still ending (with Retry-After).",
+    ),
     413: ("PayloadTooLarge", "The request body is too large."),
     429: ("TooManyRequests", "The campaign already has the maximum number of PENDING exports."),
     500: ("InternalError", "An internal fault; the body never carries a stack trace."),
-    503: ("Unavailable", "The database (or another dependency the request needs) is unreachable."),
+    503: (
+        "Unavailable",
+        "The database, or another dependency the request needs (the export engine, for a re-run), is unreachable.",
+    ),
 }
 
 
@@ -41,12 +54,50 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "nullable": True}
 
 
+def export_request_variants() -> list[dict[str, Any]]:
+    """One object schema per (takes a dateKey, offered in every format) group of export types: exactly
+    what parse_export_request accepts (dateKey required for the types that take one and refused for
+    the others; `format` other than csv refused for the ZIP and multi-file types)."""
+    date_key = {"type": "string", "pattern": "^[0-9]{1,16}$", "description": "epoch millis; codeWaves only"}
+    variants = []
+    for dated in (False, True):
+        for every_format in (True, False):
+            names = sorted(
+                name
+                for name, t in EXPORT_TYPES.items()
+                if t.requires_date_key == dated and (t.packaging == "csv") == every_format
+            )
+            if not names:
+                continue
+            formats = list(FORMATS) if every_format else [DEFAULT_FORMAT]
+            properties: dict[str, Any] = {"exportType": {"type": "string", "enum": names}}
+            if dated:
+                properties["dateKey"] = date_key
+            properties["includeAllMarkets"] = {"type": "boolean"}
+            properties["format"] = {
+                "type": "string",
+                "enum": formats,
+                "default": DEFAULT_FORMAT,
+                "description": "The file format (SPEC §3 Formats)"
+                + ("." if every_format else ": these types are delivered as CSV only."),
+            }
+            variant: dict[str, Any] = {
+                "type": "object",
+                "required": ["exportType", "dateKey"] if dated else ["exportType"],
+                "additionalProperties": False,
+                "properties": properties,
+            }
+            if not dated and every_format:
+                variant["example"] = {"exportType": "entries", "format": "xlsx"}
+            variants.append(variant)
+    return variants
+
+
 def component_schemas(max_limit: int, max_page: int) -> dict[str, Any]:
     """Schemas shared by the operations; enums come from the registry and the record store."""
     date_time = {"type": "string", "format": "date-time"}
     dated = sorted(name for name, t in EXPORT_TYPES.items() if t.requires_date_key)
-    undated = sorted(name for name, t in EXPORT_TYPES.items() if not t.requires_date_key)
-    date_key = {"type": "string", "pattern": "^[0-9]{1,16}$", "description": "epoch millis; codeWaves only"}
+    csv_only = sorted(name for name, t in EXPORT_TYPES.items() if t.packaging != "csv")
     return {
         "Error": {
             "type": "object",
@@ -66,34 +117,16 @@ def component_schemas(max_limit: int, max_page: int) -> dict[str, Any]:
                 }
             },
         },
-        # Exactly what parse_export_request accepts: dateKey required for the types that take one,
-        # refused for every other type.
+        # Exactly what parse_export_request accepts (export_request_variants).
         "ExportRequest": {
             "description": "An export request; `dateKey` is required for, and only accepted for: "
             + ", ".join(dated)
+            + ". `format` is one of "
+            + ", ".join(FORMATS)
+            + f" (default {DEFAULT_FORMAT}); these types are CSV only: "
+            + ", ".join(csv_only)
             + ".",
-            "oneOf": [
-                {
-                    "type": "object",
-                    "required": ["exportType"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "exportType": {"type": "string", "enum": undated},
-                        "includeAllMarkets": {"type": "boolean"},
-                    },
-                    "example": {"exportType": "entries"},
-                },
-                {
-                    "type": "object",
-                    "required": ["exportType", "dateKey"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "exportType": {"type": "string", "enum": dated},
-                        "dateKey": date_key,
-                        "includeAllMarkets": {"type": "boolean"},
-                    },
-                },
-            ],
+            "oneOf": export_request_variants(),
         },
         "Progress": {
             "type": "object",
@@ -117,6 +150,11 @@ def component_schemas(max_limit: int, max_page: int) -> dict[str, Any]:
                 "requestId": {"type": "string", "description": "X-Request-ID of the POST that created it."},
                 "dateKey": _nullable({"type": "string"}),
                 "includeAllMarkets": {"type": "boolean"},
+                "format": {
+                    "type": "string",
+                    "enum": list(FORMATS),
+                    "description": "The file format; csv for records made before formats existed.",
+                },
                 "date": {
                     "type": "object",
                     "properties": {
@@ -245,6 +283,7 @@ def component_schemas(max_limit: int, max_page: int) -> dict[str, Any]:
             "additionalProperties": False,
             "properties": {"status": {"type": "string", "enum": ["ok"]}},
         },
+        **webhooks.component_schemas(),  # SPEC §11, next to their operations in export_api/webhooks.py
     }
 
 
@@ -358,7 +397,8 @@ def build_schema(routes: list[BaseRoute], *, max_limit: int, max_page: int) -> d
             "info": {
                 "title": "export-service",
                 "version": "0.1.0",
-                "description": "Campaign-data exports (CSV/ZIP in S3), queued and run one at a time.",
+                "description": "Campaign-data exports (CSV, csv.gz, Parquet, xlsx or ZIP in S3), queued and run "
+                "one at a time.",
             },
             "components": components(max_limit, max_page),
         }

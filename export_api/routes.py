@@ -10,7 +10,6 @@ import json
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, cast
 
 import httpx
@@ -24,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from export_api import auth, observability
+from export_api import auth, dagster_launch, observability
 from export_api.dagster_status import RunStatusReader
 from export_api.errors import SCOPE_KEY, UNAVAILABLE_MESSAGE, ApiError, error_response
 from export_api.metrics import ApiMetrics
@@ -36,8 +35,8 @@ from export_pipelines.domain.export_types import (
 )
 from export_pipelines.domain.records import ACTIVE, FINISHED, SORT_FIELDS, ExportStore, TooManyPending
 from export_pipelines.domain.settings import Settings
+from export_pipelines.domain.views import HIDDEN_FIELDS, iso_utc, record_view, to_json  # noqa: F401 (shared)
 
-HIDDEN_FIELDS = ("_id", "active", "pendingSlot")  # storage details, not part of the record users see
 MAX_BODY_BYTES = 64 * 1024
 MAX_LIMIT = 100
 MAX_PAGE = 1_000_000  # keeps page * limit far inside what a MongoDB skip accepts
@@ -45,6 +44,7 @@ MAX_DEV_TOKEN_SECONDS = 30 * 24 * 3600
 DEV_TOKEN_FIELDS = frozenset({"userId", "campaignId", "permissions", "supreme", "expiresIn"})
 NO_STORE = {"Cache-Control": "no-store"}  # signed URLs and tokens must not sit in shared caches
 RETRY_AFTER_SECONDS = 60  # PENDING exports drain one run at a time: minutes, not milliseconds
+RERUN_RETRY_AFTER_SECONDS = 5  # a re-run refused for a moment (engine unreachable, last run ending)
 CAMPAIGN_CACHE_SECONDS = 30.0  # a campaign's name changes rarely; a renamed one shows within this
 CAMPAIGN_CACHE_SIZE = 10_000
 SIGNED_URL_REUSE_MAX_SECONDS = 60.0  # a reused URL keeps at least TTL - this (and 90 % of the TTL)
@@ -100,6 +100,9 @@ class CampaignNames:
 
 class DownloadSigner:
     """Signed GET URLs of export objects, each reused for a short while.
+
+    The client signs with Signature Version 4 against the bucket region's endpoint
+    (clients.s3_config); the objects carry their Content-Disposition from the upload.
 
     botocore spends ~0.5 ms of CPU per signature (endpoint rules, event hooks), about half of a
     GET's CPU in the API, and clients poll a finished export again and again. A URL is handed
@@ -158,33 +161,6 @@ def authorize_report(request: Request, campaign_id: str) -> auth.Principal:
 # -- JSON rendering ---------------------------------------------------------------------
 
 
-def iso_utc(value: datetime) -> str:
-    """`2024-01-15T10:30:00.000Z`, the one date format of SPEC §3/§6."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-def to_json(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return iso_utc(value)
-    if isinstance(value, dict):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json(v) for v in value]
-    if value is None or isinstance(value, str | int | float):
-        return value
-    return str(value)  # ObjectId, Decimal128, ... written by other tools must not turn a read into a 500
-
-
-def record_view(record: dict[str, Any]) -> dict[str, Any]:
-    view = cast(dict[str, Any], to_json({k: v for k, v in record.items() if k not in HIDDEN_FIELDS}))
-    if record.get("date", {}).get("deleted"):
-        view["deleted"] = True  # CCPA (SPEC §7): its files are gone; `deletedBy` says who asked
-    return view
-
-
 def download_links(state: ApiState, record: dict[str, Any]) -> dict[str, Any]:
     """`path` (one key) or `paths` (several keys) of signed GET URLs for a downloadable record."""
     key = record.get("key")
@@ -193,7 +169,9 @@ def download_links(state: ApiState, record: dict[str, Any]) -> dict[str, Any]:
     deleted = record.get("date", {}).get("deleted") or record.get("deletion")
     if record.get("status") != FINISHED or deleted or not key or export_type is None:
         return {}
-    bucket = state.settings.bucket_for(export_type.bucket)
+    # The bucket the export went to, as its record says (its plan's); a record from before
+    # `meta.bucket` existed falls back to the type's configured bucket.
+    bucket = str((record.get("meta") or {}).get("bucket") or state.settings.bucket_for(export_type.bucket))
     if isinstance(key, list):
         return {"paths": [{"key": k, "url": state.signer.url(bucket, k)} for k in key]}
     return {"path": state.signer.url(bucket, key)}
@@ -254,7 +232,7 @@ class CampaignExports(HTTPEndpoint):
     """`/campaigns/{campaignId}/exports`; one endpoint so a 405 lists both methods in `Allow`."""
 
     async def post(self, request: Request) -> Response:
-        """Queue an export; an identical PENDING/TRIGGERED request is returned instead (200).
+        """Queue an export; an identical PENDING/TRIGGERED one (type, dateKey, format) is returned instead (200).
         ---
         summary: Request an export
         operationId: createExport
@@ -342,6 +320,7 @@ def _create_export(
         include_all_markets=request.include_all_markets,
         request_id=request_id,
         max_pending=state.settings.max_pending_per_campaign,
+        format=request.format,
     )
 
 
@@ -376,6 +355,77 @@ def _load_export(state: ApiState, campaign_id: str, export_id: str) -> tuple[dic
     if record is None or record.get("campaignId") != campaign_id:
         raise ApiError(404, "Export not found.", export_id[:100])
     return record, download_links(state, record)
+
+
+async def rerun_export(request: Request) -> Response:
+    """Re-run a FAILED or EXPIRED export (SPEC §4): it is TRIGGERED at once and its run is queued.
+    ---
+    summary: Re-run a failed or expired export
+    operationId: rerunExport
+    tags: [exports]
+    security: [{bearerAuth: []}]
+    parameters: [{$ref: "#/components/parameters/campaignId"}, {$ref: "#/components/parameters/exportId"}]
+    responses:
+      "202":
+        description: >-
+          The record, TRIGGERED, with the `runId` of its new Dagster run (a re-execution of its last
+          run, or a fresh run when Dagster has none), which waits its turn in the one-at-a-time queue.
+        content: {application/json: {schema: {$ref: "#/components/schemas/ExportRecord"}}}
+      "409": {$ref: "#/components/responses/Conflict"}
+      "503": {$ref: "#/components/responses/Unavailable"}
+    """
+    state = api_state(request)
+    campaign_id, export_id = request.path_params["campaignId"], request.path_params["exportId"]
+    principal = authorize_report(request, campaign_id)
+    # Claimed first (FAILED/EXPIRED → TRIGGERED in one conditional update): of identical
+    # concurrent calls one wins and launches; the others find it TRIGGERED and get 409.
+    claim, before = await run_in_threadpool(_claim_rerun, state, campaign_id, export_id, principal.user_id)
+    observability.set_export_id(export_id)
+    try:
+        run_id = await dagster_launch.launch_rerun(state.http, state.settings.dagster_graphql_url, before)
+    except dagster_launch.PreviousRunActive:
+        await run_in_threadpool(state.store.release_rerun, export_id, claim=claim, before=before)
+        raise ApiError(
+            409,
+            "This export's last run is still ending; please try again in a moment.",
+            headers={"Retry-After": str(RERUN_RETRY_AFTER_SECONDS)},
+        ) from None
+    except dagster_launch.LaunchFailed:
+        await run_in_threadpool(state.store.release_rerun, export_id, claim=claim, before=before)
+        raise ApiError(
+            503,
+            "The export engine is unreachable right now, so the export was not re-run; please try again in a moment.",
+            headers={"Retry-After": str(RERUN_RETRY_AFTER_SECONDS)},
+        ) from None
+    except BaseException:
+        await run_in_threadpool(state.store.release_rerun, export_id, claim=claim, before=before)
+        raise
+    record = await run_in_threadpool(_rerun_launched, state, export_id, claim, run_id)
+    return JSONResponse(record_view(record), 202)
+
+
+def _claim_rerun(state: ApiState, campaign_id: str, export_id: str, user_id: str) -> tuple[str, dict[str, Any]]:
+    """(claim, the record before it) for a re-run; ApiError 404 or 409 when there is nothing to re-run."""
+    claimed = state.store.claim_rerun(export_id, campaign_id=campaign_id, requested_by=user_id)
+    if claimed is None:
+        record = state.store.get(export_id)
+        if record is None or record.get("campaignId") != campaign_id:
+            raise ApiError(404, "Export not found.", export_id[:100])
+        status = str(record.get("status"))
+        raise ApiError(409, f"Only a FAILED or EXPIRED export can be re-run; this one is {status}.", status)
+    claim, before = claimed
+    if before.get("exportType") not in EXPORT_TYPES:  # failed as an invalid type: no job could run it
+        state.store.release_rerun(export_id, claim=claim, before=before)
+        raise ApiError(409, "This export's type is not offered any more, so it cannot be re-run.")
+    return claim, before
+
+
+def _rerun_launched(state: ApiState, export_id: str, claim: str, run_id: str) -> dict[str, Any]:
+    """The record with its new run; as it is now when that run has already taken it over."""
+    record = state.store.rerun_launched(export_id, claim=claim, run_id=run_id) or state.store.get(export_id)
+    if record is None:  # deleted from the database meanwhile
+        raise ApiError(404, "Export not found.", export_id[:100])
+    return record
 
 
 def heartbeat(request: Request) -> Response:
@@ -468,6 +518,7 @@ routes = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/campaigns/{campaignId}/exports", CampaignExports),
     Route("/campaigns/{campaignId}/exports/{exportId}", get_export, methods=["GET"]),
+    Route("/campaigns/{campaignId}/exports/{exportId}/rerun", rerun_export, methods=["POST"]),
 ]
 
 dev_routes = [

@@ -17,7 +17,7 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.database import Database
 
-from export_pipelines.domain import ccpa
+from export_pipelines.domain import ccpa, webhooks
 from export_pipelines.domain.clients import mongo_client
 from export_pipelines.domain.records import ExportStore
 from export_pipelines.domain.settings import Settings
@@ -38,10 +38,12 @@ def ensure_data_indexes(db: Database[Any]) -> None:
 
 
 def ensure_indexes(db: Database[Any]) -> None:
-    """Every index: campaign data, export records (the race-free dedupe), CCPA membership/tombstones/audit."""
+    """Every index: campaign data, export records (the race-free dedupe), CCPA membership/tombstones/audit,
+    webhooks (subscription slots, due deliveries, the exports' outbox)."""
     ensure_data_indexes(db)
     ExportStore(db).ensure_indexes()
     ccpa.ensure_indexes(db)
+    webhooks.ensure_indexes(db)
 
 
 def index_summary(db: Database[Any]) -> dict[str, list[str]]:

@@ -2,15 +2,16 @@
 
 The export id is the run's partition key (one dynamic partition set per job), so the Dagster
 UI can backfill failed exports and re-execution keeps the same export id. The run's
-`export` resource moves the record to TRIGGERED once, when the run starts; each op then does
-its own stage from what the earlier ones staged. Types with per-run scratch (the reminder
+`export` resource moves the record to TRIGGERED once, when the run starts; the first op resolves
+the export's plan (domain/plan.py) and stages it, and each op then does its own stage from that
+plan and what the earlier ones staged. The end states go through end_states.py. Types with per-run scratch (the reminder
 e-mails, SPEC §5) cannot keep staged files past a failed run, so their job makes and uploads
 the files in one op: a re-execution from failure starts there, where its inputs are made.
 """
 
 import resource
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 from dagster import (
@@ -32,14 +33,14 @@ from dagster import (
     op,
 )
 
-from export_pipelines import stages
+from export_pipelines import end_states, stages
 from export_pipelines.domain import ccpa
 from export_pipelines.domain.export_types import EXPORT_TYPES, ExportType
 from export_pipelines.domain.failures import plain_message
-from export_pipelines.domain.records import FAILED, IllegalTransition
+from export_pipelines.domain.records import FAILED
+from export_pipelines.end_states import MAX_RUNTIME_TAG
 from export_pipelines.exports.contract import ExportContext, PermanentExportError
 from export_pipelines.resources import ExportRunResource
-from export_pipelines.run_outcomes import MAX_RUNTIME_TAG
 
 QUEUE_TAG = "export-service/queue"  # dagster.yaml limits runs with this tag to one at a time
 # The export id is the partition key, so re-executions and backfills carry it too.
@@ -73,25 +74,36 @@ def run_is_stopped(instance: DagsterInstance, run_id: str) -> bool:
 
 
 @contextmanager
-def stage(context: OpExecutionContext, export: ExportRunResource) -> Iterator[ExportContext]:
-    """The export's context for this step; bad data fails it at once, a stopped run stops retrying."""
+def stage(context: OpExecutionContext, export: ExportRunResource, *, fresh: bool = False) -> Iterator[ExportContext]:
+    """The export's context for this step, from its plan (`fresh`: resolved anew, the run's first step).
+
+    The one place a PermanentExportError (bad data) becomes a Dagster Failure: the step fails at
+    once, without retries. A stopped run stops retrying.
+    """
     if run_is_stopped(context.instance, context.run_id):
         raise Failure("the run was stopped (canceled, or past its maximum runtime)", allow_retries=False)
     try:
-        yield export.context(context.log)
+        yield export.fresh_context(context.log) if fresh else export.context(context.log)
     except PermanentExportError as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
 
 
 @op
 def start_export(context: OpExecutionContext, export: ExportRunResource) -> str:
-    """Store the export's preliminary count (SPEC §3), for progress display."""
-    with stage(context, export) as ctx:
+    """Resolve the export's plan and stage it with its files (domain/plan.py), with the export's
+    preliminary count (SPEC §3, for progress display); every later step reads this plan."""
+    with stage(context, export, fresh=True) as ctx:
+        export_plan = ctx.plan
         if "preliminaryCount" not in ctx.record:
             count = stages.preliminary_count(ctx)
             if count is not None:
                 export.mongo.store().set_preliminary_count(ctx.export_id, count)
+                export_plan = export_plan.with_record(preliminaryCount=count)
             context.log.info(f"export {ctx.export_id}: preliminary count {count}")
+        export.keep(export_plan)
+        context.log.info(
+            f"export {ctx.export_id}: {export_plan.packaging} ({export_plan.format}) to bucket {export_plan.bucket}"
+        )
     return ctx.export_id
 
 
@@ -134,24 +146,26 @@ def make_and_upload_files(context: OpExecutionContext, export: ExportRunResource
         stages.extract(ctx)
         rows = stages.transform(ctx)
         context.log.info(f"{sum(rows.values())} rows in {len(rows)} file(s)")
-        uploaded = stages.upload(ctx, stages.package(ctx), export.s3)
-        stages.clean_up(ctx)  # the run's scratch is gone once the files are uploaded
-        return uploaded
+        return stages.upload(ctx, stages.package(ctx), export.s3)  # the run's end removes its scratch
 
 
 @op
 def finish_export(context: OpExecutionContext, export: ExportRunResource, uploaded: stages.Uploaded) -> Output[None]:
-    """Mark the export FINISHED with key, count and meta, then drop its staging files."""
+    """Mark the export FINISHED with key, count and meta, then drop its staging files.
+
+    The record carries what users need (rows, bytes, checksums, keys); what the run itself cost
+    (run_cost) goes to the run: its log and this step's output metadata, where the bench reads it.
+    """
     with stage(context, export) as ctx:
         fields = stages.finish_fields(ctx, uploaded)
-        stages.clean_up(ctx)  # first: once FINISHED, the queue starts the next export
-        fields["meta"]["process"] = {**process_usage(), **export.mongo.usage()}
-        export.mongo.store().mark_finished(ctx.export_id, **fields)
+        end_states.finished(export.mongo.store(), ctx.plan, fields)  # its staging goes with it
         # After FINISHED, never before: a CCPA request that arrived while this export ran either
         # saw it FINISHED or is seen here (domain/ccpa.py), so its file cannot escape the deletion.
         ccpa.enforce_on_finish(ctx.db, ctx.s3, ctx.buckets, ctx.export_id, log=context.log)
+        cost = run_cost(export)
     context.log.info(f"export {ctx.export_id} FINISHED: {fields['count']} rows at {fields['key']}")
-    return Output(None, metadata=run_metadata(ctx, fields, uploaded))
+    context.log.info("run cost: " + ", ".join(f"{name} {value}" for name, value in cost.items()))
+    return Output(None, metadata={**run_metadata(ctx, fields, uploaded), **cost_metadata(cost)})
 
 
 def run_metadata(ctx: ExportContext, fields: dict[str, Any], uploaded: stages.Uploaded) -> dict[str, Any]:
@@ -164,27 +178,38 @@ def run_metadata(ctx: ExportContext, fields: dict[str, Any], uploaded: stages.Up
         "sha256": MetadataValue.text(meta["sha256"] or ", ".join(o["sha256"] for o in meta["objects"])),
         "bucket": MetadataValue.text(meta["bucket"]),
         "key": MetadataValue.text("\n".join(k for k in keys if k)),
-        "campaign": MetadataValue.text(str(ctx.campaign.get("name") or ctx.campaign_id)),
+        "campaign": MetadataValue.text(ctx.plan.campaign_name),
         "export_type": MetadataValue.text(ctx.export_type.name),
         "preview": MetadataValue.md(uploaded.preview or "(no rows)"),
     }
 
 
 def process_usage() -> dict[str, float]:
-    """CPU seconds and peak RSS of this run's process so far: what the export cost us (not the DB).
-
-    With the database's share (`MongoResource.usage`) it is the record's `meta.process`.
-    """
+    """CPU seconds and peak RSS of this run's process so far: what the export cost us (not the DB)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"cpuSeconds": round(usage.ru_utime + usage.ru_stime, 3), "peakRssMb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def run_cost(export: ExportRunResource) -> dict[str, float | int]:
+    """What the run cost by its end: this process's CPU and peak RSS, and what it asked of the
+    database (commands, i.e. round trips, and bytes received; the bytes only where the kernel
+    says, TCP_INFO)."""
+    usage: dict[str, float | int | None] = {**process_usage(), **export.mongo.usage()}
+    return {name: value for name, value in usage.items() if value is not None}
+
+
+def cost_metadata(cost: dict[str, float | int]) -> dict[str, Any]:
+    """run_cost as output metadata: the run page shows it, bench/run.py reads it (by these labels)."""
+    return {
+        name: MetadataValue.int(value) if isinstance(value, int) else MetadataValue.float(float(value))
+        for name, value in cost.items()
+    }
 
 
 @failure_hook(required_resource_keys={"export"})
 def record_failure(context: HookContext) -> None:
     """Mark the record FAILED the moment a step gives up, before the next export can start."""
     export: ExportRunResource = context.resources.export
-    # The run ends here: per-run scratch (reminder e-mails) must not outlive it, SPEC §5.
-    stages.discard_run_scratch(export.files.workspace(export.s3).data_dir, context.run_id)
     run = context.instance.get_run_by_id(context.run_id)
     export_id = run.tags.get(EXPORT_ID_TAG) if run else None
     if not export_id:
@@ -193,10 +218,7 @@ def record_failure(context: HookContext) -> None:
     if isinstance(error, DagsterExecutionInterruptedError) or run_is_stopped(context.instance, context.run_id):
         return  # terminated (cancel or timeout): the run status sensors decide FAILED vs EXPIRED
     message = plain_message(error)
-    with suppress(IllegalTransition):
-        export.mongo.store().mark_failed(
-            export_id, message=message, payload=context.step_key or "", run_id=context.run_id
-        )
+    end_states.failed(export.mongo.store(), export_id, message, payload=context.step_key or "", run_id=context.run_id)
     context.log.error(f"export {export_id} {FAILED}: {message} (detail: {error!r})")
 
 

@@ -18,11 +18,13 @@ from pymongo.errors import ConnectionFailure
 
 from export_pipelines.domain import json_logs
 from export_pipelines.domain.clients import CommandCounter, bytes_received_from, new_s3_client
+from export_pipelines.domain.plan import ExportPlan
 from export_pipelines.domain.records import FINISHED, TRIGGERED, ExportStore
 from export_pipelines.domain.storage import UploadedObject, delete_objects, list_keys, object_acl, upload_file
+from export_pipelines.end_states import close_ended_runs, end_run_scratch, sweep_killed_run_scratch
 from export_pipelines.exports.contract import ExportContext, PermanentExportError, Progress
-from export_pipelines.run_outcomes import close_ended_runs
-from export_pipelines.stages import Workspace, build_context
+from export_pipelines.stages import Workspace, context_of, resolve_plan, staged_plan
+from export_pipelines.workers import record_worker
 
 LOGICAL_BUCKETS = ("exportsS3", "scoringS3", "vfScoringS3", "sfmcS3")
 SETUP_ATTEMPTS = 4  # like the ops' RetryPolicy: 1 + 3 retries
@@ -75,13 +77,14 @@ class S3Resource(ConfigurableResource):
     object_acl: str = "per-type"
     sse: str | None = None  # S3_SSE: "aws:kms" or "AES256" on every upload
     sse_kms_key_id: str | None = None  # S3_SSE_KMS_KEY_ID, with aws:kms
+    local_credentials: bool = False  # dummy credentials for a local endpoint (clients.local_s3_credentials)
 
     _client: Any = PrivateAttr(default=None)
 
     def client(self) -> Any:
         """The boto3 client (for the domain code that takes one, e.g. CCPA)."""
         if self._client is None:
-            self._client = new_s3_client(self.endpoint_url, self.region)
+            self._client = new_s3_client(self.endpoint_url, self.region, local_credentials=self.local_credentials)
         return self._client
 
     def bucket_for(self, logical: str) -> str:
@@ -93,7 +96,9 @@ class S3Resource(ConfigurableResource):
             "sfmcS3": self.sfmc_bucket,
         }[logical]
 
-    def upload(self, path: Path, *, bucket: str, key: str, acl: str, content_type: str) -> UploadedObject:
+    def upload(
+        self, path: Path, *, bucket: str, key: str, acl: str, content_type: str, content_disposition: str
+    ) -> UploadedObject:
         """Upload with the type's `acl` as S3_OBJECT_ACL allows, and the configured encryption."""
         return upload_file(
             self.client(),
@@ -102,6 +107,7 @@ class S3Resource(ConfigurableResource):
             key=key,
             acl=object_acl(self.object_acl, acl),
             content_type=content_type,
+            content_disposition=content_disposition,
             sse=self.sse,
             sse_kms_key_id=self.sse_kms_key_id,
         )
@@ -140,8 +146,9 @@ class ExportRunResource(ConfigurableResource):
     Dagster sets a resource up once per run, before its first step: so a first run, a
     re-execution from failure (FAILED/EXPIRED → TRIGGERED, SPEC §4) and a backfill all mark
     the record exactly once, whichever step they start at, and no op decides it again. First
-    it records the outcome of exports whose runs ended before it (a timed-out run ends at once
-    in Dagster's eyes, maybe before the failure sensor's tick): one export TRIGGERED at a time.
+    it tags the run with this worker process (export_pipelines/workers.py), then records the
+    outcome of exports whose runs ended before it (a timed-out run ends at once in Dagster's
+    eyes, maybe before the failure sensor's tick): one export TRIGGERED at a time.
     """
 
     mongo: MongoResource
@@ -151,12 +158,17 @@ class ExportRunResource(ConfigurableResource):
 
     _export_id: str | None = PrivateAttr(default=None)
     _run_id: str = PrivateAttr(default="")
+    _plan: ExportPlan | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         run = context.dagster_run
         if run is None or "dagster/partition" not in run.tags:
             return  # not an export run (e.g. a test building the resource alone)
         self._export_id, self._run_id = run.tags["dagster/partition"], run.run_id
+        if context.instance is not None:
+            # Before the record can say TRIGGERED: this process is the run's worker, so the
+            # reconcile sensor can tell a worker that died with the machine from a live one.
+            record_worker(context.instance, run.run_id)
         # No RetryPolicy covers a resource's set-up: connection hiccups are retried here.
         for attempt in range(SETUP_ATTEMPTS):
             try:
@@ -181,12 +193,15 @@ class ExportRunResource(ConfigurableResource):
                 f"export {self._export_id} is already FINISHED; only FAILED or EXPIRED exports are re-run",
                 allow_retries=False,
             )
-        if record["status"] != TRIGGERED or record.get("runId") != run.run_id:
+        claimed = "rerun" in record  # a re-run the API claimed (POST .../rerun): TRIGGERED before this run began
+        if record["status"] != TRIGGERED or record.get("runId") != run.run_id or claimed:
             if context.instance is not None:  # the export before this one ended: its record first
                 for closed in close_ended_runs(context.instance, store, starting=self._export_id):
                     if context.log is not None:
                         context.log.info(f"export {closed}: its run had ended, outcome recorded before this one")
-            if record["status"] == TRIGGERED:  # re-executed while the old run was never recorded as ended
+            if record["status"] == TRIGGERED and claimed:  # this run owns it now; its runtime starts here
+                store.start_claimed_rerun(self._export_id, run_id=run.run_id)
+            elif record["status"] == TRIGGERED:  # re-executed while the old run was never recorded as ended
                 store.attach_run(self._export_id, run.run_id)
             else:  # PENDING: first start; FAILED/EXPIRED: a re-run
                 store.mark_triggered(self._export_id, run_id=run.run_id, preliminary_count=None)
@@ -199,23 +214,41 @@ class ExportRunResource(ConfigurableResource):
             raise Failure("this run has no export id (partition key)", allow_retries=False)
         return self._export_id
 
-    def context(self, log: Any) -> ExportContext:
-        """The export's context for one step; bad data fails the step without retries."""
-        store = self.mongo.store()
-        record = store.get(self.export_id)
+    def fresh_context(self, log: Any) -> ExportContext:
+        """The context of a plan resolved afresh from the record and its campaign, for the run's
+        first step; `keep` stages it. PermanentExportError when it cannot be planned."""
+        record = self.mongo.store().get(self.export_id)
         if record is None:
-            raise Failure(f"export record {self.export_id} not found", allow_retries=False)
-        export_id = self.export_id
-        progress = Progress(lambda stage, rows: store.set_progress(export_id, stage=stage, rows=rows))
-        try:
-            return build_context(
-                record,
-                self.mongo.db(),
-                self.s3.client(),
-                self.files.workspace(self.s3),
-                log,
-                run_id=self._run_id,
-                progress=progress,
-            )
-        except PermanentExportError as exc:
-            raise Failure(description=str(exc), allow_retries=False) from exc
+            raise PermanentExportError(f"The export record {self.export_id[:100]!r} no longer exists.")
+        workspace = self.files.workspace(self.s3)
+        return self._context_of(resolve_plan(record, self.mongo.db(), workspace, run_id=self._run_id), log)
+
+    def keep(self, export_plan: ExportPlan) -> None:
+        """Stage the export's plan with its files: every later step, and a re-execution from failure, read it."""
+        export_plan.save()
+        self._plan = export_plan
+
+    def context(self, log: Any) -> ExportContext:
+        """The export's context for one step, from its plan: this run's, else the one staged with the
+        export's files (re-execution from failure), else resolved now and staged (a re-execution of
+        a per-run scratch type, whose scratch went with its run)."""
+        export_plan = self._plan or staged_plan(Path(self.files.data_dir), self.export_id, self._run_id)
+        if export_plan is None:
+            export_plan = self.fresh_context(log).plan
+        if export_plan is not self._plan:
+            self.keep(export_plan)
+        return self._context_of(export_plan, log)
+
+    def _context_of(self, export_plan: ExportPlan, log: Any) -> ExportContext:
+        store, export_id = self.mongo.store(), export_plan.export_id
+        progress = Progress(
+            lambda stage, done, total: store.set_progress(export_id, stage=stage, done=done, total=total)
+        )
+        return context_of(export_plan, self.mongo.db(), self.s3.client(), self.files.workspace(self.s3), log, progress)
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        """The run ended, success or not: its own scratch goes, and any a killed run left (SPEC §5)."""
+        if self._run_id:
+            data_dir = Path(self.files.data_dir)
+            end_run_scratch(data_dir, self._run_id)
+            sweep_killed_run_scratch(data_dir, self.files.timeout_millis)

@@ -4,19 +4,22 @@ Built by `build_sensors(jobs, ...)` from the jobs they launch and watch (definit
 setting is read when this module is imported.
 """
 
-import contextlib
 import json
+import time
 from datetime import timedelta
 
 from dagster import (
     AddDynamicPartitionsRequest,
     DagsterInstance,
+    DagsterRun,
     DagsterRunStatus,
+    DefaultRunLauncher,
     DefaultSensorStatus,
     DeleteDynamicPartitionsRequest,
     JobDefinition,
     RunFailureSensorContext,
     RunRequest,
+    RunsFilter,
     RunStatusSensorContext,
     SensorDefinition,
     SensorEvaluationContext,
@@ -27,7 +30,15 @@ from dagster import (
     sensor,
 )
 
-from export_pipelines.domain.records import TRIGGERED, ExportStore, IllegalTransition, utcnow
+from export_pipelines import end_states
+from export_pipelines.domain.records import TRIGGERED, ExportStore, utcnow
+from export_pipelines.end_states import (
+    MAX_RUNTIME_TAG,
+    end_run_of_lost_worker,
+    record_ended_run,
+    record_run_outcome,
+    run_end_message,
+)
 from export_pipelines.jobs import (
     CAMPAIGN_TAG,
     EXPORT_ID_TAG,
@@ -36,7 +47,7 @@ from export_pipelines.jobs import (
     partitions_name,
 )
 from export_pipelines.resources import ExportFilesResource, MongoResource
-from export_pipelines.run_outcomes import MAX_RUNTIME_TAG, record_ended_run, record_run_outcome, run_end_message
+from export_pipelines.workers import RunWorker
 
 RECONCILE_SECONDS = 15
 GRACE = timedelta(seconds=60)  # let the run status sensors act first
@@ -64,8 +75,7 @@ def launch_pending(
     for record in new:
         export_id, export_type = record["_id"], record["exportType"]
         if job_name(export_type) not in job_names:
-            with contextlib.suppress(IllegalTransition):
-                store.mark_failed(export_id, message=f"Invalid export type: '{str(export_type)[:100]}'.")
+            end_states.failed(store, export_id, f"Invalid export type: '{str(export_type)[:100]}'.")
             continue
         partitions.setdefault(partitions_name(export_type), []).append(export_id)
         tags = {CAMPAIGN_TAG: str(record["campaignId"])}
@@ -90,12 +100,65 @@ def _terminate(instance: DagsterInstance, run_id: str) -> bool:
         return False
 
 
+def _never_began(store: ExportStore, run: DagsterRun, started: float | None) -> bool:
+    """`run` started more than GRACE ago and never said who its worker is, nor took its record.
+
+    A live worker tags its run within moments of the run's start (before it touches the
+    record), so this is a worker that died in between. A run of an older version, which never
+    tags, has taken its record (TRIGGERED by it) and is left alone.
+    """
+    if started is None or time.time() - started < GRACE.total_seconds():
+        return False
+    record = store.get(str(run.tags.get(EXPORT_ID_TAG) or ""))
+    return not (record and record["status"] == TRIGGERED and record.get("runId") == run.run_id)
+
+
+def end_runs_of_lost_workers(instance: DagsterInstance, store: ExportStore, job_names: set[str]) -> list[str]:
+    """End the runs Dagster shows STARTED or CANCELING whose worker process is gone; returns their export ids.
+
+    Dagster's DefaultRunLauncher (the local stack) has no worker health check, so run monitoring
+    never ends a run whose worker died with the machine or with the daemon; its record would stay
+    TRIGGERED and the queue blocked until TIMEOUT_MILLIS. A worker that tagged its run (workers.py)
+    and ran on this machine is checked by its pid and start: gone, the run ends at once (no
+    GRACE). A run with no worker tag a minute after it started, under DefaultRunLauncher, had its
+    worker die before the export began. Workers on other machines are left to Dagster's run
+    monitoring (K8sRunLauncher and EcsRunLauncher check their workers' health).
+    """
+    local_launcher = isinstance(instance.run_launcher, DefaultRunLauncher)
+    in_progress = RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING])
+    ended: list[str] = []
+    for run_record in instance.get_run_records(filters=in_progress):
+        run = run_record.dagster_run
+        if run.job_name not in job_names:
+            continue
+        worker = RunWorker.of(run)
+        if worker is not None and worker.on_this_machine() and worker.is_gone():
+            reason = (
+                f"The run's worker (pid {worker.pid} on {worker.host}) no longer exists: it ended without "
+                "reporting the run's end (a crash, kill -9 or power loss). Ended by stale_exports_sensor; "
+                "re-execute from failure to resume the export."
+            )
+        elif worker is None and local_launcher and _never_began(store, run, run_record.start_time):
+            reason = (
+                f"The run's worker never began the export within {GRACE.total_seconds():.0f} s of the run's "
+                "start: it died before (a crash, kill -9 or power loss). Ended by stale_exports_sensor; "
+                "re-execute from failure to resume the export."
+            )
+        else:
+            continue
+        export_id = run.tags.get(EXPORT_ID_TAG)
+        if end_run_of_lost_worker(instance, store, export_id, run, reason):
+            ended.append(str(export_id))
+    return ended
+
+
 def reconcile(
     instance: DagsterInstance, store: ExportStore, timeout: timedelta, export_types: list[str]
 ) -> SensorResult | SkipReason:
-    """Records still TRIGGERED whose run vanished, ended, or overran; and partitions of long-ended exports."""
+    """Runs whose worker is gone; records still TRIGGERED whose run vanished, ended, or overran; and
+    partitions of long-ended exports."""
     now = utcnow()
-    fixed: list[str] = []
+    fixed = end_runs_of_lost_workers(instance, store, {job_name(t) for t in export_types})
     for record in store.with_status(TRIGGERED):
         export_id, run_id = str(record["_id"]), str(record.get("runId") or "")
         run = instance.get_run_by_id(run_id) if run_id else None
@@ -108,6 +171,8 @@ def reconcile(
             )
         elif run.is_finished:
             record_ended_run(instance, store, export_id, run)
+        elif run.status == DagsterRunStatus.QUEUED:
+            continue  # a re-run accepted by the API waits its turn; its runtime counts from its start
         elif since > timeout + GRACE:
             message = f"Exceeded maximum runtime of {timeout.total_seconds():.0f} seconds (TIMEOUT_MILLIS)"
             instance.report_run_canceling(run, message=message)
@@ -171,9 +236,10 @@ def build_sensors(jobs: dict[str, JobDefinition], poll_seconds: int) -> list[Sen
     ) -> SensorResult | SkipReason:
         """Reconcile records with their runs so none stays TRIGGERED forever, and bound the partitions.
 
-        Catches what the run status sensors cannot: a run that vanished, a run that ended while
-        the daemon was down, a run still going long after TIMEOUT_MILLIS (e.g. monitoring was
-        off). Also drops the dynamic partitions of exports that ended long ago.
+        Catches what the run status sensors cannot: a run whose worker on this machine died
+        without a word (the whole stack killed, then started again), a run that vanished, a run
+        that ended while the daemon was down, a run still going long after TIMEOUT_MILLIS (e.g.
+        monitoring was off). Also drops the dynamic partitions of exports that ended long ago.
         """
         timeout = timedelta(milliseconds=files.timeout_millis)
         return reconcile(context.instance, mongo.store(), timeout, export_types)

@@ -1,11 +1,14 @@
 """The stages every export goes through, free of Dagster so they can be tested directly.
 
-extract (the type's hook, else exports/filtered.py) → transform (rows → formatted CSV files)
-→ package (one CSV, a ZIP, or several CSVs) → upload (S3, the type's bucket and ACL) → finish
-(key, count and meta for the FINISHED record). Each stage does its own step from what the one
-before it staged: files under the export's staging directory (kept until the export FINISHED,
-so a re-execution from failure resumes at the failed step), or for per-run scratch types
-(SPEC §5) a directory of the run that is gone when the run ends.
+extract (the type's hook, else exports/filtered.py) → transform (rows → formatted CSV files, or
+the typed rows → one parquet/xlsx file, by the record's `format`: domain/formats.py) → package (one
+file, gzipped for csv.gz; a ZIP; or several CSVs) → upload (S3, the type's bucket and ACL) → finish
+(key, count and meta for the FINISHED record). Each stage reads the export's plan (domain/plan.py:
+bucket, keys, file names, packaging, format, decided once when the run starts) and does its own
+step from what the one before it staged: files under the export's staging directory (kept until
+the export FINISHED, so a re-execution from failure resumes at the failed step with the same
+plan), or for per-run scratch types (SPEC §5) a directory of the run that is gone when the run
+ends. No stage removes a scratch directory: end_states.py does.
 
 polars, the cell formatting and the type modules (with pyarrow and pymongoarrow) are imported
 by the steps that use them, not when the code location loads: a run worker marks its export
@@ -17,20 +20,21 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 import zipfile
 from collections.abc import Mapping
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pymongo.database import Database
 
+from export_pipelines.domain import plan
 from export_pipelines.domain.export_types import EXPORT_TYPES
+from export_pipelines.domain.formats import FORMATS, Format, sheet_title
 from export_pipelines.domain.json_logs import scrub
-from export_pipelines.domain.keys import export_key, safe_key_part
+from export_pipelines.domain.keys import content_disposition
 from export_pipelines.domain.membership import MembershipStore
+from export_pipelines.domain.plan import ExportPlan, run_scratch_dir, staging_dir
 from export_pipelines.domain.storage import UploadedObject
 from export_pipelines.exports.contract import FILE_COLUMN, SINGLE_FILE, ExportContext, PermanentExportError, Progress
 
@@ -42,8 +46,11 @@ PREVIEW_ROWS = 10
 
 @dataclass(frozen=True)
 class Artifact:
+    """One file to upload: where it is staged, its key, and the name a download saves it under."""
+
     path: Path
     key: str
+    name: str = ""  # the file name users see (the campaign's own name); "" → the key's last part
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,7 @@ class Package:
     artifacts: list[Artifact]
     rows: dict[str, int]
     preview: str = ""
+    format_meta: dict[str, Any] | None = None  # what the format's writer says (xlsx: its sheets)
 
 
 @dataclass(frozen=True)
@@ -62,10 +70,13 @@ class Uploaded:
     objects: list[UploadedObject]
     rows: dict[str, int]
     preview: str = ""
+    format_meta: dict[str, Any] | None = None  # None (a class default) also in outputs pickled before formats
 
 
 class Uploader(Protocol):
-    def upload(self, path: Path, *, bucket: str, key: str, acl: str, content_type: str) -> UploadedObject: ...
+    def upload(
+        self, path: Path, *, bucket: str, key: str, acl: str, content_type: str, content_disposition: str
+    ) -> UploadedObject: ...
 
 
 @dataclass(frozen=True)
@@ -79,25 +90,50 @@ class Workspace:
     timeout_millis: int = 3_600_000
 
 
-def staging_dir(data_dir: Path, export_id: str) -> Path:
-    return data_dir / "staging" / safe_key_part(export_id)
+def resolve_plan(record: dict[str, Any], db: Database, workspace: Workspace, *, run_id: str) -> ExportPlan:
+    """The export's plan (domain/plan.py): reads its campaign, the one time a run does; the campaign
+    must still exist and the type be registered."""
+    export_type = EXPORT_TYPES.get(record.get("exportType", ""))
+    if export_type is None:
+        raise PermanentExportError(f"Invalid export type: {str(record.get('exportType'))[:100]!r}.")
+    campaign = db["campaigns"].find_one({"_id": record["campaignId"]})
+    if campaign is None:
+        raise PermanentExportError(f"The campaign {str(record['campaignId'])[:100]!r} no longer exists.")
+    try:
+        return plan.resolve(
+            record, campaign, export_type, buckets=workspace.buckets, data_dir=workspace.data_dir, run_id=run_id
+        )
+    except plan.PlanError as exc:
+        raise PermanentExportError(str(exc)) from exc
 
 
-def run_scratch_dir(data_dir: Path, run_id: str) -> Path:
-    return data_dir / "tmp" / safe_key_part(run_id)
+def staged_plan(data_dir: Path, export_id: str, run_id: str) -> ExportPlan | None:
+    """The plan staged for the export (its staging directory) or by this run (its scratch), if any;
+    one this version cannot read (staged by another) counts as none, and is resolved anew."""
+    for work_dir in (staging_dir(data_dir, export_id), run_scratch_dir(data_dir, run_id)):
+        try:
+            staged = plan.load(work_dir)
+        except (TypeError, ValueError):
+            continue
+        if staged is not None and staged.export_id == export_id:
+            return staged
+    return None
 
 
-def discard_run_scratch(data_dir: Path, run_id: str) -> None:
-    shutil.rmtree(run_scratch_dir(data_dir, run_id), ignore_errors=True)
-
-
-def _sweep_stale_run_scratch(data_dir: Path, timeout_millis: int) -> None:
-    """Remove directories left by runs that were killed outright (no hook ran); none can be alive."""
-    cutoff = time.time() - 2 * timeout_millis / 1000
-    for stale in (data_dir / "tmp").glob("*"):
-        with suppress(OSError):
-            if stale.stat().st_mtime < cutoff:
-                shutil.rmtree(stale, ignore_errors=True)
+def context_of(
+    export_plan: ExportPlan, db: Database, s3: Any, workspace: Workspace, log: Any, progress: Progress | None = None
+) -> ExportContext:
+    """Everything a stage needs about one export: its plan, and the run's clients and settings."""
+    return ExportContext(
+        plan=export_plan,
+        db=db,
+        s3=s3,
+        buckets=workspace.buckets,
+        max_rows_per_file=workspace.max_rows_per_file,
+        sfmc_config=workspace.sfmc_config,
+        log=log,
+        progress=progress or Progress(lambda stage, done, total: None),
+    )
 
 
 def build_context(
@@ -110,32 +146,11 @@ def build_context(
     run_id: str,
     progress: Progress | None = None,
 ) -> ExportContext:
-    """Everything a stage needs about one export; the campaign must still exist."""
-    export_type = EXPORT_TYPES.get(record.get("exportType", ""))
-    if export_type is None:
-        raise PermanentExportError(f"Invalid export type: {str(record.get('exportType'))[:100]!r}.")
-    campaign = db["campaigns"].find_one({"_id": record["campaignId"]})
-    if campaign is None:
-        raise PermanentExportError(f"The campaign {str(record['campaignId'])[:100]!r} no longer exists.")
-    if export_type.scratch == "run":
-        work_dir = run_scratch_dir(workspace.data_dir, run_id)
-        if not work_dir.exists():
-            _sweep_stale_run_scratch(workspace.data_dir, workspace.timeout_millis)
-    else:
-        work_dir = staging_dir(workspace.data_dir, str(record["_id"]))
-    return ExportContext(
-        record=record,
-        campaign=campaign,
-        export_type=export_type,
-        db=db,
-        s3=s3,
-        buckets=workspace.buckets,
-        work_dir=work_dir,
-        max_rows_per_file=workspace.max_rows_per_file,
-        sfmc_config=workspace.sfmc_config,
-        log=log,
-        progress=progress or Progress(lambda stage, rows: None),
-    )
+    """A fresh plan for `record`, staged, and its context (tests and the bench; a run's steps get
+    theirs from ExportRunResource, which reuses a staged plan)."""
+    export_plan = resolve_plan(record, db, workspace, run_id=run_id)
+    export_plan.save()
+    return context_of(export_plan, db, s3, workspace, log, progress)
 
 
 def preliminary_count(ctx: ExportContext) -> int | None:
@@ -160,8 +175,14 @@ def extract(ctx: ExportContext) -> None:
         filtered.extract(ctx, logic)
 
 
+def export_format(ctx: ExportContext) -> Format:
+    """The export's format, as its plan says (csv for a record without one)."""
+    return FORMATS[ctx.plan.format]
+
+
 def transform(ctx: ExportContext) -> dict[str, int]:
-    """Write the type's rows as formatted CSV files under out/; returns the rows per file.
+    """Write the type's rows as formatted CSV files under out/ (or, for parquet and xlsx, the typed
+    rows as they are into that one file); returns the rows per file.
 
     Records which users the files contain (CCPA, SPEC §7) batch by batch as it writes them.
     """
@@ -178,6 +199,9 @@ def transform(ctx: ExportContext) -> dict[str, int]:
     out_dir.mkdir(parents=True)
     export_type = ctx.export_type
     columns = export_type.columns
+    fmt = export_format(ctx)
+    if fmt.writer is not None:
+        return _transform_typed(ctx, fmt, out_dir)
     writer = _SegmentedWriter(out_dir, columns, ctx.max_rows_per_file if export_type.segment_rows else None)
     members = MembershipStore(ctx.db)
     members.ensure_indexes()
@@ -199,12 +223,47 @@ def transform(ctx: ExportContext) -> dict[str, int]:
         else:
             preview = cells.head(PREVIEW_ROWS) if preview is None else preview
             writer.write(SINGLE_FILE, cells)
-        ctx.progress("transform", sum(writer.rows.values()))
-    if export_type.packaging in ("csv", "zip") and not writer.rows:  # empty: a header-only file
+        ctx.progress("transform", sum(writer.rows.values()), ctx.expected_rows)
+    if ctx.plan.packaging in ("csv", "zip") and not writer.rows:  # empty: a header-only file
         writer.write(SINGLE_FILE, pl.DataFrame(schema=dict.fromkeys(columns, pl.String)))
     rows = dict(writer.rows)
     text = preview_markdown(preview if preview is not None else pl.DataFrame(schema=dict.fromkeys(columns)))
     (ctx.work_dir / "manifest.json").write_text(json.dumps({"rows": rows, "preview": text}))
+    return rows
+
+
+def _transform_typed(ctx: ExportContext, fmt: Format, out_dir: Path) -> dict[str, int]:
+    """transform for a typed format: the rows as they are, through the format's writer, into one file.
+    The preview (and nothing else) still goes through the CSV cell formatting."""
+    import polars as pl
+
+    from export_pipelines.domain.csv_format import format_cells
+    from export_pipelines.exports import filtered
+    from export_pipelines.exports.registry import logic_of
+
+    export_type = ctx.export_type
+    columns = export_type.columns
+    relative = f"{SINGLE_FILE}{fmt.extension}"
+    assert fmt.writer is not None
+    writer = fmt.writer(out_dir / relative, columns, sheet_title(export_type.file_name))
+    members = MembershipStore(ctx.db)
+    members.ensure_indexes()
+    members.reset(ctx.export_id)
+    preview: pl.DataFrame | None = None
+    for frame in (logic_of(export_type.name).transform or filtered.transform)(ctx):
+        if frame.height == 0:
+            continue
+        if export_type.member_column is not None:
+            members.add(ctx.export_id, frame.get_column(export_type.member_column).cast(pl.String).to_list())
+        if preview is None:
+            preview = format_cells(frame.head(PREVIEW_ROWS), columns)
+        writer.write(frame)
+        ctx.progress("transform", writer.rows, ctx.expected_rows)
+    format_meta = writer.close()
+    rows = {relative: writer.rows}
+    text = preview_markdown(preview if preview is not None else pl.DataFrame(schema=dict.fromkeys(columns)))
+    manifest = {"rows": rows, "preview": text, "formatMeta": format_meta}
+    (ctx.work_dir / "manifest.json").write_text(json.dumps(manifest))
     return rows
 
 
@@ -266,11 +325,6 @@ def preview_markdown(cells: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def file_name(ctx: ExportContext) -> str:
-    campaign = safe_key_part(str(ctx.campaign.get("name") or ctx.record.get("campaignName") or ctx.campaign_id))
-    return ctx.export_type.file_name.format(campaign=campaign)
-
-
 def package(ctx: ExportContext) -> Package:
     """Turn out/ into the object(s) to upload: one CSV, one ZIP, or one CSV per file."""
     manifest_path = ctx.work_dir / "manifest.json"
@@ -279,49 +333,66 @@ def package(ctx: ExportContext) -> Package:
     manifest = json.loads(manifest_path.read_text())
     rows: dict[str, int] = manifest["rows"]
     out_dir = ctx.work_dir / "out"
-    export_type = ctx.export_type
-    if export_type.packaging == "csv":
-        key = export_key(export_type.name, ctx.campaign_id, ctx.export_id, file_name(ctx))
-        artifacts = [Artifact(out_dir / f"{SINGLE_FILE}.csv", key)]
-    elif export_type.packaging == "zip":
+    export_plan = ctx.plan
+    if export_plan.packaging == "csv":
+        assert export_plan.key is not None and export_plan.download_name is not None
+        fmt = export_format(ctx)
+        staged = out_dir / f"{SINGLE_FILE}{'.csv' if fmt.writer is None else fmt.extension}"
+        if fmt.package is not None:  # csv.gz: the CSV, compressed
+            packed = ctx.work_dir / "package" / f"{SINGLE_FILE}{fmt.extension}"
+            packed.parent.mkdir(parents=True, exist_ok=True)
+            fmt.package(staged, packed)
+            staged = packed
+        artifacts = [Artifact(staged, export_plan.key, export_plan.download_name)]
+    elif export_plan.packaging == "zip":
+        assert export_plan.key is not None and export_plan.download_name is not None
         archive = ctx.work_dir / "package" / "export.zip"
         archive.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
             for relative in sorted(rows):
                 zf.write(out_dir / relative, arcname=relative)
-        artifacts = [Artifact(archive, export_key(export_type.name, ctx.campaign_id, ctx.export_id, file_name(ctx)))]
+        artifacts = [Artifact(archive, export_plan.key, export_plan.download_name)]
     else:
         from export_pipelines.exports.registry import logic_of
 
-        keyer = logic_of(export_type.name).object_key
+        logic = logic_of(export_plan.export_type)
         artifacts = [
             Artifact(
                 out_dir / relative,
-                keyer(ctx, relative)
-                if keyer
-                else export_key(export_type.name, ctx.campaign_id, ctx.export_id, relative),
+                logic.object_key(ctx, relative) if logic.object_key else export_plan.file_key(relative),
+                logic.download_name(ctx, relative) if logic.download_name else Path(relative).name,
             )
             for relative in sorted(rows)
         ]
-    return Package(artifacts=artifacts, rows=rows, preview=manifest.get("preview", ""))
+    return Package(
+        artifacts=artifacts, rows=rows, preview=manifest.get("preview", ""), format_meta=manifest.get("formatMeta")
+    )
 
 
 def upload(ctx: ExportContext, staged: Package, s3: Uploader) -> Uploaded:
-    """Upload every artifact to the type's bucket with its ACL; an object only appears once complete."""
+    """Upload every artifact to the type's bucket with its ACL; an object only appears once complete.
+
+    Each object carries `Content-Disposition: attachment` with its file name, so a download saves
+    under the campaign's own name whatever the client (and whatever S3-compatible server).
+    """
     missing = [a.path.name for a in staged.artifacts if not a.path.exists()]
     if missing:
         raise PermanentExportError("The packaged files of this export are gone; re-run the export from the start.")
-    bucket = ctx.buckets[ctx.export_type.bucket]
-    content_type = "application/zip" if ctx.export_type.packaging == "zip" else "text/csv; charset=utf-8"
+    export_plan = ctx.plan
     objects = []
     for number, artifact in enumerate(staged.artifacts):
         objects.append(
             s3.upload(
-                artifact.path, bucket=bucket, key=artifact.key, acl=ctx.export_type.acl, content_type=content_type
+                artifact.path,
+                bucket=export_plan.bucket,
+                key=artifact.key,
+                acl=export_plan.acl,
+                content_type=export_plan.content_type,
+                content_disposition=content_disposition(artifact.name or artifact.key.rpartition("/")[2]),
             )
         )
-        ctx.progress("upload", number + 1)
-    return Uploaded(objects=objects, rows=staged.rows, preview=staged.preview)
+        ctx.progress("upload", number + 1, len(staged.artifacts))
+    return Uploaded(objects=objects, rows=staged.rows, preview=staged.preview, format_meta=staged.format_meta)
 
 
 def finish_fields(ctx: ExportContext, uploaded: Uploaded) -> dict[str, Any]:
@@ -329,19 +400,17 @@ def finish_fields(ctx: ExportContext, uploaded: Uploaded) -> dict[str, Any]:
     objects = uploaded.objects
     keys = [u.key for u in objects]
     meta: dict[str, Any] = {
-        "bucket": objects[0].bucket if objects else ctx.buckets[ctx.export_type.bucket],
+        "bucket": objects[0].bucket if objects else ctx.plan.bucket,
         "bytes": sum(u.bytes for u in objects),
         "sha256": objects[0].sha256 if len(objects) == 1 else None,
         "objects": [{"key": u.key, "bytes": u.bytes, "sha256": u.sha256} for u in objects],
     }
-    if ctx.export_type.packaging != "csv":
+    if ctx.plan.packaging != "csv":
         meta["files"] = [{"name": name, "rows": count} for name, count in sorted(uploaded.rows.items())]
+    meta["format"] = ctx.plan.format
+    meta.update(uploaded.format_meta or {})
     return {
-        "key": keys if ctx.export_type.packaging == "multi_csv" else (keys[0] if keys else None),
+        "key": keys if ctx.plan.packaging == "multi_csv" else (keys[0] if keys else None),
         "count": sum(uploaded.rows.values()),
         "meta": meta,
     }
-
-
-def clean_up(ctx: ExportContext) -> None:
-    shutil.rmtree(ctx.work_dir, ignore_errors=True)

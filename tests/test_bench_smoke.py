@@ -83,6 +83,10 @@ def test_bench_completes_and_writes_results(tmp_path: Path) -> None:
             assert is_number(results[section].get(key)), f"{section}.{key} = {results[section].get(key)!r}"
     assert all(is_number(results["entries"]["steps"][step]) for step in STEPS)
     assert results["entries"]["rows"] == 5_000 == results["entries"]["naive"]["rows"]
+    # The run's cost comes from its Dagster event log (finish_export's metadata), the naive one's from its output.
+    for who in ("ours", "naive"):
+        database = results["entries"]["database"][who]
+        assert is_number(database["round_trips_per_1000_rows"]) and is_number(database["bytes_per_1000_rows"]), who
     assert results["api"]["errors"] == 0, results["api"]
     assert all(is_number(results["api"]["by_kind"][kind]["p99_ms"]) for kind in ("get_finished", "list"))
     assert results["targets"] and all(isinstance(t["pass"], bool) for t in results["targets"].values())

@@ -34,9 +34,9 @@ def _specs(db: Database) -> dict[str, dict[str, Any]]:
 def test_creates_every_index_and_a_second_run_changes_nothing(env: dict[str, str], db: Database) -> None:
     first = _run(env)
     specs = _specs(db)
-    dedupe = specs["exports.one_active_per_request"]
+    dedupe = specs["exports.one_active_per_request_format"]
     assert dedupe["unique"] is True and dedupe["partialFilterExpression"] == {"active": True}
-    assert list(dedupe["key"].items()) == [("campaignId", 1), ("exportType", 1), ("dateKey", 1)]
+    assert list(dedupe["key"].items()) == [("campaignId", 1), ("exportType", 1), ("dateKey", 1), ("format", 1)]
     assert list(specs["exports.queue"]["key"].items()) == [("status", 1), ("date.created", 1)]
     slots = specs["exports.pending_slots"]
     assert slots["unique"] is True and list(slots["key"].items()) == [("campaignId", 1), ("pendingSlot", 1)]
@@ -48,7 +48,13 @@ def test_creates_every_index_and_a_second_run_changes_nothing(env: dict[str, str
     ]  # fmt: skip
     for name in ("scoring", "codes", "markets"):
         assert list(specs[f"{name}.campaignId_1"]["key"].items()) == [("campaignId", 1)]
-    exports = "_id_, by_campaign, by_deletion_status, one_active_per_request, pending_slots, queue"
+    exports = (
+        "_id_, by_campaign, by_deletion_status, one_active_per_request_format, pending_slots, queue, webhook_outbox"
+    )
+    assert specs["exports.webhook_outbox"]["sparse"] is True
+    slot = specs["webhooks.one_per_slot"]
+    assert slot["unique"] is True and list(slot["key"].items()) == [("campaignId", 1), ("slot", 1)]
+    assert list(specs["webhook_deliveries.due"]["key"].items()) == [("status", 1), ("nextAttemptAt", 1)]
     assert f"{env['MONGODB_DB']}.exports: {exports}" in first
 
     assert _run(env) == first
@@ -69,3 +75,54 @@ def test_the_seed_creates_the_same_indexes(env: dict[str, str], db: Database, mo
     finally:
         client.drop_database(other.name)
         client.close()
+
+
+def test_an_existing_database_is_migrated_to_the_duplicate_rule_with_formats(env: dict[str, str], db: Database) -> None:
+    """A database from before formats: its dedupe index (without `format`) is replaced, and its records, which
+    have no `format`, are csv: a csv request still finds the active one, another format is another export."""
+    from pymongo import ASCENDING
+
+    from export_pipelines.domain.records import ExportStore, utcnow
+
+    exports = db["exports"]
+    exports.create_index(
+        [("campaignId", ASCENDING), ("exportType", ASCENDING), ("dateKey", ASCENDING)],
+        name="one_active_per_request", unique=True, partialFilterExpression={"active": True},
+    )  # fmt: skip
+    old = {"campaignId": "c1", "dateKey": None, "requesterUserId": "u", "date": {"created": utcnow()}}
+    exports.insert_many(
+        [
+            {**old, "_id": "pending", "id": "pending", "exportType": "entries", "status": "PENDING", "active": True},
+            {**old, "_id": "failed", "id": "failed", "exportType": "codes", "status": "FAILED"},
+            {**old, "_id": "done", "id": "done", "exportType": "codes", "status": "FINISHED", "key": "k.csv"},
+        ]
+    )
+    _run(env)
+    names = {ix["name"]: ix for ix in exports.list_indexes()}
+    assert "one_active_per_request" not in names
+    assert list(names["one_active_per_request_format"]["key"]) == ["campaignId", "exportType", "dateKey", "format"]
+    # What may hold the slot (active, or re-runnable) is csv now; a FINISHED record is left as it was.
+    assert {d["_id"]: d.get("format") for d in exports.find()} == {"pending": "csv", "failed": "csv", "done": None}
+
+    store = ExportStore(db)
+    same = store.create(campaign_id="c1", campaign_name="", export_type="entries", requester_user_id="u")
+    assert not same.created and same.record["_id"] == "pending", "a csv request is the old record's duplicate"
+    other = store.create(
+        campaign_id="c1", campaign_name="", export_type="entries", requester_user_id="u", format="parquet"
+    )
+    assert other.created and other.record["format"] == "parquet", "another format is another export"
+    # A re-run of the old FAILED record takes the csv slot back, so a csv request finds it.
+    store.mark_triggered("failed", run_id="r", preliminary_count=None)
+    again = store.create(campaign_id="c1", campaign_name="", export_type="codes", requester_user_id="u", max_pending=5)
+    assert not again.created and again.record["_id"] == "failed"
+
+    # A record written by the old version after the migration (no `format`) is still found by a csv request.
+    exports.insert_one(
+        {**old, "_id": "late", "id": "late", "exportType": "fanlist", "status": "PENDING", "active": True}
+    )
+    late = store.create(campaign_id="c1", campaign_name="", export_type="fanlist", requester_user_id="u", max_pending=5)
+    assert not late.created and late.record["_id"] == "late"
+
+    before = {ix["name"]: ix for ix in exports.list_indexes()}
+    _run(env)  # a second run changes nothing
+    assert {ix["name"]: ix for ix in exports.list_indexes()} == before

@@ -6,7 +6,7 @@ import csv
 import io
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ from secantus import SecantusDBServer
 
 from devstack import seed as seed_module
 from devstack.seed import (
+    REFERENCE_DAY,
     CampaignExistsError,
     main,
     seed_campaign,
@@ -448,3 +449,58 @@ def test_additional_markets_never_repeat_or_include_own(n_markets: int, seed: in
     for own, others in zip(market.tolist(), extra, strict=True):
         assert own not in others and len(set(others)) == len(others) <= min(2, n_markets - 1)
         assert all(0 <= k < n_markets for k in others)
+
+
+# --- the calendar: relative to a day, deterministic for that day ---------------------
+
+
+def test_dates_are_relative_to_today(client: pymongo.MongoClient[Any]) -> None:
+    today = date(2026, 12, 4)
+    db = client["seed_today"]
+    summary = seed_campaign(db, campaign_id="t", n_entries=400, seed=2, today=today)
+    day = datetime(2026, 12, 4, tzinfo=UTC)
+    expected_waves = [str(int((day + timedelta(days=d, hours=16)).timestamp() * 1000)) for d in (-3, -1)]
+    assert summary["waveDateKeys"] == list(wave_date_keys(today)) == expected_waves
+    campaign = db["campaigns"].find_one({"_id": "t"})
+    assert campaign is not None
+    assert campaign["date"]["presale"] == day + timedelta(hours=16)
+    assert campaign["date"]["open"] == day + timedelta(days=-19, hours=16)
+    assert campaign["date"]["close"] == day + timedelta(days=-5, hours=16)
+    assert campaign["name"].endswith("World Tour 2026")
+    created = [e["date"]["created"] for e in _all(db, "entries")]
+    assert campaign["date"]["open"] <= min(created) and max(created) < campaign["date"]["close"]
+    assigned = _all(db, "codes", {"status": "assigned"})
+    assert {c["waveDateKey"] for c in assigned} == set(expected_waves)
+    assert all(m["event"]["date"] > campaign["date"]["presale"] for m in _all(db, "markets"))
+
+
+def test_same_today_same_documents_and_only_dates_move(client: pymongo.MongoClient[Any]) -> None:
+    today = date(2025, 7, 1)
+    a, b, reference = client["seed_day_a"], client["seed_day_b"], client["seed_day_ref"]
+    seed_campaign(a, n_entries=300, seed=6, today=today)
+    seed_campaign(b, n_entries=300, seed=6, today=today)
+    seed_campaign(reference, n_entries=300, seed=6)
+    assert _dump(a) == _dump(b)
+    # Without dates the data is the reference day's: the day shifts the calendar, nothing else.
+    assert _all(a, "users") == _all(reference, "users")
+    assert _all(a, "scoring") == _all(reference, "scoring")
+    shift = datetime(2025, 7, 1, tzinfo=UTC) - datetime.combine(REFERENCE_DAY, datetime.min.time(), UTC)
+    for moved, fixed in zip(_all(a, "entries"), _all(reference, "entries"), strict=True):
+        assert moved["date"]["created"] - fixed["date"]["created"] == shift
+
+
+def test_reference_day_is_the_default_calendar() -> None:
+    assert wave_date_keys() == wave_date_keys(REFERENCE_DAY) == ("1710691200000", "1710864000000")
+
+
+def test_cli_dates_the_campaign_today_unless_told(server: SecantusDBServer) -> None:
+    before = datetime.now(UTC).date()
+    assert main(["--uri", server.uri, "--db", "seed_cli_today", "--campaign-id", "now", "--entries", "30"]) == 0
+    after = datetime.now(UTC).date()
+    args = ["--uri", server.uri, "--db", "seed_cli_today", "--campaign-id", "fixed", "--entries", "30"]
+    assert main([*args, "--today", "2025-01-02"]) == 0
+    with pymongo.MongoClient(server.uri, directConnection=True, tz_aware=True) as c:
+        db = c["seed_cli_today"]
+        presale = {d["_id"]: d["date"]["presale"] for d in db["campaigns"].find({}, {"date.presale": 1})}
+    assert presale["now"].date() in (before, after) and presale["now"].hour == 16
+    assert presale["fixed"] == datetime(2025, 1, 2, 16, tzinfo=UTC)

@@ -16,29 +16,54 @@ def mongo_client(settings: Settings, **kwargs: Any) -> MongoClient:
 
 
 def s3_client(settings: Settings) -> Any:
-    return new_s3_client(settings.s3_endpoint_url, settings.aws_region)
+    return new_s3_client(
+        settings.s3_endpoint_url, settings.aws_region, local_credentials=local_s3_credentials(settings)
+    )
 
 
-def new_s3_client(endpoint_url: str | None, region: str) -> Any:
-    """A boto3 S3 client; against a local endpoint, dummy credentials stand in for AWS ones.
+def local_s3_credentials(settings: Settings) -> bool:
+    """Whether S3 clients sign with dummy credentials: a local endpoint and no AWS_ACCESS_KEY_ID."""
+    return settings.s3_endpoint_url is not None and not settings.aws_access_key_id
+
+
+def s3_config(endpoint_url: str | None) -> Any:
+    """How every S3 client signs and addresses: Signature Version 4, the region's own endpoint.
+
+    boto3 1.44 presigns with SigV2 unless told `s3v4`, and S3 refuses SigV2 on buckets created
+    since mid-2020. Without `addressing_style="virtual"` a presigned URL of a bucket outside
+    us-east-1 points at the global host `bucket.s3.amazonaws.com` (which redirects a new bucket,
+    breaking the signature), and `us_east_1_regional_endpoint="regional"` gives us-east-1
+    `s3.us-east-1.amazonaws.com` too; botocore falls back to path style for bucket names with
+    dots. A local endpoint (S3_ENDPOINT_URL) is addressed path-style: `bucket.localhost` may not
+    resolve.
+    """
+    from botocore.config import Config
+
+    addressing = {"addressing_style": "path"} if endpoint_url else {"addressing_style": "virtual"}
+    return Config(
+        signature_version="s3v4",
+        s3={**addressing, "us_east_1_regional_endpoint": "regional"},
+        retries={"max_attempts": 5, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=60,
+    )
+
+
+def new_s3_client(endpoint_url: str | None, region: str, *, local_credentials: bool = False) -> Any:
+    """A boto3 S3 client for the buckets' region (s3_config); with `local_credentials` (a local
+    endpoint, no AWS ones configured: local_s3_credentials) dummy credentials stand in for AWS ones.
 
     boto3 is imported here, by the first client, not when the code location loads (0.06 s of a
     run worker's start-up before its export is TRIGGERED: docs/performance.md, the queue)."""
     import boto3
-    from botocore.config import Config
 
     extra: dict[str, Any] = {}
     if endpoint_url:
         extra["endpoint_url"] = endpoint_url
-        if not os.environ.get("AWS_ACCESS_KEY_ID"):
-            extra["aws_access_key_id"] = "local"
-            extra["aws_secret_access_key"] = "local"  # noqa: S105 - moto accepts any
-    return boto3.client(
-        "s3",
-        region_name=region,
-        config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=60),
-        **extra,
-    )
+    if local_credentials:
+        extra["aws_access_key_id"] = "local"
+        extra["aws_secret_access_key"] = "local"  # noqa: S105 - moto accepts any
+    return boto3.client("s3", region_name=region, config=s3_config(endpoint_url), **extra)
 
 
 def ensure_buckets(settings: Settings) -> None:

@@ -10,9 +10,12 @@ pymongoarrow-free, so the API can validate requests with it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from export_pipelines.domain.formats import DEFAULT_FORMAT, FORMATS
 
 Packaging = Literal["csv", "zip", "multi_csv"]
 Source = Literal["entries", "scoring", "codes"]
@@ -34,6 +37,7 @@ class ExportType:
     acl: str = "private"
     requires_date_key: bool = False
     preliminary_count: bool = True  # store the campaign's entry count when the export starts
+    row_per_entry: bool = False  # one row per entry: the preliminary count is the progress total
     columns: tuple[str, ...] = ()  # the header, in order
     # Object name; {campaign} is the key-safe campaign name. The key adds the export id.
     file_name: str = "{campaign}.csv"
@@ -89,6 +93,7 @@ EXPORT_TYPES: dict[str, ExportType] = {
         # -- entries (walking skeleton) --
         ExportType(
             name="entries",
+            row_per_entry=True,
             markets="required",
             bucket="exportsS3",
             file_name="{campaign} - Entries.csv",
@@ -354,10 +359,11 @@ class ExportRequest:
     export_type: ExportType
     date_key: str | None
     include_all_markets: bool | None
+    format: str = DEFAULT_FORMAT  # SPEC §3 "Formats"; part of the duplicate rule (SPEC §4)
 
 
 MAX_DATE_KEY_DIGITS = 16  # SPEC §6; epoch millis have 13 today
-REQUEST_FIELDS = frozenset({"exportType", "dateKey", "includeAllMarkets"})
+REQUEST_FIELDS = frozenset({"exportType", "dateKey", "includeAllMarkets", "format"})
 
 
 def parse_export_request(body: object) -> ExportRequest:
@@ -388,4 +394,12 @@ def parse_export_request(body: object) -> ExportRequest:
     include_all_markets = body.get("includeAllMarkets")
     if "includeAllMarkets" in body and not isinstance(include_all_markets, bool):
         raise InvalidExportRequest("includeAllMarkets must be true or false.")
-    return ExportRequest(export_type, date_key, include_all_markets)
+    fmt = body.get("format", DEFAULT_FORMAT)
+    if not isinstance(fmt, str) or fmt not in FORMATS:
+        shown = fmt if isinstance(fmt, str) else json.dumps(fmt)
+        formats = ", ".join(list(FORMATS)[:-1]) + f" or {list(FORMATS)[-1]}"
+        raise InvalidExportRequest(f"Invalid format: '{shown[:100]}' (it must be {formats}).")
+    if fmt != DEFAULT_FORMAT and export_type.packaging != "csv":
+        # ZIP and multi-file types feed SFMC and partners' imports, which read CSV.
+        raise InvalidExportRequest(f"exportType '{export_type.name}' is delivered as CSV only, not as {fmt}.")
+    return ExportRequest(export_type, date_key, include_all_markets, fmt)

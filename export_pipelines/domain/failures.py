@@ -9,6 +9,8 @@ DATABASE_UNAVAILABLE = "The database was unavailable; the export can be re-run."
 STORAGE_UNAVAILABLE = "Storage was unavailable; the export can be re-run."
 UNEXPECTED = "The export failed unexpectedly; the export can be re-run."
 RUN_FAILED = "The export's run stopped before it finished; the export can be re-run."
+# Its worker process ended without a word (a crash, kill -9, power loss): found by stale_exports_sensor.
+WORKER_LOST = "The export's worker stopped unexpectedly before it finished; the export can be re-run."
 
 
 def plain_message(error: BaseException | None) -> str:

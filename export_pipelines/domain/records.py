@@ -26,6 +26,26 @@ RERUNNABLE = (FAILED, EXPIRED)
 
 SORT_FIELDS = {"created": "date.created", "status": "status", "exportType": "exportType"}
 
+# The duplicate rule (SPEC §4): one PENDING/TRIGGERED (`active`) record per request key, made race-free
+# by a partial unique index. Since formats (SPEC §3) the key counts `format`; the index before them
+# (DEDUPE_INDEX_BEFORE_FORMATS, without it) is dropped by ensure_indexes once the new one exists.
+DEDUPE_FIELDS = ("campaignId", "exportType", "dateKey", "format")
+DEDUPE_INDEX = "one_active_per_request_format"
+DEDUPE_INDEX_BEFORE_FORMATS = "one_active_per_request"
+DEFAULT_FORMAT = "csv"  # a record without `format` (made before formats existed) is csv
+# Statuses whose records hold, or may take back (a re-run), the dedupe slot.
+SLOT_STATUSES = (PENDING, TRIGGERED, FAILED, EXPIRED)
+
+# Webhook outbox (SPEC §11): each end state pushes {event, at} onto `notify` in the same update that
+# sets the status, so no end is ever lost between two writes; the webhook sensor turns each entry
+# into deliveries and then pulls it (export_pipelines/webhook_delivery.py).
+OUTBOX_FIELD = "notify"
+
+
+def outbox_entry(status: str, at: datetime) -> dict[str, Any]:
+    """`{"event": "export.finished", "at": ...}` for an end state reached at `at`."""
+    return {"event": f"export.{status.lower()}", "at": at}
+
 
 class IllegalTransition(Exception):
     """The record is not in a status this transition may leave."""
@@ -60,13 +80,24 @@ class ExportStore:
         self.collection: Collection = db["exports"].with_options(write_concern=WriteConcern("majority"))
 
     def ensure_indexes(self) -> None:
-        """Idempotent; the partial unique index is what makes de-duplication race-free."""
+        """Idempotent; the partial unique index is what makes de-duplication race-free.
+
+        Migrates a database from before formats: records that hold or may take back the dedupe slot
+        get `format: "csv"` (what they are), then the index with `format` is built, then the old one
+        without it is dropped — in that order, so no moment goes without a dedupe index.
+        """
+        self.collection.update_many(
+            {"status": {"$in": list(SLOT_STATUSES)}, "format": {"$exists": False}},
+            {"$set": {"format": DEFAULT_FORMAT}},
+        )
         self.collection.create_index(
-            [("campaignId", ASCENDING), ("exportType", ASCENDING), ("dateKey", ASCENDING)],
-            name="one_active_per_request",
+            [(name, ASCENDING) for name in DEDUPE_FIELDS],
+            name=DEDUPE_INDEX,
             unique=True,
             partialFilterExpression={"active": True},
         )
+        if DEDUPE_INDEX_BEFORE_FORMATS in self.collection.index_information():
+            self.collection.drop_index(DEDUPE_INDEX_BEFORE_FORMATS)
         # At most MAX_PENDING_PER_CAMPAIGN PENDING records per campaign, race-free (see create).
         self.collection.create_index(
             [("campaignId", ASCENDING), ("pendingSlot", ASCENDING)],
@@ -92,6 +123,7 @@ class ExportStore:
         include_all_markets: bool | None = None,
         request_id: str | None = None,
         max_pending: int | None = None,
+        format: str = DEFAULT_FORMAT,
     ) -> CreateResult:
         """Insert a PENDING record, or return the PENDING/TRIGGERED one with the same request key.
 
@@ -100,10 +132,16 @@ class ExportStore:
         free `pendingSlot` (0 .. max_pending-1), which the partial unique index `pending_slots`
         holds while it is PENDING: concurrent requests race for slots, never past the limit, and
         a request is refused only when every slot is taken.
+
+        The record stores its `format` always; a csv request also finds an active record without one
+        (written by a version from before formats, before its ensure_indexes ran).
         """
-        dedupe = {"campaignId": campaign_id, "exportType": export_type, "dateKey": date_key}
+        dedupe = {"campaignId": campaign_id, "exportType": export_type, "dateKey": date_key, "format": format}
+        active: dict[str, Any] = {**dedupe, "active": True}
+        if format == DEFAULT_FORMAT:
+            active["format"] = {"$in": [DEFAULT_FORMAT, None]}
         if max_pending is not None:
-            existing = self.collection.find_one({**dedupe, "active": True})
+            existing = self.collection.find_one(active)
             if existing is not None:
                 return CreateResult(existing, False)
         for _ in range(10 + (max_pending or 0)):
@@ -130,7 +168,7 @@ class ExportStore:
             except DuplicateKeyError as exc:
                 if "pendingSlot" in (exc.details or {}).get("keyPattern", {}):
                     continue  # a concurrent request took that slot first: pick again
-                existing = self.collection.find_one({**dedupe, "active": True})
+                existing = self.collection.find_one(active)
                 if existing is not None:
                     return CreateResult(existing, False)
                 # The duplicate ended between our insert and our read: try again.
@@ -210,8 +248,10 @@ class ExportStore:
     ) -> dict[str, Any]:
         """Apply `update` if the record is in one of `allowed_from` (and, given `run_id`, still that run's)."""
         query: dict[str, Any] = {"_id": export_id, "status": {"$in": list(allowed_from)}}
-        if run_id is not None:  # a record not yet started has no run: word of its run still applies
-            query["runId"] = {"$in": [run_id, None]}
+        if run_id is not None:
+            # A record not yet started has no run: word of its run still applies. Not so for a re-run
+            # claimed through the API (`rerun`, no run yet either): that word is of its old run.
+            query["$or"] = [{"runId": run_id}, {"runId": None, "rerun": {"$exists": False}}]
         updated = self.collection.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
         if updated is None:
             current = self.get(export_id)
@@ -236,7 +276,7 @@ class ExportStore:
         fields: dict[str, Any] = {"status": TRIGGERED, "runId": run_id, "date.triggered": utcnow()}
         if preliminary_count is not None:
             fields["preliminaryCount"] = preliminary_count
-        unset = {"error": "", "date.failed": "", "date.expired": ""}
+        unset = {"error": "", "date.failed": "", "date.expired": "", "rerun": ""}
         # PENDING records hold the slot already; this sets it on re-runs (the partial index
         # refuses it if another active record has the same request key).
         update = {"$set": {**fields, "active": True}, "$unset": unset}
@@ -245,20 +285,99 @@ class ExportStore:
         except DuplicateKeyError:
             return self._transition(export_id, RERUNNABLE, {"$set": fields, "$unset": unset})
 
+    # -- re-runs asked through the API (POST .../rerun) ------------------------------------
+    # claim_rerun (FAILED/EXPIRED → TRIGGERED, `rerun.claim` set, old runId put aside) →
+    # the API launches the run → rerun_launched (the new runId) or release_rerun (launch failed:
+    # back as it was) → the run starts: start_claimed_rerun (its start time, marker dropped).
+
+    def claim_rerun(self, export_id: str, *, campaign_id: str, requested_by: str) -> tuple[str, dict[str, Any]] | None:
+        """FAILED/EXPIRED → TRIGGERED for one re-run; (claim token, the record as it was), or None.
+
+        One conditional update: of identical concurrent calls exactly one wins, and only it
+        launches a run. The record takes its dedupe slot back (as `mark_triggered` does). Its old
+        `runId` is put aside: a late sensor tick about the old run's end must not end the re-run
+        (`_transition` gives a claimed record no run's word until it carries that run's id). Its
+        `error` stays until the launch succeeded, so `release_rerun` can put everything back.
+        """
+        claim = uuid.uuid4().hex
+        fields: dict[str, Any] = {
+            "status": TRIGGERED,
+            "date.triggered": utcnow(),
+            "rerun": {"claim": claim, "requestedBy": requested_by},
+        }
+        query = {"_id": export_id, "campaignId": campaign_id, "status": {"$in": list(RERUNNABLE)}}
+        try:
+            before = self.collection.find_one_and_update(
+                query,
+                {"$set": {**fields, "active": True}, "$unset": {"runId": ""}},
+                return_document=ReturnDocument.BEFORE,
+            )
+        except DuplicateKeyError:  # a fresh identical request holds the slot: it keeps it
+            before = self.collection.find_one_and_update(
+                query, {"$set": fields, "$unset": {"runId": ""}}, return_document=ReturnDocument.BEFORE
+            )
+        return None if before is None else (claim, before)
+
+    def rerun_launched(self, export_id: str, *, claim: str, run_id: str) -> dict[str, Any] | None:
+        """The claimed re-run's run exists: record its id and drop the old attempt's error and progress.
+
+        None when the run has already started (and took the record over) or the claim is gone.
+        """
+        return self.collection.find_one_and_update(
+            {"_id": export_id, "status": TRIGGERED, "rerun.claim": claim},
+            {"$set": {"runId": run_id}, "$unset": {"error": "", "date.failed": "", "date.expired": "", "progress": ""}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    def release_rerun(self, export_id: str, *, claim: str, before: dict[str, Any]) -> None:
+        """The re-run could not be launched: the record goes back to its status, run and error of `before`."""
+        restore: dict[str, Any] = {"status": before["status"]}
+        unset: dict[str, Any] = {"rerun": "", "active": ""}
+        for field, value in (
+            ("runId", before.get("runId")),
+            ("date.triggered", before.get("date", {}).get("triggered")),
+        ):
+            if value is None:
+                unset[field] = ""
+            else:
+                restore[field] = value
+        self.collection.update_one(
+            {"_id": export_id, "status": TRIGGERED, "rerun.claim": claim}, {"$set": restore, "$unset": unset}
+        )
+
+    def start_claimed_rerun(self, export_id: str, *, run_id: str) -> dict[str, Any] | None:
+        """The run of a re-run claimed through the API starts: it owns the record from now on.
+
+        `date.triggered` becomes the start (the time it waited in the queue does not count
+        towards its runtime); None when the record is not a claimed re-run (any more).
+        """
+        return self.collection.find_one_and_update(
+            {"_id": export_id, "status": TRIGGERED, "rerun": {"$exists": True}},
+            {
+                "$set": {"runId": run_id, "date.triggered": utcnow()},
+                "$unset": {"rerun": "", "error": "", "date.failed": "", "date.expired": "", "progress": ""},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+
     def set_preliminary_count(self, export_id: str, count: int) -> None:
         """Number of entries of the campaign, for progress display while the export runs."""
         self.collection.update_one({"_id": export_id}, {"$set": {"preliminaryCount": count}})
 
-    def set_progress(self, export_id: str, *, stage: str, rows: int) -> None:
-        """How far a running export is (SPEC §4 `progress`); `total` is the preliminary count."""
+    def set_progress(self, export_id: str, *, stage: str, done: int, total: int | None) -> None:
+        """How far a running export is (SPEC §4 `progress`): `done` of the stage's `total` (rows,
+        or files while uploading). A total that `done` has passed was no bound: it becomes null."""
+        if total is not None and done > total:
+            total = None
         self.collection.update_one(
             {"_id": export_id, "status": TRIGGERED},
-            [{"$set": {"progress": {"stage": stage, "rows": rows, "total": {"$ifNull": ["$preliminaryCount", None]}}}}],
+            {"$set": {"progress": {"stage": stage, "rows": done, "total": total}}},
         )
 
     def mark_finished(
         self, export_id: str, *, key: str | list[str], count: int, meta: dict[str, Any]
     ) -> dict[str, Any]:
+        now = utcnow()
         return self._transition(
             export_id,
             (TRIGGERED,),
@@ -268,11 +387,11 @@ class ExportStore:
                     "key": key,
                     "count": count,
                     "meta": meta,
-                    "date.finished": utcnow(),
-                    "progress.stage": "finished",
-                    "progress.rows": count,
+                    "date.finished": now,
+                    "progress": {"stage": "finished", "rows": count, "total": count},
                 },
                 "$unset": {"active": ""},
+                "$push": {OUTBOX_FIELD: outbox_entry(FINISHED, now)},
             },
         )
 
@@ -284,24 +403,28 @@ class ExportStore:
         Given `run_id` (the run that failed), only while the record is still that run's: late word
         of an old run (a sensor's tick after a re-execution started) must not fail the re-run.
         """
+        now = utcnow()
         return self._transition(
             export_id,
             (PENDING, TRIGGERED),
             {
-                "$set": {"status": FAILED, "error": {"message": message, "payload": payload}, "date.failed": utcnow()},
+                "$set": {"status": FAILED, "error": {"message": message, "payload": payload}, "date.failed": now},
                 "$unset": {"active": ""},
+                "$push": {OUTBOX_FIELD: outbox_entry(FAILED, now)},
             },
             run_id,
         )
 
     def mark_expired(self, export_id: str, *, message: str, run_id: str | None = None) -> dict[str, Any]:
         """TRIGGERED → EXPIRED; `run_id` as in `mark_failed`."""
+        now = utcnow()
         return self._transition(
             export_id,
             (TRIGGERED,),
             {
-                "$set": {"status": EXPIRED, "error": {"message": message, "payload": ""}, "date.expired": utcnow()},
+                "$set": {"status": EXPIRED, "error": {"message": message, "payload": ""}, "date.expired": now},
                 "$unset": {"active": ""},
+                "$push": {OUTBOX_FIELD: outbox_entry(EXPIRED, now)},
             },
             run_id,
         )

@@ -14,13 +14,18 @@ from export_pipelines.exports import filtered
 from export_pipelines.exports.contract import ExportContext, TypeLogic
 
 
-def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
+def rows(part: pl.DataFrame) -> pl.DataFrame:
     """Keep entries with a non-blank phone number; blank the number unless it was confirmed."""
+    return part.filter(pl.col("phoneNumber").str.strip_chars() != "").with_columns(
+        phoneNumber=pl.when(pl.col("phoneConfirmed")).then(pl.col("phoneNumber")),
+        phoneConfirmed=pl.col("phoneConfirmed").fill_null(False),
+    )
+
+
+def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
+    """`rows` applied to each part of the filtered rows."""
     for part in filtered.transform(ctx):
-        yield part.filter(pl.col("phoneNumber").str.strip_chars() != "").with_columns(
-            phoneNumber=pl.when(pl.col("phoneConfirmed")).then(pl.col("phoneNumber")),
-            phoneConfirmed=pl.col("phoneConfirmed").fill_null(False),
-        )
+        yield rows(part)
 
 
 LOGIC = TypeLogic(transform=transform)

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.database import Database
 
-from export_pipelines.domain.export_types import ExportType
+from export_pipelines.domain.export_types import EXPORT_TYPES, ExportType
+from export_pipelines.domain.plan import ExportPlan
 
 if TYPE_CHECKING:  # polars is the steps' business; loading the code location does not import it
     import polars as pl
@@ -40,34 +41,49 @@ class NoMarketsFound(PermanentExportError):
 
 @dataclass
 class Progress:
-    """Rows done so far in a stage, written to the record at most every `interval` seconds."""
+    """How far a stage is: (stage, done, total or None), written to the record at most every
+    `interval` seconds. `total` is what the stage counts towards, given only when known."""
 
-    report: Callable[[str, int], None]
+    report: Callable[[str, int, int | None], None]
     interval: float = 1.0
     _last: float = field(default=0.0, repr=False)
 
-    def __call__(self, stage: str, rows: int, *, force: bool = False) -> None:
+    def __call__(self, stage: str, done: int, total: int | None = None, *, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self._last >= self.interval:
             self._last = now
-            self.report(stage, rows)
+            self.report(stage, done, total)
 
 
 @dataclass
 class ExportContext:
-    """One export being produced: its record and campaign, the data it reads, where its files go."""
+    """One export being produced: its plan (record, campaign, type, bucket, keys, where its files
+    go: domain/plan.py, decided once per run), the data it reads and the run's settings."""
 
-    record: dict[str, Any]
-    campaign: dict[str, Any]
-    export_type: ExportType
+    plan: ExportPlan
     db: Database
     s3: Any  # a boto3 S3 client (wave files are read from S3)
-    buckets: Mapping[str, str]  # logical bucket (exportsS3, ...) → configured bucket
-    work_dir: Path
+    buckets: Mapping[str, str]  # logical bucket (exportsS3, ...) → configured bucket, for reading sources
     max_rows_per_file: int
     sfmc_config: str | None
     log: logging.Logger | Any
-    progress: Progress = field(default_factory=lambda: Progress(lambda stage, rows: None))
+    progress: Progress = field(default_factory=lambda: Progress(lambda stage, done, total: None))
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.plan.record
+
+    @property
+    def campaign(self) -> dict[str, Any]:
+        return self.plan.campaign
+
+    @property
+    def export_type(self) -> ExportType:
+        return EXPORT_TYPES[self.plan.export_type]
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.plan.work_dir)
 
     @property
     def campaign_id(self) -> str:
@@ -76,6 +92,16 @@ class ExportContext:
     @property
     def export_id(self) -> str:
         return str(self.record["_id"])
+
+    @property
+    def expected_rows(self) -> int | None:
+        """Rows the extract and transform stages will produce, when known before they run: the
+        preliminary count, for a type with one row per entry of the campaign (none with
+        includeAllMarkets, whose extra rows are not counted in advance)."""
+        if not self.export_type.row_per_entry or self.record.get("includeAllMarkets"):
+            return None
+        count = self.record.get("preliminaryCount")
+        return int(count) if count is not None else None
 
     def extract_path(self, name: str) -> Path:
         """Directory of one extracted dataset (staged parts), created on demand."""
@@ -92,10 +118,13 @@ class TypeLogic:
     - `extract`: write the type's datasets under `ctx.extract_path(...)`;
     - `transform`: frames of output rows (the registry's columns, plus FILE_COLUMN for
       multi-file types), read from what extract wrote;
-    - `object_key`: the S3 key of each file of a `multi_csv` type.
+    - `object_key`: the S3 key of each file of a `multi_csv` type;
+    - `download_name`: the file name a download of each such file saves under (Content-Disposition),
+      with the campaign's own name where the key has it made key-safe.
     """
 
     match: Callable[[ExportContext], dict[str, Any]] | None = None
     extract: Callable[[ExportContext], None] | None = None
     transform: Callable[[ExportContext], Iterator[pl.DataFrame]] | None = None
     object_key: Callable[[ExportContext, str], str] | None = None
+    download_name: Callable[[ExportContext, str], str] | None = None

@@ -4,7 +4,7 @@ back to the entry's snapshot field by field (sources.with_names)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import polars as pl
 
@@ -26,12 +26,13 @@ ENTRY_ROWS = sources.ENTRIES.only(
     "snapFirstName",
     "snapLastName",
     "snapEmail",
-)
+).with_users()
 DATASET = "entries"
 
 
 def extract(ctx: ExportContext) -> None:
-    """Markets, then entries market by market (its own, then as an additional market), each batch a part."""
+    """Markets, then entries market by market (its own, then as an additional market) with their
+    users, each batch a part."""
     markets = sources.extract_markets(ctx, required=True)
     include_all = bool(ctx.record.get("includeAllMarkets"))
     total = 0
@@ -46,21 +47,23 @@ def extract(ctx: ExportContext) -> None:
                 for frame in ENTRY_ROWS.read(ctx.db, {"campaignId": ctx.campaign_id, **match})
             )
             prefix = f"{index:05d}-{'b' if additional else 'a'}"
-            total += sources.write_parts(
-                ctx, sources.with_users(ctx.db, frames, "userId"), DATASET, prefix, counted=total
-            )
+            total += sources.write_parts(ctx, frames, DATASET, prefix, counted=total)
         ctx.log.info(f"extracted market {index + 1}/{len(markets)}: {total} rows so far")
 
 
-def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
-    """Join each part to its market and resolve names; cell formatting is generic."""
-    markets = sources.read_markets(ctx).select(
-        "marketId", "marketName", "marketCity", "marketState", "marketCountryCode"
-    )
-    for part in sources.parts(ctx, DATASET):
+def rows(parts: Iterable[pl.DataFrame], markets: pl.DataFrame) -> Iterator[pl.DataFrame]:
+    """Each part of staged entries joined to its market, names and phone number resolved (user
+    document, else the entry's own); cell formatting is generic."""
+    markets = markets.select("marketId", "marketName", "marketCity", "marketState", "marketCountryCode")
+    for part in parts:
         yield sources.with_names(part.join(markets, on="marketId", how="left", maintain_order="left")).with_columns(
             phoneNumber=pl.coalesce("phoneNumber", "userPhone")
         )
+
+
+def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
+    """Reads what extract staged and hands it to `rows`."""
+    yield from rows(sources.parts(ctx, DATASET), sources.read_markets(ctx))
 
 
 LOGIC = TypeLogic(extract=extract, transform=transform)

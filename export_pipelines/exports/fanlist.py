@@ -18,7 +18,7 @@ OUTPUT_BATCH_ROWS = 50_000
 _NO_MARKETS = pl.lit([], dtype=pl.List(pl.String))
 FAN_ENTRIES = sources.ENTRIES.only(
     "userId", "marketId", "additionalMarkets", "snapFirstName", "snapLastName", "snapEmail"
-)
+).with_users("userFirstName", "userLastName", "userEmail", "postalCode", "countryCode")
 DATASET = "entries"
 PERSON_COLUMNS = (
     "userFirstName",
@@ -35,14 +35,14 @@ PERSON_COLUMNS = (
 def extract(ctx: ExportContext) -> None:
     """Markets (a campaign without any cannot have a fan list), then every entry with its user."""
     sources.extract_markets(ctx, required=True)
-    sources.extract_source(ctx, FAN_ENTRIES, {}, name=DATASET, users=True)
+    sources.extract_source(ctx, FAN_ENTRIES, {}, name=DATASET)
 
 
-def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
-    """Group the entries by user id (a columnar group-by, not a dict per fan), then emit in batches."""
-    markets = sources.read_markets(ctx).select("marketId", "marketName")
-    schema = {**FAN_ENTRIES.schema, **sources.USERS.schema}
-    entries = sources.read_all(ctx, DATASET, schema).filter(pl.col("userId").is_not_null())
+def fans(entries: pl.DataFrame, markets: pl.DataFrame) -> pl.DataFrame:
+    """One row per fan of `entries` (staged FAN_ENTRIES), with the campaign's `markets` they
+    entered: a columnar group-by, not a dict per fan."""
+    markets = markets.select("marketId", "marketName")
+    entries = entries.filter(pl.col("userId").is_not_null())
     fan_markets = (
         entries.select(
             "userId",
@@ -55,9 +55,14 @@ def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
         .agg(markets=pl.col("marketId"), marketNames=pl.col("marketName").fill_null(""))
     )
     people = entries.group_by("userId", maintain_order=True).agg(pl.col(name).first() for name in PERSON_COLUMNS)
-    fans = sources.with_names(people).join(fan_markets, on="userId", how="inner", maintain_order="left")
-    for offset in range(0, fans.height, OUTPUT_BATCH_ROWS):
-        yield fans.slice(offset, OUTPUT_BATCH_ROWS)
+    return sources.with_names(people).join(fan_markets, on="userId", how="inner", maintain_order="left")
+
+
+def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
+    """Reads what extract staged, hands it to `fans`, and yields the fans in batches."""
+    rows = fans(sources.read_all(ctx, DATASET, FAN_ENTRIES.schema), sources.read_markets(ctx))
+    for offset in range(0, rows.height, OUTPUT_BATCH_ROWS):
+        yield rows.slice(offset, OUTPUT_BATCH_ROWS)
 
 
 LOGIC = TypeLogic(extract=extract, transform=transform)

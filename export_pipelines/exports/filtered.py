@@ -2,17 +2,18 @@
 
 extract: the markets (if the entry joins them), then the source's documents matching the
 entry's filter, in `_id` order, with their users (if it joins them), as staged parts.
-transform: each part with names resolved (user document, else the snapshot) and its market's
-columns; the generic writer keeps the registry's columns.
+transform: `rows`, a pure function of the staged frames: each part with names resolved (user
+document, else the snapshot) and its market's columns; the generic writer keeps the registry's columns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import polars as pl
 
+from export_pipelines.domain.export_types import ExportType
 from export_pipelines.exports import sources
 from export_pipelines.exports.contract import ExportContext, TypeLogic
 
@@ -23,12 +24,15 @@ def match(ctx: ExportContext, logic: TypeLogic) -> dict[str, Any]:
     return logic.match(ctx) if logic.match else dict(ctx.export_type.match)
 
 
+NAMES = ("userFirstName", "userLastName", "userEmail", "snapFirstName", "snapLastName", "snapEmail")
+
+
 def needed_columns(ctx: ExportContext) -> set[str]:
-    """What the rows are made of: the type's columns, the join keys, the snapshot names."""
+    """What the rows are made of: the type's columns, the join keys, the names to resolve."""
     export_type = ctx.export_type
     needed = {*export_type.columns, sources.USER_COLUMN[export_type.source], "marketId"}
     if export_type.users:
-        needed |= {"snapFirstName", "snapLastName", "snapEmail"}
+        needed |= set(NAMES)
     return needed
 
 
@@ -41,20 +45,29 @@ def extract(ctx: ExportContext, logic: TypeLogic) -> None:
 def extract_rows(ctx: ExportContext, logic: TypeLogic) -> None:
     """The source's documents matching the type's filter, with users and snapshots as the entry says."""
     export_type = ctx.export_type
+    needed = needed_columns(ctx)
     source = sources.SOURCES[export_type.source]
-    source = source.only(*(c.name for c in source.columns if c.name in needed_columns(ctx)))
-    rows = sources.extract_source(ctx, source, match(ctx, logic), name=ROWS, users=export_type.users)
+    source = source.only(*(c.name for c in source.columns if c.name in needed))
+    if export_type.users:
+        source = source.with_users(*(c.name for c in sources.USER_COLUMNS if c.name in needed))
+    rows = sources.extract_source(ctx, source, match(ctx, logic), name=ROWS)
     ctx.log.info(f"extracted {rows} {source.collection} rows")
     if export_type.snapshots:
         sources.extract_snapshots(ctx)
 
 
-def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
-    export_type = ctx.export_type
-    markets = sources.read_markets(ctx).drop("promoterIds") if export_type.markets != "none" else None
-    snapshots = sources.read_snapshots(ctx) if export_type.snapshots else None
+def rows(
+    parts: Iterable[pl.DataFrame],
+    export_type: ExportType,
+    markets: pl.DataFrame | None = None,
+    snapshots: pl.DataFrame | None = None,
+) -> Iterator[pl.DataFrame]:
+    """Each part of the source's rows with names resolved (from `snapshots`, the first per user
+    id, when given; else the joined user) and its market's columns when `markets` is given."""
     user_column = sources.USER_COLUMN[export_type.source]
-    for part in sources.parts(ctx, ROWS):
+    if markets is not None:
+        markets = markets.drop("promoterIds")
+    for part in parts:
         if snapshots is not None:
             part = sources.join_snapshots(part, snapshots, user_column)
         elif export_type.users:
@@ -64,3 +77,11 @@ def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
         if markets is not None:
             part = part.join(markets, on="marketId", how="left", maintain_order="left")
         yield part
+
+
+def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
+    """Reads what extract staged and hands it to `rows`."""
+    export_type = ctx.export_type
+    markets = sources.read_markets(ctx) if export_type.markets != "none" else None
+    snapshots = sources.read_snapshots(ctx) if export_type.snapshots else None
+    yield from rows(sources.parts(ctx, ROWS), export_type, markets, snapshots)

@@ -2,12 +2,12 @@
 
 A fan goes into the file of every promoter of their entry's market (a market with two
 promoters puts them in both); a market without promoters contributes to no file. Files
-are named after the promoter, made key-safe and unique (see `common.unique_file_names`).
+are named after the promoter, made key-safe and unique (see `keys.unique_file_names`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import polars as pl
@@ -49,18 +49,25 @@ def extract(ctx: ExportContext) -> None:
     filtered.extract_rows(ctx, LOGIC)
 
 
-def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
-    """One row per (entry, promoter of its market), tagged with the promoter's file."""
+def rows(parts: Iterable[pl.DataFrame], markets: pl.DataFrame, promoters: pl.DataFrame) -> Iterator[pl.DataFrame]:
+    """One row per (row of the filtered `parts`, promoter of its market), tagged with the
+    promoter's file (`promoters`: PROMOTER_SCHEMA, as extract staged it)."""
     market_promoters = (
-        sources.read_markets(ctx)
-        .select("marketId", promoterId="promoterIds")
+        markets.select("marketId", promoterId="promoterIds")
         .explode("promoterId")
         .filter(pl.col("promoterId").is_not_null())
         .unique(subset=["marketId", "promoterId"], keep="first", maintain_order=True)
-        .join(sources.read_all(ctx, PROMOTERS, PROMOTER_SCHEMA), on="promoterId", how="inner", maintain_order="left")
+        .join(promoters, on="promoterId", how="inner", maintain_order="left")
     )
-    for part in filtered.transform(ctx):
+    for part in parts:
         yield part.join(market_promoters, on="marketId", how="inner", maintain_order="left")
+
+
+def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
+    """Reads the staged markets and promoters and hands them to `rows` with the filtered rows."""
+    markets = sources.read_markets(ctx)
+    promoters = sources.read_all(ctx, PROMOTERS, PROMOTER_SCHEMA)
+    yield from rows(filtered.transform(ctx), markets, promoters)
 
 
 LOGIC = TypeLogic(extract=extract, transform=transform)

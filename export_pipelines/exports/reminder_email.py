@@ -15,7 +15,7 @@ parts by member id into buckets of about BUCKET_ROWS rows; transform joins one b
 time (polars) and yields it, and the generic writer appends each bucket's rows to the per
 region/locale CSVs and segments them. No region, and no whole input, is ever one frame.
 
-File of each row (stages.FILE_COLUMN): `{region}/{locale}` for the ZIPs (→ `NA/en-us_1.csv`),
+File of each row (contract.FILE_COLUMN): `{region}/{locale}` for the ZIPs (→ `NA/en-us_1.csv`),
 `{region}` for autoReminderEmail (→ one CSV per region under its SFMC prefix).
 """
 
@@ -24,20 +24,20 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from export_pipelines.domain.keys import safe_key_part
+from export_pipelines.domain.keys import display_file_name, safe_key_part
 from export_pipelines.domain.sfmc import LOCALE, LOCALE_STRIP, RAW_LOCALE, SfmcConfig, SfmcConfigError, load_sfmc_config
 from export_pipelines.exports import sources
 from export_pipelines.exports.contract import FILE_COLUMN, ExportContext, PermanentExportError, TypeLogic
 
 SAMPLE_ROWS = 10  # reminderEmailSample: rows per region + locale
-# Input rows (scoring + entries + codes) per join bucket, i.e. what transform holds at once.
-# Measured: a 263k-row bucket peaked ~150 MB above the process's baseline; 200k keeps it ~100 MB.
+# Input rows (scoring + entries + codes) per join bucket, i.e. what transform holds at once:
+# sized to keep the transform's peak memory low (figures: docs/performance.md).
 BUCKET_ROWS = 200_000
 INPUTS = {"scoring": "memberId", "entries": "userId", "codes": "assignedTo"}  # dataset → member id column
 
@@ -56,6 +56,15 @@ ENTRY_SCHEMA: dict[str, Any] = {
     "snapEmail": pl.String,
     "snapFirstName": pl.String,
 }
+# Selected scoring records with the member's user, joined by the database (the user's country
+# under its own name: scoring has a countryCode of its own).
+SCORING_ROWS = sources.SCORING.only("memberId", "marketId", "locale", "countryCode").with_users(
+    columns=(
+        sources.col("userEmail", path="email"),
+        sources.col("userFirstName", path="firstName"),
+        sources.col("userCountry", path="countryCode"),
+    )
+)
 CODE_SCHEMA: dict[str, Any] = {
     "assignedTo": pl.String,
     "codeMarketId": pl.String,
@@ -76,14 +85,8 @@ def sfmc_config(ctx: ExportContext) -> SfmcConfig:
 
 def _scoring_rows(ctx: ExportContext) -> Iterator[pl.DataFrame]:
     """Selected scoring records with the member's user (e-mail, first name, country)."""
-    scoring = (
-        frame.rename({"locale": "scoringLocale", "countryCode": "scoringCountry"})
-        for frame in sources.SCORING.only("memberId", "marketId", "locale", "countryCode").read(
-            ctx.db, {"campaignId": ctx.campaign_id, **ctx.export_type.match}
-        )
-    )
-    for frame in sources.with_users(ctx.db, scoring, "memberId"):
-        yield frame.rename({"countryCode": "userCountry"}).select(list(SCORING_SCHEMA))
+    for frame in SCORING_ROWS.read(ctx.db, {"campaignId": ctx.campaign_id, **ctx.export_type.match}):
+        yield frame.rename({"locale": "scoringLocale", "countryCode": "scoringCountry"}).select(list(SCORING_SCHEMA))
 
 
 def _entry_rows(ctx: ExportContext) -> Iterator[pl.DataFrame]:
@@ -224,44 +227,88 @@ def _cap_per_file(frame: pl.DataFrame, taken: dict[str, int], cap: int) -> pl.Da
     return pl.concat(kept) if kept else frame.clear()
 
 
-def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
-    """Join bucket by bucket and yield each bucket's rows (the writer appends and segments)."""
-    config = sfmc_config(ctx)
-    markets = sources.read_markets(ctx).select(
+Bucket = tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]  # (scoring, entries, codes) of one bucket
+
+
+def rows(
+    buckets: Iterable[Bucket],
+    markets: pl.DataFrame,
+    campaign: dict[str, Any],
+    config: SfmcConfig,
+    *,
+    sample: bool = False,
+    per_locale: bool = True,
+) -> Iterator[pl.DataFrame]:
+    """Each bucket's rows (`reminder_rows`); with `sample`, at most SAMPLE_ROWS per file over all
+    buckets. `markets` is the staged markets frame (sources.MARKET_SCHEMA)."""
+    markets = markets.select(
         "marketId", "eventName", "eventDate", "venue", "eventLink", marketCountry="marketCountryCode"
     )
-    buckets = json.loads((ctx.work_dir / "extract" / "plan.json").read_text())["buckets"]
-    sample = ctx.export_type.name == "reminderEmailSample"
-    per_locale = ctx.export_type.packaging == "zip"
     taken: dict[str, int] = {}
+    for scoring, entries, codes in buckets:
+        if scoring.height == 0:
+            continue
+        frame = reminder_rows(scoring, entries, codes, markets, campaign, config, per_locale=per_locale)
+        yield _cap_per_file(frame, taken, SAMPLE_ROWS) if sample else frame
+
+
+def _buckets(ctx: ExportContext) -> Iterator[Bucket]:
+    """The staged buckets, one at a time (memory holds one bucket); entries and codes are read
+    only for a bucket with scoring rows."""
+    buckets = json.loads((ctx.work_dir / "extract" / "plan.json").read_text())["buckets"]
+    empty = (pl.DataFrame(schema=ENTRY_SCHEMA), pl.DataFrame(schema=CODE_SCHEMA))
     for bucket in range(buckets):
         scoring = _read_bucket(ctx, "scoring", bucket, SCORING_SCHEMA)
         if scoring.height == 0:
+            yield scoring, *empty
             continue
-        frame = reminder_rows(
+        yield (
             scoring,
             _read_bucket(ctx, "entries", bucket, ENTRY_SCHEMA),
             _read_bucket(ctx, "codes", bucket, CODE_SCHEMA),
-            markets,
-            ctx.campaign,
-            config,
-            per_locale=per_locale,
         )
-        yield _cap_per_file(frame, taken, SAMPLE_ROWS) if sample else frame
+
+
+def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
+    """Reads the staged markets and buckets and hands them to `rows` (the writer appends and segments)."""
+    config = sfmc_config(ctx)
+    yield from rows(
+        _buckets(ctx),
+        sources.read_markets(ctx),
+        ctx.campaign,
+        config,
+        sample=ctx.export_type.name == "reminderEmailSample",
+        per_locale=ctx.export_type.packaging == "zip",
+    )
 
 
 # -- autoReminderEmail keys -----------------------------------------------------------------
 
 
-def object_key(ctx: ExportContext, relative_file: str) -> str:
-    """`{region prefix}_{campaign}_{region}_{export id}.csv`: under the region's SFMC prefix,
-    unique to the export (a re-run overwrites its own files only) and to the region."""
+def _region_file(ctx: ExportContext, relative_file: str) -> tuple[str, str]:
+    """(region prefix, `_{campaign}_{region}_{export id}.csv` template) of one region's file."""
     region = relative_file.removesuffix(".csv")
     config = sfmc_config(ctx)
     if region not in config.regions:
         raise PermanentExportError(f"no SFMC region {region!r} configured for file {relative_file!r}")
-    campaign = safe_key_part(str(ctx.campaign.get("name") or ctx.campaign_id))
-    return f"{config.regions[region].prefix}_{campaign}_{region}_{safe_key_part(ctx.export_id)}.csv"
+    return config.regions[region].prefix, f"_{{campaign}}_{region}_{safe_key_part(ctx.export_id)}.csv"
 
 
-LOGIC = TypeLogic(extract=extract, transform=transform, object_key=object_key)
+def _campaign_name(ctx: ExportContext) -> str:
+    return str(ctx.campaign.get("name") or ctx.campaign_id)
+
+
+def object_key(ctx: ExportContext, relative_file: str) -> str:
+    """`{region prefix}_{campaign}_{region}_{export id}.csv`: under the region's SFMC prefix,
+    unique to the export (a re-run overwrites its own files only) and to the region."""
+    prefix, template = _region_file(ctx, relative_file)
+    return prefix + template.replace("{campaign}", safe_key_part(_campaign_name(ctx)))
+
+
+def download_name(ctx: ExportContext, relative_file: str) -> str:
+    """The key's file name (after the prefix's last `/`) with the campaign's own name."""
+    prefix, template = _region_file(ctx, relative_file)
+    return display_file_name(prefix.rpartition("/")[2] + template, _campaign_name(ctx))
+
+
+LOGIC = TypeLogic(extract=extract, transform=transform, object_key=object_key, download_name=download_name)

@@ -1,16 +1,23 @@
-"""Every collection an export reads, declared once: its columns (path and type), hence its projection,
-how its raw BSON batches become polars columns, and how rows join users, snapshots and markets.
+"""Every collection an export reads, declared once: its columns (path and type), hence the query
+that flattens it, how its raw BSON batches become polars columns, and how rows join users,
+snapshots and markets.
 
-Decoding (the hot path). The server flattens what we need (a find projection with `$path`
-expressions) and returns raw BSON batches; pymongoarrow turns each batch into Arrow columns in
-C, with the schema given and strict: a value whose BSON type differs from its column's type
-raises instead of silently becoming null, and that batch alone is decoded again in Python with
-the same value rules (`text`, `flag`, `number`, ...), so no value is ever lost or changed. A
-free-form document (the entry's `fields`) becomes JSON text straight from its raw bytes,
-remembered by those bytes (custom answers repeat), without a Python object per row.
+Reading. The server flattens what we need (a `$project` with `$path` expressions) and returns raw
+BSON batches through pymongo's public raw-batch cursors: `find_raw_batches` for a collection
+alone, `aggregate_raw_batches` for one joined to its users. The users join is the database's:
+one aggregation per query, `$match` → `$sort` by `_id` → `$lookup` (`localField`/`foreignField`
+on `users._id`: an index seek per document) → `$unwind` → `$project` flattening the user's
+fields into the row, so the client never looks a user up. SPEC §2's name fallback (user document field by field,
+else the entry's snapshot) is `with_names`, applied to the joined rows.
 
-Joins: users are looked up per batch by `_id` (`$in` of USER_LOOKUP_CHUNK ids; SPEC §2 name
-fallback), never by scanning `users`; snapshots and markets are small per campaign or read once.
+Decoding (the hot path). pymongoarrow turns each batch into Arrow columns in C, with the schema
+given and strict: a value whose BSON type differs from its column's type raises instead of
+silently becoming null, and that batch alone is decoded again in Python with the same value
+rules (`text`, `flag`, `number`, ...), so no value is ever lost or changed. A free-form document
+(the entry's `fields`) becomes JSON text straight from its raw bytes, remembered by those bytes
+(custom answers repeat), without a Python object per row.
+
+Snapshots and markets are small per campaign or read once. Costs: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -29,11 +36,7 @@ from typing import Any
 import bson
 import polars as pl
 import pyarrow as pa
-from bson import _array_of_documents_to_buffer  # bson's C splitter of a batch array (pymongo's own use)
 from bson.decimal128 import Decimal128
-from bson.raw_bson import RawBSONDocument
-from bson.son import SON
-from pymongo.cursor import RawBatchCursor
 from pymongo.database import Database
 
 from export_pipelines.exports.contract import ExportContext, NoMarketsFound
@@ -49,15 +52,11 @@ UTC_MS = pl.Datetime("ms", "UTC")
 JSON = pl.Object  # marker dtype: a free-form document, exported as JSON text (pl.String in frames)
 RAW_BATCH_SIZE = 10_000
 PART_SUFFIX = ".arrow"  # staged parts (write_part)
-# Ids per users `$in`: one round trip each (an index seek per id on MongoDB). Our CPU per user
-# falls with the list (measured 2026-12-04 on the local server: 7.2 µs at 100 ids, 2.8 at 300,
-# 1.1 at 1,000), mostly the cost of waking up after each round trip, not the bytes. The local
-# server compares each found document with the whole list, so its own time per user grows with
-# it (0.16, 0.21, 0.54 ms there): at 1,000 a 1.2 M export waits ~400 s more for it. 300 is the
-# compromise on this server: 3.3 round trips per 1,000 rows; on MongoDB, 1,000 would be better.
-USER_LOOKUP_CHUNK = 300
+# A joined source's rows as the server gives them: the user under USER, the position of that
+# user among the document's matches (`$unwind`) and the BSON type of the document's user id.
+USER, USER_MATCH, USER_ID_TYPE = "__user", "__userMatch", "__userIdType"
+NO_USER_ID = ("array", "null", "missing")  # user id types that join no user (Source.pipeline)
 _CODEC: bson.CodecOptions[dict[str, Any]] = bson.CodecOptions(tz_aware=True)
-_RAW_REPLY: bson.CodecOptions[RawBSONDocument] = bson.CodecOptions(document_class=RawBSONDocument)
 
 # -- value rules (the Python decoder; pymongoarrow gives the same for values of the right type) --
 
@@ -158,10 +157,15 @@ def col(name: str, dtype: Any = pl.String, path: str | None = None) -> Column:
 
 @dataclass(frozen=True)
 class Source:
-    """One collection as columns: projection, Arrow schema and both decoders derive from `columns`."""
+    """One collection as columns: query, Arrow schema and both decoders derive from `columns`.
+
+    A source joined to its users (`with_users`) names the field holding each document's user id
+    in `users_on`; its user columns read the joined document under USER.
+    """
 
     collection: str
     columns: tuple[Column, ...]
+    users_on: str | None = None
 
     def only(self, *names: str) -> Source:
         """The same source reading fewer columns (fewer bytes on the wire)."""
@@ -169,6 +173,23 @@ class Source:
         if unknown:
             raise ValueError(f"{self.collection} has no column(s) {sorted(unknown)}")
         return replace(self, columns=tuple(c for c in self.columns if c.name in names))
+
+    def with_users(self, *names: str, columns: tuple[Column, ...] | None = None) -> Source:
+        """The same source with each document's user (users `_id` = its USER_COLUMN field) joined by
+        the database: the user's `columns` (USER_COLUMNS by default; only `names` of them if given,
+        fewer bytes) as columns of the row. The source's own columns win: a user column of the same
+        name is not read (scoring has its own countryCode and postalCode)."""
+        offered = USER_COLUMNS if columns is None else columns
+        unknown = set(names) - {c.name for c in offered}
+        if unknown:
+            raise ValueError(f"users have no column(s) {sorted(unknown)}")
+        own = {c.name for c in self.columns}
+        joined = tuple(
+            Column(c.name, f"{USER}.{c.path}", c.dtype)
+            for c in offered
+            if c.name not in own and (not names or c.name in names)
+        )
+        return replace(self, columns=self.columns + joined, users_on=USER_COLUMN[self.collection])
 
     @cached_property
     def projection(self) -> dict[str, Any]:
@@ -178,6 +199,9 @@ class Source:
             projection[column.name] = 1 if column.path == column.name else f"${column.path}"
             if column.checked:
                 projection[column.kind] = {"$type": f"${column.path}"}
+        if self.users_on is not None:
+            projection[USER_MATCH] = 1
+            projection[USER_ID_TYPE] = {"$type": f"${self.users_on}"}
         return projection
 
     @cached_property
@@ -193,10 +217,10 @@ class Source:
                 fields[column.name] = _ARROW_TYPES[column.dtype]
             if column.checked:
                 fields[column.kind] = pa.string()
+        if self.users_on is not None:
+            fields[USER_MATCH] = pa.int64()
+            fields[USER_ID_TYPE] = pa.string()
         return Schema(fields)
-
-    def empty(self) -> pl.DataFrame:
-        return pl.DataFrame(schema=self.schema)
 
     def decode(self, raw: bytes) -> pl.DataFrame:
         """One raw BSON batch as columns; a batch holding an unexpected type is decoded in Python."""
@@ -220,7 +244,9 @@ class Source:
                 cells.append(pl.col(column.name).list.drop_nulls())
             else:
                 cells.append(pl.col(column.name))
-        return frame.select(cells)
+        if self.users_on is not None:
+            cells += [pl.col(USER_MATCH), pl.col(USER_ID_TYPE)]
+        return self._one_user(frame.select(cells))
 
     def _exact(self, frame: pl.DataFrame) -> bool:
         """Whether every lenient column holds only the types it decodes exactly (and no NaN became null)."""
@@ -247,74 +273,70 @@ class Source:
                 # A `$a.b` path through an array yields an array: `a` was not a document.
                 cells.append(None if nested and isinstance(value, list) else rule(value))
             values[column.name] = cells
-        return pl.DataFrame(values, schema=self.schema)
+        schema = dict(self.schema)
+        if self.users_on is not None:
+            values[USER_MATCH] = [doc.get(USER_MATCH) for doc in docs]
+            values[USER_ID_TYPE] = [doc.get(USER_ID_TYPE) for doc in docs]
+            schema |= {USER_MATCH: pl.Int64, USER_ID_TYPE: pl.String}
+        return self._one_user(pl.DataFrame(values, schema=schema))
+
+    def _one_user(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """A joined batch as one row per document: the rows `$unwind` repeated for a user id that
+        is an array (one per matching user) dropped, and no user for an id that is an array,
+        null or missing (on MongoDB null matches a user whose `_id` is null)."""
+        if self.users_on is None:
+            return frame
+        repeated = frame.get_column(USER_MATCH) > 0
+        if repeated.any():
+            frame = frame.filter(~repeated.fill_null(False))
+        no_user = frame.get_column(USER_ID_TYPE).is_in(NO_USER_ID)
+        if no_user.any():
+            frame = frame.with_columns(
+                pl.when(~no_user).then(pl.col(c.name)).alias(c.name)
+                for c in self.columns
+                if c.path.startswith(f"{USER}.")
+            )
+        return frame.drop(USER_MATCH, USER_ID_TYPE)
+
+    def pipeline(self, query: dict[str, Any], *, sort: bool = True) -> list[dict[str, Any]]:
+        """The aggregation that reads the source with its users: `$match`, `$sort` by `_id`,
+        `$lookup` on `users._id`, `$unwind` of the match, then the flattening `$project`.
+
+        The `$lookup` is the `localField`/`foreignField` form, an index seek per document; never
+        the `let` + `$expr` pipeline form, which scans `users` once per document on the local
+        server. `$unwind` (keeping documents without a user) costs the local server less than
+        picking the first match with an expression; the rare rows it repeats, for a user id that
+        is an array, are dropped by the decoder (`_one_user`), which also says which ids join no
+        user.
+        """
+        if self.users_on is None:
+            raise ValueError(f"{self.collection}: a source without users is read with find")
+        stages: list[dict[str, Any]] = [{"$match": query}]
+        if sort:
+            stages.append({"$sort": {"_id": 1}})
+        stages += [
+            {"$lookup": {"from": "users", "localField": self.users_on, "foreignField": "_id", "as": USER}},
+            {"$unwind": {"path": f"${USER}", "preserveNullAndEmptyArrays": True, "includeArrayIndex": USER_MATCH}},
+            {"$project": self.projection},
+        ]
+        return stages
 
     def read(
         self, db: Database, query: dict[str, Any], *, sort: bool = True, batch_size: int = RAW_BATCH_SIZE
     ) -> Iterator[pl.DataFrame]:
-        """The matching documents as decoded batches, in `_id` order unless `sort` is off."""
-        cursor = BatchCursor(
-            db[self.collection], query, self.projection, sort=[("_id", 1)] if sort else None, batch_size=batch_size
-        )
-        try:
+        """The matching documents as decoded batches, in `_id` order unless `sort` is off: a `find`
+        for a source alone, one aggregation (`pipeline`) for a source joined to its users."""
+        collection = db[self.collection]
+        if self.users_on is None:
+            order = [("_id", 1)] if sort else None
+            cursor: Any = collection.find_raw_batches(query, self.projection, sort=order, batch_size=batch_size)
+        else:
+            cursor = collection.aggregate_raw_batches(self.pipeline(query, sort=sort), batchSize=batch_size)
+        with cursor:
             for raw in cursor:
                 frame = self.decode(raw)
                 if frame.height:
                     yield frame
-        finally:
-            cursor.close()
-
-
-class BatchCursor(RawBatchCursor[Any]):
-    """pymongo's raw-batch cursor (server pinning, retries, sessions, monitoring) minus its cost per document.
-
-    pymongo turns each reply's batch into one `RawBSONDocument` per document and joins their bytes
-    back (~2.8 µs per document here); this cursor takes the batch's bytes out of the reply as they
-    are, with bson's C splitter. A reply it does not recognise (an error, an unexpected cursor field)
-    goes the stock way, so pymongo reports it as usual.
-    """
-
-    def _unpack_response(
-        self,
-        response: Any,
-        cursor_id: int | None,
-        codec_options: Any,
-        user_fields: Any = None,
-        legacy_response: bool = False,
-    ) -> list[Any]:
-        if not legacy_response:
-            try:
-                return [_cursor_reply(response.payload_document)]
-            except (KeyError, ValueError):
-                pass
-        return super()._unpack_response(response, cursor_id, codec_options, user_fields, legacy_response)
-
-
-def _cursor_reply(payload: bytes | memoryview) -> dict[str, Any]:
-    """A find/getMore reply as pymongo's cursor reads it, the batch as one raw stream of documents.
-
-    The batch (megabytes) is copied once, into the stream; everything else is read in place.
-    """
-    top = _elements(payload)
-    cursor_kind, cursor_start, _ = top.pop(b"cursor")
-    if cursor_kind != 0x03:
-        raise ValueError("cursor is not a document")
-    reply = _decode_elements(payload, top)  # ok, $clusterTime, operationTime: a few bytes
-    if reply.get("ok") != 1:
-        raise ValueError("not a successful reply")
-    fields = _elements(payload, cursor_start)
-    batch_name = b"firstBatch" if b"firstBatch" in fields else b"nextBatch"
-    if set(fields) - {batch_name, b"id", b"ns"} or fields[b"id"][0] != 0x12:
-        raise ValueError("unexpected cursor fields")
-    _, id_start, id_end = fields[b"id"]
-    cursor: dict[str, Any] = {"id": int.from_bytes(payload[id_start:id_end], "little", signed=True)}
-    if b"ns" in fields:
-        _, ns_start, ns_end = fields[b"ns"]
-        cursor["ns"] = bytes(payload[ns_start + 4 : ns_end - 1]).decode()
-    stream = _batch_stream(payload, fields[batch_name])
-    cursor[batch_name.decode()] = [stream] if stream else []
-    reply["cursor"] = cursor
-    return reply
 
 
 def _json_cells(raw: bytes, kinds: list[str | None], key: str) -> list[str | None]:
@@ -384,17 +406,14 @@ ENTRIES = Source(
 # Each entry's user id and name snapshot, for rows keyed by a user id instead of an entry.
 SNAPSHOTS = ENTRIES.only("userId", "snapFirstName", "snapLastName", "snapEmail")
 
-USERS = Source(
-    "users",
-    (
-        col("userKey", path="_id"),
-        col("userFirstName", path="firstName"),
-        col("userLastName", path="lastName"),
-        col("userEmail", path="email"),
-        col("userPhone", path="phone"),
-        col("postalCode"),
-        col("countryCode"),
-    ),
+# A user document's fields as columns of the rows joined to it (Source.with_users).
+USER_COLUMNS = (
+    col("userFirstName", path="firstName"),
+    col("userLastName", path="lastName"),
+    col("userEmail", path="email"),
+    col("userPhone", path="phone"),
+    col("postalCode"),
+    col("countryCode"),
 )
 
 SCORING = Source(
@@ -428,97 +447,12 @@ CODES = Source(
     ),
 )
 
-# Which column of each source holds the row's user id (users join, CCPA membership).
+# The field (and column) of each source holding the row's user id (users join, CCPA membership).
 USER_COLUMN = {"entries": "userId", "scoring": "memberId", "codes": "assignedTo"}
 SOURCES = {"entries": ENTRIES, "scoring": SCORING, "codes": CODES}
 
 
 # -- reading with joins ---------------------------------------------------------------------
-
-
-def lookup_users(db: Database, ids: list[Any]) -> pl.DataFrame:
-    """The users documents of `ids` (USERS columns), USER_LOOKUP_CHUNK ids per query, decoded at once.
-
-    Each lookup is one `find` command answered in a single batch, read as one raw reply: no
-    cursor, no getMore, and no Python object per document (pymongo's raw cursors make one).
-    """
-    streams: list[bytes] = []
-    for start in range(0, len(ids), USER_LOOKUP_CHUNK):
-        chunk = ids[start : start + USER_LOOKUP_CHUNK]
-        command = SON(
-            [
-                ("find", USERS.collection),
-                ("filter", {"_id": {"$in": chunk}}),
-                ("projection", USERS.projection),
-                ("batchSize", len(chunk)),
-                ("singleBatch", True),
-            ]
-        )
-        reply = db.command(command, codec_options=_RAW_REPLY, read_preference=db.read_preference)
-        streams.append(first_batch(reply.raw))
-    raw = b"".join(streams)
-    return USERS.decode(raw) if raw else USERS.empty()
-
-
-def first_batch(reply: bytes | memoryview) -> bytes:
-    """The documents of a `find` reply's first batch, concatenated as a raw batch is."""
-    _, cursor_start, _ = _elements(reply)[b"cursor"]
-    return _batch_stream(reply, _elements(reply, cursor_start)[b"firstBatch"])
-
-
-def _batch_stream(buffer: bytes | memoryview, array: tuple[int, int, int]) -> bytes:
-    """The documents of the BSON array at `array` (from _elements) as one stream, copied once."""
-    kind, start, end = array
-    if kind != 0x04:
-        raise ValueError("the batch is not an array")
-    return bytes(_array_of_documents_to_buffer(memoryview(buffer)[start:end]))
-
-
-_FIXED_SIZES = {0x01: 8, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8, 0x12: 8, 0x13: 16}
-_LONGEST_NAME = 64  # of the reply fields read here; a longer one is not a reply this code knows
-
-
-def _elements(buffer: bytes | memoryview, start: int = 0) -> dict[bytes, tuple[int, int, int]]:
-    """The elements of the BSON document at `start`: name → (type, value start, value end) in `buffer`.
-
-    Offsets, not copies (a reply holds megabytes). Knows simple types and documents; raises
-    KeyError on a type it does not know the size of and ValueError on a name it cannot read.
-    """
-    found: dict[bytes, tuple[int, int, int]] = {}
-    end = start + int.from_bytes(buffer[start : start + 4], "little") - 1
-    position = start + 4
-    while position < end:
-        kind = buffer[position]
-        window = bytes(buffer[position + 1 : position + 2 + _LONGEST_NAME])
-        name = window[: window.index(0)]
-        value = position + 2 + len(name)
-        if kind in (0x03, 0x04):  # document, array: length-prefixed
-            size = int.from_bytes(buffer[value : value + 4], "little")
-        elif kind == 0x02:  # string: length-prefixed, after its own length field
-            size = 4 + int.from_bytes(buffer[value : value + 4], "little")
-        else:
-            size = _FIXED_SIZES[kind]
-        found[name] = (kind, value, value + size)
-        position = value + size
-    if position != end:
-        raise ValueError("malformed document")
-    return found
-
-
-def _decode_elements(buffer: bytes | memoryview, elements: dict[bytes, tuple[int, int, int]]) -> dict[str, Any]:
-    """The given elements of a document decoded (sub-documents stay raw, as pymongo's raw replies have them)."""
-    body = b"".join(bytes(buffer[value - len(name) - 2 : end]) for name, (_, value, end) in elements.items())
-    return dict(RawBSONDocument((len(body) + 5).to_bytes(4, "little") + body + b"\x00").items())
-
-
-def with_users(db: Database, frames: Iterable[pl.DataFrame], user_column: str) -> Iterator[pl.DataFrame]:
-    """Each frame with its rows' user documents joined (left) on `user_column` = users `_id`."""
-    for frame in frames:
-        ids = frame.get_column(user_column).drop_nulls().unique(maintain_order=True).to_list()
-        users = lookup_users(db, ids).unique("userKey", keep="first")
-        # The source's own columns win (scoring has its own countryCode and postalCode).
-        users = users.select("userKey", *(c for c in users.columns if c != "userKey" and c not in frame.columns))
-        yield frame.join(users, left_on=user_column, right_on="userKey", how="left", maintain_order="left")
 
 
 def with_names(frame: pl.DataFrame) -> pl.DataFrame:
@@ -558,17 +492,16 @@ def write_parts(
 ) -> int:
     """Each frame as its own staged part of dataset `name`; returns rows.
 
-    In the thread that reads: writing a part costs ~0.3–0.4 µs per row, and reading ahead in a second
-    thread cost more CPU in thread hand-offs than it overlapped (extract 7.7–8.1 → 6.5–7.2 µs of
-    CPU per row without it, docs/performance.md). Progress reports `counted` (rows extracted
-    before this dataset) plus the rows written here.
+    In the thread that reads: reading ahead in a second thread cost more CPU in thread hand-offs
+    than it overlapped (docs/performance.md). Progress reports `counted` (rows extracted before
+    this dataset) plus the rows written here.
     """
     out_dir = ctx.extract_path(name)
     rows = 0
     for number, frame in enumerate(frames):
         write_part(frame, out_dir / f"{prefix}-{number:06d}{PART_SUFFIX}")
         rows += frame.height
-        ctx.progress("extract", counted + rows)
+        ctx.progress("extract", counted + rows, ctx.expected_rows)
     return rows
 
 
@@ -578,27 +511,24 @@ def extract_source(
     match: dict[str, Any],
     *,
     name: str,
-    users: bool,
     prefix: str = "part",
     counted: int = 0,
 ) -> int:
-    """The campaign's documents of `source` matching `match`, by `_id`, with their users if asked."""
+    """The campaign's documents of `source` matching `match`, by `_id` (with their users when the
+    source is joined to them), staged as parts of dataset `name`; returns rows."""
     frames = source.read(ctx.db, {"campaignId": ctx.campaign_id, **match})
-    if users:
-        frames = with_users(ctx.db, frames, USER_COLUMN[source.collection])
     return write_parts(ctx, frames, name, prefix, counted=counted)
 
 
 def write_part(frame: pl.DataFrame, path: Path) -> None:
     """Stage a frame: Arrow IPC, uncompressed. Staged parts live minutes and are read once,
-    whole, so their format is the in-memory one (per entry row, polars' writer threads included:
-    write 0.3–0.4 µs, read 0.1 µs with `_read_ipc`; the Parquet once used cost more)."""
+    whole, so their format is the in-memory one (Parquet cost more: docs/performance.md)."""
     frame.write_ipc(path, compression="uncompressed")
 
 
 def _read_ipc(path: Path) -> pl.DataFrame | pl.Series:
     """A staged part read by pyarrow: a third of the CPU of `pl.read_ipc`, which hands the read to
-    polars' async executor threads (per entry row ~0.11 against ~0.4 µs, 2026-12-04)."""
+    polars' async executor threads (docs/performance.md)."""
     with pa.OSFile(str(path)) as source:
         table = pa.ipc.open_file(source).read_all()
     return pl.from_arrow(table)

@@ -9,7 +9,7 @@ with such a list would cost the database O(records × ids).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import polars as pl
 
@@ -85,11 +85,15 @@ def extract(ctx: ExportContext) -> None:
     filtered.extract(ctx, LOGIC)
 
 
-def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
-    """Anti-join each batch with the wave members; names and the rest as for any filtered type."""
-    members = sources.read_all(ctx, WAVE_MEMBERS, WAVE_MEMBER_SCHEMA)
-    for part in filtered.transform(ctx):
+def rows(parts: Iterable[pl.DataFrame], members: pl.DataFrame) -> Iterator[pl.DataFrame]:
+    """Each part of the filtered rows without the wave `members` (an anti-join on memberId)."""
+    for part in parts:
         yield part.join(members, on="memberId", how="anti", maintain_order="left")
+
+
+def transform(ctx: ExportContext) -> Iterator[pl.DataFrame]:
+    """Reads the staged wave members and hands them to `rows` with the filtered rows."""
+    yield from rows(filtered.transform(ctx), sources.read_all(ctx, WAVE_MEMBERS, WAVE_MEMBER_SCHEMA))
 
 
 LOGIC = TypeLogic(extract=extract, transform=transform)

@@ -8,7 +8,6 @@ independently of the membership the service recorded, and checks the deletion ag
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import time
@@ -221,7 +220,7 @@ def test_s3_down_gives_500_with_the_error_body_and_a_retry_completes(
 ) -> None:
     world = World(db, s3, settings)
     records = [world.export(f"x{i}", "entries", ["fan-1", "fan-2"]) for i in range(3)]
-    down = dataclasses.replace(settings, s3_endpoint_url=f"http://127.0.0.1:{free_port()}")  # nothing listens
+    down = settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{free_port()}"})  # nothing listens
 
     started = time.monotonic()
     with TestClient(create_app(down)) as broken:

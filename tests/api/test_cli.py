@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from pathlib import Path
@@ -38,8 +42,36 @@ def one_line_error(result: subprocess.CompletedProcess, code: int) -> str:
     return lines[0]
 
 
+def run_cli_without_reader(live: LiveServer, *args: str, token: str) -> subprocess.CompletedProcess:
+    """The CLI writing into a real pipe whose reader has already gone (what `| head -1` leaves behind)."""
+    env = {**os.environ, "EXPORT_SERVICE_URL": live.url, "EXPORT_SERVICE_TOKEN": token}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "export_api.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the only read end: every write of the CLI now fails with EPIPE
+    stderr = proc.stderr.read().decode()
+    proc.stderr.close()
+    return subprocess.CompletedProcess(proc.args, proc.wait(timeout=60), None, stderr)
+
+
+def finished_export(db: Database, s3: Any, settings: Settings, export_type: str = "entries") -> dict[str, Any]:
+    """A FINISHED export of CAMPAIGN whose one file is in the bucket."""
+    store = ExportStore(db)
+    record = store.create(campaign_id=CAMPAIGN, campaign_name="S", export_type=export_type, requester_user_id="u")
+    export_id = record.record["id"]
+    store.mark_triggered(export_id, run_id="run-done", preliminary_count=1)
+    key = f"{export_type}/{CAMPAIGN}/{export_id}/Summer Tour 2024 - Entries.csv"
+    s3.put_object(Bucket=settings.exports_bucket, Key=key, Body=b"userId\r\nu1\r\n")
+    return store.mark_finished(export_id, key=key, count=1, meta={})
+
+
 class FakeEngine(threading.Thread):
-    """Moves a record the way the export run does (TRIGGERED, progress, end state); Dagster itself is not started."""
+    """Moves a record the way the export run does (TRIGGERED, progress, end state); Dagster itself is not started.
+
+    Its progress is what the server may report: a total not known yet (null), rows past a
+    total that was only an estimate, and the upload counting files.
+    """
 
     def __init__(self, db: Database, s3: Any, settings: Settings, *, fail: str | None = None, keys: int = 1) -> None:
         super().__init__(daemon=True)
@@ -55,8 +87,9 @@ class FakeEngine(threading.Thread):
                 self.export_id = str(pending[0]["_id"])
             time.sleep(0.05)
         record = store.mark_triggered(self.export_id, run_id="run-cli", preliminary_count=30)
-        for stage, rows in (("extract", 0), ("extract", 10), ("transform", 20), ("upload", 30)):
-            progress = {"stage": stage, "rows": rows, "total": 30}
+        steps = (("extract", 10, None), ("transform", 20, 30), ("transform", 45, 30), ("upload", 2, 3))
+        for stage, rows, total in steps:
+            progress = {"stage": stage, "rows": rows, "total": total}
             self.db.exports.update_one({"_id": self.export_id}, {"$set": {"progress": progress}})
             time.sleep(0.4)
         if self.fail:
@@ -94,18 +127,55 @@ def test_request_wait_download_shows_progress_and_saves_the_file(
 ) -> None:
     engine = FakeEngine(db, s3, settings)
     engine.start()
-    target = tmp_path / "out" / "entries.csv"
+    target = tmp_path / "entries.csv"
     result = run_cli(
         live_api, "request", CAMPAIGN, "entries", "--download", str(target), "--interval", "0.1", token=token
     )
     engine.join(timeout=10)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert "TRIGGERED extract 10/30 rows" in lines and "TRIGGERED transform 20/30 rows" in lines
+    assert "TRIGGERED extract 10 rows" in lines, "no total yet: a count without a bound"
+    assert "TRIGGERED transform 20/30 rows" in lines and "TRIGGERED transform 30/30 rows" in lines, "never past 100 %"
+    assert "TRIGGERED upload 2/3 files" in lines, "the upload counts files"
     assert any(line.startswith(f"{engine.export_id}  FINISHED  entries  30 rows") for line in lines)
     assert lines[-1] == f"saved {target}"
     assert target.read_bytes() == engine.content
     assert not list(target.parent.glob("*.part"))
+
+
+def test_wait_on_a_terminal_draws_a_bar_that_never_passes_its_total(
+    live_api: LiveServer, token: str, db: Database, s3: Any, settings: Settings
+) -> None:
+    """The rich bar (stdout a pseudo-terminal): counts with the stage's unit, clamped at the total."""
+    engine = FakeEngine(db, s3, settings)
+    engine.start()
+    export_id = run_cli(live_api, "request", CAMPAIGN, "entries", token=token).stdout.split()[1]
+    master, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    env = {**os.environ, "EXPORT_SERVICE_URL": live_api.url, "EXPORT_SERVICE_TOKEN": token, "TERM": "xterm"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "export_api.cli", "wait", CAMPAIGN, export_id, "--interval", "0.1"],
+        stdout=terminal,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the CLI has closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    engine.join(timeout=10)
+    text = output.decode(errors="replace")
+    assert "TRIGGERED upload" in text and "2/3 files" in text
+    assert "30/30 rows" in text and "45/30" not in text, "clamped at the total"
+    assert "FINISHED finished" in text and "Traceback" not in text
 
 
 def test_wait_on_a_failed_export_exits_non_zero_with_its_message(
@@ -155,13 +225,100 @@ def test_refusals_and_outages_are_one_line(live_api: LiveServer, token: str, mak
     assert down == f"export-service: cannot reach the export-service API at {dead} (connection refused)"
 
 
-def test_rerun_is_the_rerun_tool(live_api: LiveServer, db: Database) -> None:
+def test_a_host_that_does_not_resolve_and_a_url_without_scheme_say_so(live_api: LiveServer, token: str) -> None:
+    # .invalid never resolves (RFC 6761): the resolver says so, whether or not it can reach DNS.
+    nowhere = "http://export-service.invalid:8000"
+    unresolved = one_line_error(run_cli(live_api, "--url", nowhere, "status", CAMPAIGN, "x", token=token), 4)
+    assert unresolved == (
+        f"export-service: cannot reach the export-service API at {nowhere} "
+        "(the host name export-service.invalid could not be resolved)"
+    )
+    bare = one_line_error(run_cli(live_api, "--url", "127.0.0.1:8000", "list", CAMPAIGN, token=token), 2)
+    assert (
+        bare == "export-service: the API URL '127.0.0.1:8000' has no scheme; write http://127.0.0.1:8000 (or https://)"
+    )
+    env_url = subprocess.run(
+        [sys.executable, "-m", "export_api.cli", "list", CAMPAIGN],
+        env={**os.environ, "EXPORT_SERVICE_URL": "localhost:8000", "EXPORT_SERVICE_TOKEN": token},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "write http://localhost:8000" in one_line_error(env_url, cli.EXIT_USAGE)
+    other = one_line_error(run_cli(live_api, "--url", "ftp://127.0.0.1", "list", CAMPAIGN, token=token), 2)
+    assert other == "export-service: the API URL 'ftp://127.0.0.1' must start with http:// or https://"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("list", CAMPAIGN), ("status", CAMPAIGN, "{id}", "--json"), ("wait", CAMPAIGN, "{id}", "--interval", "0.1")],
+    ids=["list", "status-json", "wait"],
+)
+def test_a_closed_pipe_ends_the_command_quietly(live_api: LiveServer, token: str, db: Database, args: tuple) -> None:
+    """`export-service list 123 | head -1`: the reader leaves, the CLI stops without a traceback."""
+    record = (
+        ExportStore(db)
+        .create(campaign_id=CAMPAIGN, campaign_name="S", export_type="entries", requester_user_id="u")
+        .record
+    )  # PENDING: `wait` shows its progress line at once, then would poll on
+    result = run_cli_without_reader(live_api, *(a.format(id=record["id"]) for a in args), token=token)
+    assert result.returncode == cli.EXIT_BROKEN_PIPE, result.stderr
+    assert result.stderr == ""
+
+
+def test_download_into_a_folder_that_does_not_exist_says_so(
+    live_api: LiveServer, token: str, db: Database, s3: Any, settings: Settings, tmp_path: Path
+) -> None:
+    record = finished_export(db, s3, settings)
+    missing = tmp_path / "no-such-folder"
+    for target in (missing / "entries.csv", f"{missing}/"):
+        result = run_cli(live_api, "download", CAMPAIGN, record["id"], str(target), token=token)
+        line = one_line_error(result, cli.EXIT_USAGE)
+        assert line == f"export-service: the folder {missing} does not exist; create it first or choose another path"
+    assert not missing.exists(), "nothing created"
+    saved = run_cli(live_api, "download", CAMPAIGN, record["id"], str(tmp_path), token=token)
+    assert saved.returncode == 0, saved.stderr
+    assert (tmp_path / "Summer Tour 2024 - Entries.csv").read_bytes() == b"userId\r\nu1\r\n"
+    # `request --download` says it before queueing anything.
+    refused = run_cli(live_api, "request", CAMPAIGN, "codes", "--download", str(missing / "codes.csv"), token=token)
+    assert "does not exist" in one_line_error(refused, cli.EXIT_USAGE)
+    assert db.exports.count_documents({"exportType": "codes"}) == 0
+
+
+@pytest.mark.usefixtures("extra_types")
+def test_a_multi_file_download_creates_its_folder_only_inside_one_that_exists(
+    live_api: LiveServer, token: str, db: Database, s3: Any, settings: Settings, tmp_path: Path
+) -> None:
+    engine = FakeEngine(db, s3, settings, keys=2)
+    engine.start()
+    assert cli.main(["--url", live_api.url, "--token", token, "request", CAMPAIGN, "autoReminderEmail"]) == 0
+    engine.join(timeout=10)
+    base = ["--url", live_api.url, "--token", token, "download", CAMPAIGN, str(engine.export_id)]
+    with pytest.raises(SystemExit) as refused:
+        cli.main([*base, str(tmp_path / "a" / "b")])
+    assert refused.value.code == cli.EXIT_USAGE and not (tmp_path / "a").exists()
+    assert cli.main([*base, str(tmp_path / "new")]) == 0
+    assert len(list((tmp_path / "new").rglob("*.csv"))) == 2
+
+
+def test_rerun_goes_through_the_api(
+    live_api: LiveServer, token: str, db: Database, s3: Any, settings: Settings
+) -> None:
+    """Only the API is asked: a FINISHED export is refused (409); with the engine unreachable the
+    API answers 503 and the FAILED export stays as it was. The re-run itself: tests/e2e/test_api_reruns.py."""
+    finished = finished_export(db, s3, settings)
+    refused = one_line_error(run_cli(live_api, "rerun", CAMPAIGN, finished["id"], token=token), cli.EXIT_REFUSED)
+    assert refused.startswith("export-service: Only a FAILED or EXPIRED export can be re-run; this one is FINISHED.")
+    assert "(HTTP 409, request id cli-" in refused
     store = ExportStore(db)
-    record = store.create(campaign_id=CAMPAIGN, campaign_name="S", export_type="entries", requester_user_id="u").record
-    store.mark_failed(record["id"], message="boom")
-    result = run_cli(live_api, "rerun", "--dry-run", "--export-type", "entries")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"entries: would re-run 1 export(s): {record['id']}"
+    failed = store.create(campaign_id=CAMPAIGN, campaign_name="S", export_type="codes", requester_user_id="u").record
+    store.mark_failed(failed["id"], message="The campaign has no markets.")
+    unreachable = one_line_error(run_cli(live_api, "rerun", CAMPAIGN, failed["id"], "--wait", token=token), 3)
+    assert unreachable.startswith("export-service: The export engine is unreachable right now")
+    assert "(HTTP 503" in unreachable
+    after = store.get(failed["id"])
+    assert after is not None and after["status"] == "FAILED"
+    assert after["error"]["message"] == "The campaign has no markets."
 
 
 def test_cli_imports_neither_dagster_nor_the_server() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator
 
@@ -19,7 +18,7 @@ from tests.api.conftest import CAMPAIGN, EXPORTS, FakeDagster
 
 @pytest.fixture
 def dagster_client(settings: Settings, campaigns: None, fake_dagster: FakeDagster) -> Iterator[TestClient]:
-    with TestClient(create_app(dataclasses.replace(settings, dagster_graphql_url=fake_dagster.url))) as client:
+    with TestClient(create_app(settings.model_copy(update={"dagster_graphql_url": fake_dagster.url}))) as client:
         yield client
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
@@ -33,7 +32,7 @@ def signed(private_pem: str, **claims: Any) -> dict[str, str]:
 
 
 def app_client(settings: Settings, **changes: Any) -> TestClient:
-    return TestClient(create_app(dataclasses.replace(settings, **changes)))
+    return TestClient(create_app(settings.model_copy(update=changes)))
 
 
 @pytest.mark.usefixtures("campaigns")
@@ -95,7 +94,7 @@ def test_outside_dev_mode_the_service_refuses_to_start_without_a_public_key(
         "export-service API: JWT_PUBLIC_KEY is not set; outside DEV_MODE the API needs it to verify tokens."
     )
     with pytest.raises(ConfigurationError):
-        create_app(dataclasses.replace(settings, dev_mode=False, jwt_public_key=None))
+        create_app(settings.model_copy(update={"dev_mode": False, "jwt_public_key": None}))
     # In dev mode the generated key file is still the local default.
     child_env["DEV_MODE"] = "1"
     ok = subprocess.run([sys.executable, "-c", "import export_api.app as m; m.app"], env=child_env)
@@ -130,7 +129,7 @@ def test_pending_limit_is_429_with_retry_after_and_duplicates_still_answer(
 def test_pending_limit_holds_under_concurrent_requests(
     settings: Settings, campaigns: None, headers: dict[str, str], db: Database
 ) -> None:
-    with LiveServer(create_app(dataclasses.replace(settings, max_pending_per_campaign=3))) as live:
+    with LiveServer(create_app(settings.model_copy(update={"max_pending_per_campaign": 3}))) as live:
 
         def post(export_type: str) -> int:
             url = f"{live.url}{EXPORTS}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import re
@@ -94,7 +93,7 @@ def test_json_log_lines_carry_ids_and_route_templates_but_no_personal_data(
     email_campaign = "fan.name+vip@example.com"
     phone_user = "+1 (555) 123-4567"
     bad_token = make_token(key=None, expires_in=-3600)  # expired: refused, must not be logged either
-    with TestClient(create_app(dataclasses.replace(settings, log_dir=log_dir))) as client:
+    with TestClient(create_app(settings.model_copy(update={"log_dir": log_dir}))) as client:
         created = client.post(EXPORTS, json={"exportType": "entries"}, headers={**auth, "X-Request-ID": "trace-1"})
         export_id = created.json()["id"]
         client.get(f"{EXPORTS}/{export_id}", headers={**auth, "X-Request-ID": "trace-2"})

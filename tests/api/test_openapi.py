@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import subprocess
@@ -24,7 +23,12 @@ AUTHENTICATED = {
     ("/campaigns/{campaignId}/exports", "get"),
     ("/campaigns/{campaignId}/exports", "post"),
     ("/campaigns/{campaignId}/exports/{exportId}", "get"),
+    ("/campaigns/{campaignId}/exports/{exportId}/rerun", "post"),
     ("/ccpa/users/{userId}", "delete"),
+    ("/campaigns/{campaignId}/webhooks", "get"),
+    ("/campaigns/{campaignId}/webhooks", "post"),
+    ("/campaigns/{campaignId}/webhooks/{webhookId}", "delete"),
+    ("/campaigns/{campaignId}/webhooks/{webhookId}/deliveries", "get"),
 }
 
 
@@ -83,10 +87,18 @@ def test_document_is_generated_from_the_code(client: TestClient, settings: Setti
     doc = document(client)
     schemas = doc["components"]["schemas"]
     variants = schemas["ExportRequest"]["oneOf"]
-    assert sorted(
-        variants[0]["properties"]["exportType"]["enum"] + variants[1]["properties"]["exportType"]["enum"]
-    ) == (sorted(EXPORT_TYPES))
-    assert variants[1]["properties"]["exportType"]["enum"] == ["codeWaves"] and "dateKey" in variants[1]["required"]
+    assert sorted(name for v in variants for name in v["properties"]["exportType"]["enum"]) == sorted(EXPORT_TYPES)
+    dated = [v for v in variants if "dateKey" in v["properties"]]
+    assert [v["properties"]["exportType"]["enum"] for v in dated] == [["codeWaves"]]
+    assert all("dateKey" in v["required"] for v in dated)
+    # SPEC §3 Formats: every format for single-file types, csv only for the ZIP and multi-file ones.
+    for variant in variants:
+        names = variant["properties"]["exportType"]["enum"]
+        single_file = {EXPORT_TYPES[name].packaging == "csv" for name in names}
+        assert len(single_file) == 1, names
+        expected = ["csv", "csv.gz", "parquet", "xlsx"] if single_file == {True} else ["csv"]
+        assert variant["properties"]["format"]["enum"] == expected, names
+    assert schemas["ExportRecord"]["properties"]["format"]["enum"] == ["csv", "csv.gz", "parquet", "xlsx"]
     params = doc["components"]["parameters"]
     assert params["limit"]["schema"]["maximum"] == 100 and params["sort"]["schema"]["enum"] == [
         "created",
@@ -95,7 +107,7 @@ def test_document_is_generated_from_the_code(client: TestClient, settings: Setti
     ]
     assert set(schemas["Error"]["properties"]["error"]["required"]) == {"status", "message", "payload"}
     # Outside dev mode the dev endpoint is neither served nor described.
-    with TestClient(create_app(dataclasses.replace(settings, dev_mode=False))) as prod:
+    with TestClient(create_app(settings.model_copy(update={"dev_mode": False}))) as prod:
         assert "/dev/token" not in document(prod)["paths"]
 
 

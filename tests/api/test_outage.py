@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import time
 from collections.abc import Iterator
@@ -63,7 +62,7 @@ def test_database_outage_is_503_fast_and_the_api_recovers_by_itself(
     supreme = {"Authorization": f"Bearer {make_token(supreme=True)}"}
     with MongoClient(own_mongo.uri) as direct:
         direct[settings.mongodb_db].campaigns.insert_one({"_id": CAMPAIGN, "name": "Summer Tour"})
-    app = create_app(dataclasses.replace(settings, mongodb_uri=own_mongo.uri))
+    app = create_app(settings.model_copy(update={"mongodb_uri": own_mongo.uri}))
     with LiveServer(app) as live, httpx.Client(base_url=live.url, headers=headers, timeout=30) as http:
         created = http.post(EXPORTS, json={"exportType": "entries"})
         assert created.status_code == 201

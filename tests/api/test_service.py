@@ -131,7 +131,7 @@ def test_dev_token_rejects_bad_bodies(client: TestClient, body: Any) -> None:
 
 
 def test_dev_token_is_404_outside_dev_mode(settings: Settings) -> None:
-    with TestClient(create_app(dataclasses.replace(settings, dev_mode=False))) as client:
+    with TestClient(create_app(settings.model_copy(update={"dev_mode": False}))) as client:
         assert_error(client.post("/dev/token", json={"userId": "u", "campaignId": "c", "permissions": []}), 404)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -28,7 +27,7 @@ def world(db: Database, s3: Any, settings: Settings) -> World:
 
 @pytest.fixture
 def policy(settings: Settings) -> Settings:
-    return replace(settings, export_retention_days=DAYS)
+    return settings.model_copy(update={"export_retention_days": DAYS})
 
 
 def _finished(world: World, export_id: str, export_type: str, age_days: float, **kwargs: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from export_pipelines.domain.keys import content_disposition
 from export_pipelines.domain.settings import Settings
 from export_pipelines.domain.storage import MULTIPART_BYTES, object_acl, upload_file
 
@@ -86,15 +87,34 @@ def test_kms_encryption_with_a_key_id(s3: Any, settings: Settings, tmp_path: Pat
 
 
 def test_aes256_applies_to_multipart_uploads_too(s3: Any, settings: Settings, tmp_path: Path) -> None:
-    """Above the multipart threshold the encryption and ACL travel on CreateMultipartUpload."""
+    """Above the multipart threshold the encryption, ACL and Content-Disposition travel on CreateMultipartUpload."""
     sent = SentHeaders(s3)
     bucket = settings.exports_bucket
     path = _file(tmp_path, MULTIPART_BYTES + 1024)
-    upload_file(s3, path, bucket=bucket, key="d/big.zip", acl="private", content_type="application/zip", sse="AES256")
+    disposition = content_disposition("Beyoncé Tour 🎸 - Promoter Email Opt-In.zip")
+    upload_file(
+        s3, path, bucket=bucket, key="d/big.zip", acl="private", content_type="application/zip",
+        content_disposition=disposition, sse="AES256",
+    )  # fmt: skip
     (create,) = [h for m, url, h in sent.requests if url.endswith("?uploads")]
     assert create["x-amz-server-side-encryption"] == "AES256" and create["x-amz-acl"] == "private"
+    assert create["content-disposition"] == disposition
     head = s3.head_object(Bucket=bucket, Key="d/big.zip")
     assert head["ServerSideEncryption"] == "AES256" and head["ContentLength"] == path.stat().st_size
+    assert head["ContentDisposition"] == disposition
+
+
+def test_content_disposition_is_sent_only_when_given(s3: Any, settings: Settings, tmp_path: Path) -> None:
+    sent = SentHeaders(s3)
+    bucket = settings.exports_bucket
+    disposition = content_disposition("Tour - Entries.csv")
+    upload_file(s3, _file(tmp_path), bucket=bucket, key="g/x.csv", acl=None, content_type="t/c")
+    upload_file(
+        s3, _file(tmp_path), bucket=bucket, key="g/y.csv", acl=None, content_type="t/c", content_disposition=disposition
+    )
+    assert [h.get("content-disposition") for h in sent.writes()] == [None, disposition]
+    assert "ContentDisposition" not in s3.head_object(Bucket=bucket, Key="g/x.csv")
+    assert s3.get_object(Bucket=bucket, Key="g/y.csv")["ContentDisposition"] == disposition
 
 
 def test_no_encryption_header_unless_configured(s3: Any, settings: Settings, tmp_path: Path) -> None:

@@ -82,6 +82,8 @@ def test_reexecute_from_failure_takes_the_record_back_to_finished(
     )
 
     _add_market_and_entries(db, "r1", 25)
+    # Renamed after the first run planned the export: the re-execution reads the staged plan (its key).
+    db["campaigns"].update_one({"_id": "r1"}, {"$set": {"name": "Renamed r1"}})
     answer = httpx.post(graphql, json={"query": REEXECUTE, "variables": {"parentRunId": first_run}}, timeout=30).json()
     relaunched = answer["data"]["launchRunReexecution"]
     assert relaunched["__typename"] == "LaunchRunSuccess", relaunched

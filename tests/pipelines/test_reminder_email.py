@@ -454,16 +454,16 @@ def test_other_types_keep_their_staging_directory(settings: Settings, db: Databa
     )
 
 
-def test_stale_run_scratch_of_killed_runs_is_swept(db: Database, settings: Settings):
-    db["campaigns"].insert_one({"_id": "x", "name": "X"})
+def test_stale_run_scratch_of_killed_runs_is_swept_when_a_run_ends(db: Database, settings: Settings):
+    seed_campaign(db, campaign_id="x", n_entries=5, seed=1)
     stale = stages.run_scratch_dir(settings.data_dir, "killed-run")
     (stale / "extract").mkdir(parents=True)
     old = datetime.now(UTC).timestamp() - 3 * settings.timeout_millis / 1000
     os.utime(stale, (old, old))
     recent = stages.run_scratch_dir(settings.data_dir, "running")
     recent.mkdir()
-    record = request_export(db, "x", "reminderEmail")
-    stages.build_context(record, db, None, workspace(settings), logging.getLogger("test"), run_id="new-run")
+    record = request_export(db, "x", "entries")
+    assert run_export(record).success
     assert not stale.exists() and recent.exists()
 
 

@@ -20,7 +20,7 @@ from devstack.seed import seed_campaign
 from export_pipelines.domain.records import EXPIRED, FAILED, FINISHED, TRIGGERED, ExportStore
 from export_pipelines.domain.settings import Settings
 from export_pipelines.domain.storage import upload_file
-from export_pipelines.run_outcomes import MAX_RUNTIME_TAG
+from export_pipelines.end_states import MAX_RUNTIME_TAG
 from tests.conftest import FailPoints, free_port
 from tests.e2e.conftest import wait_until
 from tests.pipelines.helpers import read_csv, request_export, run_export
@@ -109,14 +109,14 @@ def test_a_run_closes_the_record_of_a_run_that_ended_before_it(db: Database):
     assert store.get(busy["_id"])["status"] == TRIGGERED, "a run not ended is not touched"  # type: ignore[index]
 
 
-def test_a_fault_during_a_users_lookup_retries_the_extract(db: Database, failpoints: FailPoints):
-    """A users lookup that loses its connection twice fails the extract step, whose retry finishes the export."""
+def test_a_fault_while_reading_the_joined_entries_retries_the_extract(db: Database, failpoints: FailPoints):
+    """A connection lost in the middle of the entries-with-users aggregation (a `getMore`, which
+    pymongo does not retry) fails the extract step, whose retry finishes the export."""
     seed_campaign(db, campaign_id="ahead", n_entries=300, seed=5)
     record = request_export(db, "ahead", "entries")
-    # Let the run's first finds through (record, other TRIGGERED records, campaign, markets, the
-    # first entries query), then drop two connections in a row (pymongo retries a read once)
-    # during a users lookup.
-    failpoints.set({"skip": 10, "times": 2}, failCommands=["find"], closeConnection=True)
+    # Each market's aggregation is read with getMores: let the first market's through, then drop
+    # the connection once. Only the joined reads of the extract use getMore in this run.
+    failpoints.set({"skip": 1, "times": 1}, failCommands=["getMore"], closeConnection=True)
     result = run_export(record, mongo_uri=failpoints.client_uri)
     assert result.success
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
@@ -125,7 +125,7 @@ def test_a_fault_during_a_users_lookup_retries_the_extract(db: Database, failpoi
     while error is not None:
         stack += error.stack
         error = error.cause
-    assert "in lookup_users" in "".join(stack), "raised by a users lookup"
+    assert "sources.py" in "".join(stack) and "in read" in "".join(stack), "raised while reading a source"
     done = ExportStore(db).get(record["_id"])
     assert done is not None and done["status"] == FINISHED and done["count"] == 300
 

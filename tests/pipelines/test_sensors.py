@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from dagster import (
+    DagsterEvent,
     DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
     Definitions,
+    EventLogEntry,
     RunRequest,
     SensorResult,
     SkipReason,
@@ -23,13 +30,15 @@ from dagster import (
 from dagster._core.test_utils import create_run_for_test
 from pymongo.database import Database
 
+from devstack.supervisor import write_instance_config
 from export_pipelines.definitions import build_definitions
-from export_pipelines.domain.failures import RUN_FAILED
+from export_pipelines.domain.failures import RUN_FAILED, WORKER_LOST
 from export_pipelines.domain.records import EXPIRED, FAILED, FINISHED, PENDING, TRIGGERED, ExportStore
-from export_pipelines.domain.settings import Settings
+from export_pipelines.domain.settings import REPO_ROOT, Settings
+from export_pipelines.end_states import MAX_RUNTIME_TAG, close_ended_runs
 from export_pipelines.jobs import CAMPAIGN_TAG, EXPORT_ID_TAG, REQUEST_ID_TAG, partitions_name
-from export_pipelines.run_outcomes import MAX_RUNTIME_TAG
 from export_pipelines.sensors import GRACE, PARTITION_RETENTION, build_sensors
+from export_pipelines.workers import WORKER_TAG, RunWorker
 from tests.pipelines.helpers import export_jobs, export_resources, request_export
 
 
@@ -63,6 +72,7 @@ def test_the_definitions_load_with_every_job_sensor_and_resource(settings: Setti
         "export_run_failure_sensor",
         "export_run_canceled_sensor",
         "stale_exports_sensor",
+        "webhook_delivery_sensor",  # export_pipelines/webhook_delivery.py
     }
     job = defs.resolve_job_def("entries_export_job")
     assert job.tags[MAX_RUNTIME_TAG] == str(settings.timeout_millis // 1000)
@@ -242,3 +252,206 @@ def test_the_failure_sensor_ends_the_record_of_its_own_run_only(
     unstarted_run, unstarted_event = _fail_run(instance, pending["_id"])
     _evaluate_failure(sensors["export_run_failure_sensor"], instance, settings, unstarted_run, unstarted_event)
     assert store.get(pending["_id"])["status"] == FAILED  # type: ignore[index]
+
+
+# -- run workers that died without a word (the whole stack killed, then started again) --------
+
+# A stand-in run worker: tags run argv[1] with itself exactly as ExportRunResource does when an
+# export starts, then works on until killed.
+WORKER_SCRIPT = """
+import sys, time
+from dagster import DagsterInstance
+from export_pipelines.workers import record_worker
+with DagsterInstance.get() as instance:
+    record_worker(instance, sys.argv[1])
+print("tagged", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture
+def home_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DagsterInstance]:
+    """An instance in a DAGSTER_HOME that processes the test starts share: `make run`'s config,
+    hence Dagster's DefaultRunLauncher."""
+    home = tmp_path / "dagster_home"
+    write_instance_config(home, postgres=False)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with DagsterInstance.get() as instance:
+        yield instance
+
+
+@pytest.fixture
+def workers() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        proc.kill()
+        proc.wait()
+
+
+def _start_worker(workers: list[subprocess.Popen[str]], run_id: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WORKER_SCRIPT, run_id],
+        cwd=REPO_ROOT,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    workers.append(proc)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "tagged"
+    return proc
+
+
+def _started_run(instance: DagsterInstance, export_id: str, *, seconds_ago: float = 1, **tags: str) -> Any:
+    """A run of `export_id` that Dagster shows STARTED since `seconds_ago` (its RUN_START event)."""
+    run = create_run_for_test(
+        instance,
+        job_name="entries_export_job",
+        status=DagsterRunStatus.STARTING,
+        tags={EXPORT_ID_TAG: export_id, **tags},
+    )
+    start = DagsterEvent(DagsterEventType.RUN_START.value, job_name=run.job_name)
+    entry = EventLogEntry(
+        error_info=None,
+        level=logging.DEBUG,
+        user_message="",
+        run_id=run.run_id,
+        timestamp=time.time() - seconds_ago,
+        dagster_event=start,
+    )
+    instance.handle_new_event(entry)
+    return instance.get_run_by_id(run.run_id)
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def _tag(instance: DagsterInstance, run_id: str, worker: RunWorker) -> None:
+    instance.add_run_tags(run_id, worker.tags())
+
+
+def _status_of(instance: DagsterInstance, run_id: str) -> DagsterRunStatus:
+    run = instance.get_run_by_id(run_id)
+    assert run is not None
+    return run.status
+
+
+@pytest.mark.parametrize("survivor", ["the daemon lived on", "the daemon was restarted"])
+def test_a_run_whose_worker_died_ends_failed_at_once_and_nothing_fights_over_the_record(
+    db: Database,
+    settings: Settings,
+    home_instance: DagsterInstance,
+    workers: list[Any],
+    sensors: dict[str, Any],
+    survivor: str,
+):
+    """The worker died alone, with the webserver (the daemon lived on), or with the daemon (a new one reconciles)."""
+    store = ExportStore(db)
+    run = _started_run(home_instance, "lost")
+    _triggered(db, "lost", run.run_id, 1)  # a second ago: a gone worker needs no grace period
+    worker = _start_worker(workers, run.run_id)
+
+    assert isinstance(_evaluate(sensors["stale_exports_sensor"], home_instance, settings), SkipReason)
+    assert store.get("lost")["status"] == TRIGGERED, "its worker is alive"  # type: ignore[index]
+    worker.kill()
+    worker.wait()
+
+    instance = home_instance if survivor == "the daemon lived on" else DagsterInstance.get()
+    assert isinstance(_evaluate(sensors["stale_exports_sensor"], instance, settings), SensorResult)
+    record = store.get("lost")
+    assert record is not None and record["status"] == FAILED and record["error"]["message"] == WORKER_LOST
+    assert "active" not in record, "re-runnable, and a new identical request is accepted"
+    assert _status_of(instance, run.run_id) == DagsterRunStatus.FAILURE, "the queue's slot is free"
+    failure = instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_FAILURE)[-1]
+    assert f"pid {worker.pid}" in str(failure.message) and "no longer exists" in str(failure.message)
+
+    # What reacts to the run's end afterwards leaves the record as it is.
+    _evaluate_failure(
+        sensors["export_run_failure_sensor"],
+        instance,
+        settings,
+        instance.get_run_by_id(run.run_id),
+        failure.dagster_event,
+    )
+    assert close_ended_runs(instance, store, starting="the-next-export") == []
+    assert store.get("lost")["error"]["message"] == WORKER_LOST  # type: ignore[index]
+    assert isinstance(_evaluate(sensors["stale_exports_sensor"], instance, settings), SkipReason), "done once"
+
+
+def test_live_workers_and_workers_of_other_machines_are_left_alone(
+    db: Database, settings: Settings, home_instance: DagsterInstance, workers: list[Any], sensors: dict[str, Any]
+):
+    store = ExportStore(db)
+    here = RunWorker.current("-")
+    runs = {
+        name: _started_run(home_instance, name, seconds_ago=3600) for name in ("child", "me", "elsewhere", "reused")
+    }
+    for name, run in runs.items():
+        _triggered(db, name, run.run_id, 3600)
+    _start_worker(workers, runs["child"].run_id)  # another process, alive
+    _tag(home_instance, runs["me"].run_id, RunWorker.current(runs["me"].run_id))  # this process
+    # A worker that is gone, on a machine this one cannot look into: Dagster's run monitoring's.
+    elsewhere = RunWorker(runs["elsewhere"].run_id, "another-host", here.pid_namespace, _dead_pid(), 12.0)
+    _tag(home_instance, runs["elsewhere"].run_id, elsewhere)
+    # This process's pid, but a process that started earlier: the pid was reused, the worker is gone.
+    reused = RunWorker(runs["reused"].run_id, here.host, here.pid_namespace, os.getpid(), here.started - 60)
+    _tag(home_instance, runs["reused"].run_id, reused)
+
+    _evaluate(sensors["stale_exports_sensor"], home_instance, settings)
+    for name in ("child", "me", "elsewhere"):
+        assert store.get(name)["status"] == TRIGGERED, name  # type: ignore[index]
+        assert _status_of(home_instance, runs[name].run_id) == DagsterRunStatus.STARTED, name
+    assert store.get("reused")["status"] == FAILED  # type: ignore[index]
+    assert _status_of(home_instance, runs["reused"].run_id) == DagsterRunStatus.FAILURE
+
+
+def test_a_run_whose_worker_never_said_who_it_is_ends_a_minute_after_its_start(
+    db: Database, settings: Settings, home_instance: DagsterInstance, sensors: dict[str, Any]
+):
+    """The worker died between the run's start and its export's (before it could tag the run)."""
+    store = ExportStore(db)
+    old = GRACE.total_seconds() + 5
+    never_began = request_export(db, "c", "entries")  # still PENDING
+    gap = _started_run(home_instance, never_began["_id"], seconds_ago=old)
+    # A run of an older version (no tag) that took its record: alive as far as anyone knows.
+    older_version = _started_run(home_instance, "older-version", seconds_ago=old)
+    _triggered(db, "older-version", older_version.run_id, old)
+    # A re-execution that just started inherits its parent's tag, which names the dead parent.
+    here = RunWorker.current("-")
+    inherited = RunWorker("the-parent-run", here.host, here.pid_namespace, _dead_pid(), 1.0).tags()
+    _triggered(db, "rerun", "the-parent-run", 3600)
+    db["exports"].update_one({"_id": "rerun"}, {"$set": {"status": FAILED}})
+    rerun = _started_run(home_instance, "rerun", seconds_ago=2, **inherited)
+    assert rerun.tags[WORKER_TAG] and RunWorker.of(rerun) is None
+
+    _evaluate(sensors["stale_exports_sensor"], home_instance, settings)
+    record = store.get(never_began["_id"])
+    assert record is not None and record["status"] == FAILED and record["error"]["message"] == WORKER_LOST
+    assert _status_of(home_instance, gap.run_id) == DagsterRunStatus.FAILURE
+    assert store.get("older-version")["status"] == TRIGGERED  # type: ignore[index]
+    assert _status_of(home_instance, older_version.run_id) == DagsterRunStatus.STARTED
+    assert _status_of(home_instance, rerun.run_id) == DagsterRunStatus.STARTED
+
+    # Launchers other than Dagster's local one have worker health checks of their own (run monitoring).
+    instance = DagsterInstance.ephemeral()
+    untagged = _started_run(instance, "elsewhere", seconds_ago=old)
+    _evaluate(sensors["stale_exports_sensor"], instance, settings)
+    assert _status_of(instance, untagged.run_id) == DagsterRunStatus.STARTED
+
+
+def test_a_run_being_stopped_for_its_runtime_whose_worker_died_ends_canceled_and_expired(
+    db: Database, settings: Settings, home_instance: DagsterInstance, sensors: dict[str, Any]
+):
+    run = _started_run(home_instance, "stopping", seconds_ago=10, **{MAX_RUNTIME_TAG: "5"})
+    _triggered(db, "stopping", run.run_id, 10)
+    here = RunWorker.current("-")
+    _tag(home_instance, run.run_id, RunWorker(run.run_id, here.host, here.pid_namespace, _dead_pid(), 1.0))
+    home_instance.report_run_canceling(run, message="Canceling due to exceeding maximum runtime of 5 seconds.")
+
+    _evaluate(sensors["stale_exports_sensor"], home_instance, settings)
+    assert _status_of(home_instance, run.run_id) == DagsterRunStatus.CANCELED
+    record = ExportStore(db).get("stopping")
+    assert record is not None and record["status"] == EXPIRED

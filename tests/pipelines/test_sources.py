@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import bson
 import polars as pl
 import pytest
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 from bson.objectid import ObjectId
-from bson.timestamp import Timestamp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
+from pymongo import MongoClient, monitoring
 from pymongo.database import Database
 
 from export_pipelines.exports import sources
@@ -152,24 +152,137 @@ def test_well_typed_batches_are_decoded_by_pymongoarrow_with_the_same_values(db:
     assert_frame_equal(fast, python_rules(source, raw))
 
 
-def test_users_are_looked_up_by_id_in_chunks_with_the_same_values_as_a_plain_find(
-    db: Database, monkeypatch: pytest.MonkeyPatch
-):
-    users = [
-        {"_id": f"u{i}", "firstName": f"F{i}", "email": f"u{i}@example.com", "phone": "+1 555", "countryCode": "US"}
-        for i in range(25)
-    ] + [{"_id": "odd", "firstName": 7, "lastName": None}]  # another type: the Python rules decide
-    db["users"].insert_many(users)
-    monkeypatch.setattr(sources, "USER_LOOKUP_CHUNK", 4)  # several commands, the last one short
-    wanted = [u["_id"] for u in users][::-1] + ["nobody"]
-    found = sources.lookup_users(db, wanted).sort("userKey")
-    plain = list(db["users"].find({"_id": {"$in": wanted}}).sort("_id", 1))
-    assert found["userKey"].to_list() == [u["_id"] for u in plain], "every user found once, nobody invented"
-    odd = found.filter(pl.col("userKey") == "odd").row(0, named=True)
-    assert odd["userFirstName"] == "7" and odd["userLastName"] is None
-    first = found.filter(pl.col("userKey") == "u3").row(0, named=True)
-    assert (first["userFirstName"], first["userEmail"], first["userPhone"]) == ("F3", "u3@example.com", "+1 555")
-    assert sources.lookup_users(db, []).height == 0
+USERS = [
+    {"_id": "u1", "firstName": "Ann", "lastName": "Lee", "email": "ann@example.com", "phone": "+1 555",
+     "postalCode": "10001", "countryCode": "US"},
+    {"_id": "u2", "firstName": 7, "lastName": None, "email": {"a": 1}},  # other types: the Python rules decide
+    {"_id": 42, "firstName": "Numeric", "email": "n@example.com"},  # a user id that is not a string
+    {"_id": "42", "firstName": "Text"},
+    {"_id": None, "firstName": "Nobody's"},  # a null _id joins no entry, not those without a user id
+]  # fmt: skip
+ENTRIES = [
+    {"userId": "u1", "user": {"firstName": "Snap"}},
+    {"userId": "gone", "user": {"email": "snap@example.com"}},  # no user document: left join
+    {"userId": None},
+    {},  # no userId at all
+    {"userId": 42},
+    {"userId": "42"},
+    {"userId": "u2"},
+    {"userId": ["u1", "u2"]},  # an array is not a user id: no user, one row
+    {"userId": "u1"},  # the same user twice
+]
+
+
+def _expected_users(db: Database, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What each entry joins, by plain finds on `_id` and the Python value rules."""
+    expected = []
+    for entry in entries:
+        user_id = entry.get("userId", None)
+        user = None if user_id is None or isinstance(user_id, list) else db["users"].find_one({"_id": user_id})
+        user = user or {}
+        expected.append(
+            {
+                "userId": sources.text(user_id),
+                "userFirstName": sources.text(user.get("firstName")),
+                "userLastName": sources.text(user.get("lastName")),
+                "userEmail": sources.text(user.get("email")),
+                "userPhone": sources.text(user.get("phone")),
+                "postalCode": sources.text(user.get("postalCode")),
+                "countryCode": sources.text(user.get("countryCode")),
+            }
+        )
+    return expected
+
+
+def test_users_are_joined_by_the_database_with_the_values_of_a_plain_find(db: Database):
+    """Left join on users `_id` with the BSON value as stored: every entry once, in `_id` order."""
+    db["users"].insert_many(USERS)
+    db["entries"].insert_many([{"_id": i, "campaignId": "c", **e} for i, e in enumerate(ENTRIES)])
+    source = sources.ENTRIES.only("userId", "snapFirstName", "snapLastName", "snapEmail").with_users()
+    frames = list(source.read(db, {"campaignId": "c"}, batch_size=4))  # several batches: getMores
+    assert len(frames) == 3
+    joined = pl.concat(frames)
+    assert joined.columns == [
+        "userId",
+        "snapFirstName",
+        "snapLastName",
+        "snapEmail",
+        *(c.name for c in sources.USER_COLUMNS),
+    ]
+    assert joined.drop("snapFirstName", "snapLastName", "snapEmail").to_dicts() == _expected_users(db, ENTRIES)
+    named = sources.with_names(joined)  # SPEC §2: the user's field, else the snapshot's
+    assert named["firstName"].to_list()[:2] == ["Ann", None] and named["email"].to_list()[:2] == [
+        "ann@example.com",
+        "snap@example.com",
+    ]
+    # A batch with values of other types took the Python rules; the others pymongoarrow: same cells.
+    raw = b"".join(db["entries"].aggregate_raw_batches(source.pipeline({"campaignId": "c"}), batchSize=100))
+    assert_frame_equal(source.decode(raw), source._decode_python(raw))
+    assert_frame_equal(source.decode(raw), joined)
+
+
+def test_the_source_keeps_its_own_columns_and_reads_only_the_user_columns_asked_for(db: Database):
+    db["users"].insert_one({"_id": "u1", "email": "a@x", "countryCode": "US", "postalCode": "10001"})
+    db["scoring"].insert_one({"_id": 1, "campaignId": "c", "memberId": "u1", "countryCode": "CA"})
+    source = sources.SCORING.only("memberId", "countryCode").with_users()
+    row = pl.concat(source.read(db, {"campaignId": "c"})).row(0, named=True)
+    assert row["countryCode"] == "CA", "scoring's own country, not the user's"
+    assert (row["userEmail"], row["postalCode"]) == ("a@x", "10001")
+    narrow = sources.SCORING.only("memberId").with_users("userEmail")
+    assert pl.concat(narrow.read(db, {"campaignId": "c"})).to_dicts() == [{"memberId": "u1", "userEmail": "a@x"}]
+    with pytest.raises(ValueError, match="no column"):
+        sources.SCORING.with_users("favouriteColour")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.dictionaries(st.sampled_from(["firstName", "email", "countryCode", "phone"]), values), max_size=5))
+def test_joined_user_fields_of_any_type_decode_as_the_python_rules_say(db: Database, users: list[dict[str, Any]]):
+    suffix = uuid.uuid4().hex[:8]
+    db["users"].insert_many([{"_id": f"{suffix}-{i}", **u} for i, u in enumerate(users)] or [{"_id": suffix}])
+    collection = db[f"joined_{suffix}"]
+    collection.insert_many([{"_id": i, "userId": f"{suffix}-{i}"} for i in range(len(users) + 1)])
+    source = replace(sources.ENTRIES.only("userId").with_users(), collection=collection.name)
+    raw = b"".join(collection.aggregate_raw_batches(source.pipeline({}), batchSize=100))
+    collection.drop()
+    fast = source.decode(raw)
+    assert_frame_equal(fast, source._decode_python(raw))
+    for row in fast.iter_rows(named=True):
+        stored = (db["users"].find_one({"_id": row["userId"]}) or {}).get("email")  # as a plain find reads it
+        assert row["userEmail"] == (None if isinstance(stored, list) else sources.text(stored))
+
+
+class _Commands(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.events: list[monitoring.CommandStartedEvent] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.events.append(event)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_a_joined_source_is_one_aggregation_and_no_user_is_looked_up_from_the_client(db: Database, mongo_uri: str):
+    db["users"].insert_many([{"_id": f"u{i}", "firstName": f"F{i}"} for i in range(50)])
+    db["entries"].insert_many([{"_id": i, "campaignId": "c", "userId": f"u{i % 60}"} for i in range(120)])
+    listener = _Commands()
+    client: MongoClient = MongoClient(mongo_uri, event_listeners=[listener])
+    try:
+        source = sources.ENTRIES.only("userId").with_users("userFirstName")
+        rows = pl.concat(source.read(client[db.name], {"campaignId": "c"}, batch_size=50))
+        events = list(listener.events)  # before close() ends the client's sessions
+    finally:
+        client.close()
+    assert rows.height == 120 and rows["userFirstName"].null_count() == 20, "u50-u59 have no user document"
+    commands = [(e.command_name, e.command.get(e.command_name)) for e in events]
+    assert commands[0] == ("aggregate", "entries")
+    assert {name for name, _ in commands[1:]} == {"getMore"}, "then only the cursor's own getMores"
+    (lookup,) = [stage["$lookup"] for stage in events[0].command["pipeline"] if "$lookup" in stage]
+    assert (lookup["localField"], lookup["foreignField"]) == ("userId", "_id")
+    assert "let" not in lookup and "pipeline" not in lookup, "the let/$expr form scans users per entry"
 
 
 def test_what_pymongoarrow_would_convert_silently_is_decoded_by_the_python_rules(db: Database):
@@ -195,28 +308,3 @@ def test_staged_parts_are_read_in_order_whatever_format_staged_them(tmp_path: Pa
     assert [p.name for p in paths] == ["part-000000.parquet", f"part-000001{sources.PART_SUFFIX}"]
     assert_frame_equal(pl.concat([sources.read_part(p) for p in paths]), pl.concat([first, second]))
     assert sources.part_paths(tmp_path / "never-staged") == []  # a bucket nothing was hashed into
-
-
-def test_a_cursor_reply_is_read_in_place_with_its_batch_as_one_stream() -> None:
-    """What BatchCursor hands pymongo: the reply's own fields, the batch as the documents' bytes."""
-    docs = [{"a": 1}, {"b": "x", "c": {"d": [1, 2]}}]
-    cluster_time = {"clusterTime": Timestamp(5, 1), "signature": {"hash": b"\0" * 20, "keyId": Int64(0)}}
-    reply = bson.encode(
-        {
-            "cursor": {"nextBatch": docs, "id": Int64(42), "ns": "db.entries"},
-            "ok": 1.0,
-            "$clusterTime": cluster_time,
-            "operationTime": Timestamp(5, 1),
-        }
-    )
-    read = sources._cursor_reply(memoryview(reply)[:])
-    assert read["cursor"] == {"id": 42, "ns": "db.entries", "nextBatch": [b"".join(bson.encode(d) for d in docs)]}
-    assert read["ok"] == 1.0 and read["operationTime"] == Timestamp(5, 1)
-    assert bson.decode(read["$clusterTime"].raw) == cluster_time  # raw, as pymongo passes it on
-    # Anything else goes pymongo's own way, which reports the server's error as usual.
-    for other in (
-        {"ok": 0.0, "errmsg": "boom", "code": 2},
-        {"cursor": {"nextBatch": [], "id": Int64(0), "x": 1}, "ok": 1},
-    ):
-        with pytest.raises((KeyError, ValueError)):
-            sources._cursor_reply(bson.encode(other))

@@ -1,0 +1,612 @@
+"""Webhooks (SPEC §11, Standard Webhooks): subscriptions, stored deliveries, and one signed delivery attempt.
+
+Dagster-free: the API creates and lists subscriptions; the webhook sensor
+(export_pipelines/webhook_delivery.py) stores deliveries from the export records' outbox and
+attempts the due ones with `attempt`.
+
+- `webhooks`: one document per subscription `{id, campaignId, url, events, secret, slot, ...}`.
+  A campaign has at most MAX_PER_CAMPAIGN: each subscription holds a `slot` 0..MAX-1 that a
+  unique index keeps to one per campaign, so concurrent requests can never pass the limit.
+  The `secret` (needed to sign) is stored, and only ever shown in the response that created it.
+- `webhook_deliveries`: one document per (subscription, export end): its id is the `webhook-id`
+  header, derived from the subscription, the export, the event and the end's time, so storing it
+  twice (a crash between storing and draining the outbox) is a no-op. It keeps the exact body,
+  every attempt, the next attempt's time, and the reason it was given up.
+
+Addresses are checked when subscribing and again at each attempt, on the very addresses the
+attempt then connects to (DNS rebinding): https only and public addresses only, unless
+WEBHOOK_ALLOW_PRIVATE (local development, tests) also allows http and loopback/private/shared
+addresses; link-local (cloud metadata), unspecified, multicast and reserved addresses never.
+Redirects are not followed. Nothing here logs a URL or a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import ipaddress
+import json
+import math
+import random
+import secrets
+import socket
+import ssl
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any
+
+import httpx
+from pymongo import ASCENDING, DESCENDING
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+from standardwebhooks import Webhook
+
+from export_pipelines.domain.records import utcnow
+from export_pipelines.domain.views import iso_utc, record_view, to_json
+
+EVENTS = ("export.finished", "export.failed", "export.expired")
+MAX_PER_CAMPAIGN = 10
+# After the 1st, 2nd, ... failed attempt the next one waits this long; after the last, it is given up.
+RETRY_DELAYS = (
+    timedelta(seconds=5),
+    timedelta(seconds=30),
+    timedelta(minutes=2),
+    timedelta(minutes=10),
+    timedelta(hours=1),
+)
+MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
+ATTEMPT_TIMEOUT_SECONDS = 10.0  # the whole attempt: name lookup, connect, TLS, request, response headers
+RESOLVE_TIMEOUT_SECONDS = 5.0
+MAX_URL_LENGTH = 2048
+SECRET_BYTES = 32
+USER_AGENT = "export-service-webhooks/1"
+
+SUBSCRIPTIONS = "webhooks"
+DELIVERIES = "webhook_deliveries"
+PENDING, DELIVERED, GAVE_UP = "pending", "delivered", "failed"  # a delivery's status
+
+# Attempt error classes (the deliveries endpoint shows them; no URL, host or library text).
+TIMEOUT = "timeout"
+CONNECTION_ERROR = "connection_error"
+TLS_ERROR = "tls_error"
+DNS_ERROR = "dns_error"
+ADDRESS_REFUSED = "address_refused"
+REDIRECT = "redirect_not_followed"
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+Clock = Callable[[], datetime]
+
+
+class InvalidWebhook(Exception):
+    """A subscription request that cannot be accepted; the message is one plain sentence for a 400."""
+
+
+class TooManyWebhooks(Exception):
+    """The campaign has MAX_PER_CAMPAIGN subscriptions already."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"This campaign already has {limit} webhooks; remove one before adding another.")
+        self.limit = limit
+
+
+# -- the subscription request ------------------------------------------------------------------
+
+
+def parse_subscription(body: Any) -> tuple[str, list[str]]:
+    """(url, events) of a `{url, events}` body; InvalidWebhook otherwise. The URL's address is not checked here."""
+    if not isinstance(body, dict):
+        raise InvalidWebhook("Request body must be a JSON object.")
+    unknown = sorted(str(k) for k in body if k not in ("url", "events"))
+    if unknown:
+        raise InvalidWebhook(f"Unknown field in the request body: '{unknown[0][:100]}'.")
+    url, events = body.get("url"), body.get("events")
+    if not isinstance(url, str) or not url:
+        raise InvalidWebhook("'url' must be a non-empty string.")
+    if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
+        raise InvalidWebhook(f"'events' must be a non-empty list of: {', '.join(EVENTS)}.")
+    for event in events:
+        if event not in EVENTS:
+            raise InvalidWebhook(f"Unknown event '{event[:100]}'; events are: {', '.join(EVENTS)}.")
+    if len(set(events)) != len(events):
+        raise InvalidWebhook("'events' must not repeat an event.")
+    return url, events
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a webhook URL points: what the request is sent to, and as what host."""
+
+    url: httpx.URL
+    host: str  # ASCII (IDNA) host name or IP literal, without brackets
+    port: int
+
+    @property
+    def https(self) -> bool:
+        return self.url.scheme == "https"
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.url.port is None else f"{host}:{self.url.port}"
+
+    def at_address(self, address: str) -> httpx.URL:
+        """The same URL with the host replaced by one of its checked addresses."""
+        return self.url.copy_with(host=address, port=self.port, fragment=None)
+
+
+def parse_url(url: str, *, allow_private: bool) -> Target:
+    """The URL's parts, or InvalidWebhook: https (http too with `allow_private`), a host, no credentials."""
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidWebhook(f"The webhook URL must be at most {MAX_URL_LENGTH} characters long.")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise InvalidWebhook("The webhook URL must not contain spaces or control characters.")
+    try:
+        parsed = httpx.URL(url)
+        host = parsed.raw_host.decode("ascii")
+        port = parsed.port
+    except (httpx.InvalidURL, UnicodeError, ValueError):
+        raise InvalidWebhook("The webhook URL is not a valid URL.") from None
+    schemes = ("https", "http") if allow_private else ("https",)
+    if parsed.scheme not in schemes:
+        raise InvalidWebhook("The webhook URL must start with https://.")
+    if not host:
+        raise InvalidWebhook("The webhook URL must name a host.")
+    if parsed.userinfo:
+        raise InvalidWebhook("The webhook URL must not contain a user name or password.")
+    if port is not None and not 1 <= port <= 65535:
+        raise InvalidWebhook("The webhook URL's port must be from 1 to 65535.")
+    return Target(parsed, host, port or (443 if parsed.scheme == "https" else 80))
+
+
+# -- addresses ----------------------------------------------------------------------------------
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+CGNAT = ipaddress.ip_network("100.64.0.0/10")
+THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+LINK_LOCAL, SPECIAL, PRIVATE, PUBLIC = "link-local", "special", "private", "public"
+_REFUSALS = {
+    LINK_LOCAL: "The webhook URL's host resolves to a link-local address, which is never allowed.",
+    SPECIAL: "The webhook URL's host resolves to an address that cannot receive webhooks.",
+    PRIVATE: "The webhook URL's host resolves to a loopback, private or shared address; only public addresses"
+    " are allowed.",
+}
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries to: IPv4-mapped, IPv4-compatible, NAT64 or 6to4 forms."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if any(ip in network for network in NAT64):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if int(ip) >> 32 == 0 and int(ip) > 1:  # ::a.b.c.d (deprecated IPv4-compatible)
+        return ipaddress.IPv4Address(int(ip))
+    return None
+
+
+def _kind(ip: IPAddress) -> str:
+    if ip.is_link_local:
+        return LINK_LOCAL
+    if ip.is_loopback:  # before "reserved": ::1 is inside the reserved ::/8
+        return PRIVATE
+    if ip.is_unspecified or ip.is_multicast or ip.is_reserved or (ip.version == 4 and ip in THIS_NETWORK):
+        return SPECIAL
+    if ip.version == 6 and ip.teredo is not None:  # tunnelled to an address it hides
+        return SPECIAL
+    if ip.is_private or (ip.version == 4 and ip in CGNAT) or not ip.is_global:
+        return PRIVATE
+    if ip.version == 6 and ip.is_site_local:
+        return PRIVATE
+    return PUBLIC
+
+
+def address_kind(address: str) -> str:
+    """link-local, special, private or public: what the address is, IPv4 forms inside IPv6 included."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # a scoped IPv6 address: its zone is no escape
+    if ip.version == 6:
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None and ip.sixtofour is None:
+            return _kind(embedded)  # mapped, compatible, NAT64: the packets go to that IPv4 address
+        if embedded is not None:  # 6to4: through a relay, to the IPv4 address; the worse of both
+            return min((_kind(embedded), _kind(ip)), key=(LINK_LOCAL, SPECIAL, PRIVATE, PUBLIC).index)
+    return _kind(ip)
+
+
+def address_refusal(address: str, *, allow_private: bool) -> str | None:
+    """Why a webhook must not be sent to `address` (one sentence), or None when it may."""
+    kind = address_kind(address)
+    if kind == PUBLIC or (kind == PRIVATE and allow_private):
+        return None
+    return _REFUSALS[kind]
+
+
+UNRESOLVED = "The webhook URL's host could not be resolved."
+_resolver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-dns")
+
+
+def _lookup(host: str, port: int) -> list[str]:
+    """The host's addresses (an IP literal is its own), in the resolver's order; InvalidWebhook if none."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise InvalidWebhook(UNRESOLVED) from None
+    addresses: list[str] = []
+    for info in infos:
+        address = str(info[4][0])
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise InvalidWebhook(UNRESOLVED)
+    return addresses
+
+
+def resolve(host: str, port: int, timeout: float = RESOLVE_TIMEOUT_SECONDS) -> list[str]:
+    """`_lookup` within `timeout` (the system resolver has no timeout of its own to pass)."""
+    future = _resolver.submit(_lookup, host, port)
+    try:
+        return future.result(timeout=timeout)
+    except FutureTimeout:
+        raise InvalidWebhook(UNRESOLVED) from None
+
+
+def checked_addresses(target: Target, *, allow_private: bool) -> list[str]:
+    """Every address of the target's host, each allowed; InvalidWebhook (one sentence) otherwise.
+
+    One refused address refuses the host: which one a resolver hands out next is not ours to pick.
+    """
+    addresses = resolve(target.host, target.port)
+    for address in addresses:
+        refusal = address_refusal(address, allow_private=allow_private)
+        if refusal is not None:
+            raise InvalidWebhook(refusal)
+    return addresses
+
+
+def check_url(url: str, *, allow_private: bool) -> Target:
+    """The whole check of a subscription's URL (scheme, form, resolved addresses); InvalidWebhook otherwise."""
+    target = parse_url(url, allow_private=allow_private)
+    checked_addresses(target, allow_private=allow_private)
+    return target
+
+
+# -- signing and the payload ---------------------------------------------------------------------
+
+
+def new_secret() -> str:
+    """`whsec_` + base64 of 32 random bytes: the form the Standard Webhooks libraries read."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
+
+
+def delivery_id(webhook_id: str, export_id: str, event: str, at: datetime) -> str:
+    """The `webhook-id` of one export end for one subscription: the same whoever computes it, whenever."""
+    millis = math.floor(at.timestamp() * 1000)
+    digest = hashlib.sha256(f"{webhook_id}\n{export_id}\n{event}\n{millis}".encode()).hexdigest()
+    return f"msg_{digest[:32]}"
+
+
+def export_href(record: dict[str, Any]) -> str:
+    return f"/campaigns/{record.get('campaignId')}/exports/{record.get('id') or record.get('_id')}"
+
+
+def payload(record: dict[str, Any], event: str, at: datetime) -> str:
+    """The body: `{type, timestamp, data}`, data the record as GET shows it (no signed link) plus `href`."""
+    data = {**record_view(record), "href": export_href(record)}
+    body = {"type": event, "timestamp": iso_utc(at), "data": data}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def signed_headers(secret: str, message_id: str, body: str, sent_at: datetime) -> dict[str, str]:
+    """The Standard Webhooks headers for one attempt, signed by the `standardwebhooks` package."""
+    sent_at = sent_at.replace(microsecond=0)
+    signature = Webhook(secret).sign(msg_id=message_id, timestamp=sent_at, data=body)
+    return {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(math.floor(sent_at.timestamp())),
+        "webhook-signature": signature,
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+    }
+
+
+# -- one attempt ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What one attempt got: an HTTP status, or the class of error that stopped it (or both, for a 3xx)."""
+
+    http_status: int | None = None
+    error: str | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.error is None and self.http_status is not None and 200 <= self.http_status < 300
+
+    def describe(self) -> str:
+        if self.http_status is not None:
+            return f"HTTP {self.http_status}" + (" (redirects are not followed)" if self.error == REDIRECT else "")
+        return str(self.error)
+
+
+@cache
+def _tls_context() -> ssl.SSLContext:
+    """Certificate and host name verification on, against the host name of the URL (SNI)."""
+    return httpx.create_ssl_context()
+
+
+async def attempt(
+    url: str,
+    *,
+    secret: str,
+    message_id: str,
+    body: str,
+    allow_private: bool,
+    timeout: float = ATTEMPT_TIMEOUT_SECONDS,
+    sent_at: datetime | None = None,
+) -> AttemptResult:
+    """POST the signed body once; the whole attempt is bounded by `timeout`.
+
+    The host is resolved, every address checked (as when subscribing), and the connection made to
+    a checked address with the URL's host name as `Host` and for TLS (SNI and certificate
+    verification), so a name that re-resolves elsewhere meanwhile is never reached. Redirects
+    are answers like any other non-2xx: not followed.
+    """
+    try:
+        return await asyncio.wait_for(
+            _attempt(url, secret, message_id, body, allow_private, timeout, sent_at), timeout=timeout
+        )
+    except TimeoutError:
+        return AttemptResult(error=TIMEOUT)
+
+
+async def _attempt(
+    url: str,
+    secret: str,
+    message_id: str,
+    body: str,
+    allow_private: bool,
+    timeout: float,
+    sent_at: datetime | None,
+) -> AttemptResult:
+    try:
+        target = parse_url(url, allow_private=allow_private)
+    except InvalidWebhook:
+        return AttemptResult(error=ADDRESS_REFUSED)
+    loop = asyncio.get_running_loop()
+    try:
+        addresses = await loop.run_in_executor(_resolver, _lookup, target.host, target.port)
+    except InvalidWebhook:
+        return AttemptResult(error=DNS_ERROR)
+    if any(address_refusal(a, allow_private=allow_private) is not None for a in addresses):
+        return AttemptResult(error=ADDRESS_REFUSED)
+    headers = {"host": target.host_header, **signed_headers(secret, message_id, body, sent_at or datetime.now(UTC))}
+    extensions = {"sni_hostname": target.host} if target.https else {}
+    content = body.encode("utf-8")
+    error = CONNECTION_ERROR
+    for address in addresses:
+        # A client per address and attempt: a pooled connection opened for another host name
+        # (another subscription on the same address) must never carry this request.
+        async with httpx.AsyncClient(
+            verify=_tls_context(), follow_redirects=False, trust_env=False, timeout=timeout
+        ) as client:
+            try:
+                request = client.build_request(
+                    "POST", target.at_address(address), headers=headers, content=content, extensions=extensions
+                )
+                response = await client.send(request, stream=True)  # the status is all we need
+                await response.aclose()
+            except httpx.TimeoutException:
+                return AttemptResult(error=TIMEOUT)
+            except httpx.ConnectError as exc:
+                error = TLS_ERROR if _is_tls(exc) else CONNECTION_ERROR
+                continue  # the next address, if any
+            except httpx.TransportError:
+                return AttemptResult(error=CONNECTION_ERROR)
+        if 300 <= response.status_code < 400:
+            return AttemptResult(http_status=response.status_code, error=REDIRECT)
+        return AttemptResult(http_status=response.status_code)
+    return AttemptResult(error=error)
+
+
+def _is_tls(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def next_attempt_delay(attempts_made: int) -> timedelta | None:
+    """How long after the `attempts_made`-th failed attempt the next one is due; None: give up."""
+    return RETRY_DELAYS[attempts_made - 1] if attempts_made <= len(RETRY_DELAYS) else None
+
+
+# -- the collections -----------------------------------------------------------------------------
+
+
+def ensure_indexes(db: Database) -> None:
+    """Idempotent: subscription slots (the limit), lists, due deliveries, and the exports' outbox."""
+    WebhookStore(db).ensure_indexes()
+
+
+class WebhookStore:
+    """Subscriptions and their deliveries."""
+
+    def __init__(self, db: Database) -> None:
+        self.subscriptions = db[SUBSCRIPTIONS]
+        self.deliveries = db[DELIVERIES]
+        self.exports = db["exports"]
+
+    def ensure_indexes(self) -> None:
+        self.subscriptions.create_index(
+            [("campaignId", ASCENDING), ("slot", ASCENDING)], name="one_per_slot", unique=True
+        )
+        self.deliveries.create_index([("status", ASCENDING), ("nextAttemptAt", ASCENDING)], name="due")
+        self.deliveries.create_index([("webhookId", ASCENDING), ("createdAt", DESCENDING)], name="by_webhook")
+        # Sparse: only records whose end is not yet turned into deliveries are in it (a handful).
+        self.exports.create_index([("notify.at", ASCENDING)], name="webhook_outbox", sparse=True)
+
+    # -- subscriptions --
+
+    def create(self, *, campaign_id: str, url: str, events: Sequence[str], created_by: str) -> dict[str, Any]:
+        """Insert a subscription with a fresh secret in a free slot; TooManyWebhooks when none is free."""
+        for _ in range(MAX_PER_CAMPAIGN * 2):
+            taken = {d.get("slot") for d in self.subscriptions.find({"campaignId": campaign_id}, {"slot": 1})}
+            free = sorted(set(range(MAX_PER_CAMPAIGN)) - taken)
+            if not free:
+                raise TooManyWebhooks(MAX_PER_CAMPAIGN)
+            webhook_id = uuid.uuid4().hex
+            doc = {
+                "_id": webhook_id,
+                "id": webhook_id,
+                "campaignId": campaign_id,
+                "url": url,
+                "events": list(events),
+                "secret": new_secret(),
+                "slot": random.choice(free),  # random: concurrent requests rarely pick the same one
+                "createdBy": created_by,
+                "createdAt": utcnow(),
+            }
+            try:
+                self.subscriptions.insert_one(doc)
+                return doc
+            except DuplicateKeyError:
+                continue  # a concurrent request took that slot: look again
+        raise RuntimeError("could not create webhook: concurrent requests kept taking its slot")
+
+    def for_campaign(self, campaign_id: str) -> list[dict[str, Any]]:
+        """The campaign's subscriptions, oldest first, without their secrets."""
+        found = self.subscriptions.find({"campaignId": campaign_id}, {"secret": 0})
+        return sorted(found, key=lambda d: (d.get("createdAt") or EPOCH, str(d["_id"])))
+
+    def get(self, campaign_id: str, webhook_id: str) -> dict[str, Any] | None:
+        """One of the campaign's subscriptions (never another campaign's), without its secret."""
+        return self.subscriptions.find_one({"_id": webhook_id, "campaignId": campaign_id}, {"secret": 0})
+
+    def delete(self, campaign_id: str, webhook_id: str) -> bool:
+        """Remove the subscription and its deliveries (pending ones are not attempted any more)."""
+        removed = self.subscriptions.delete_one({"_id": webhook_id, "campaignId": campaign_id}).deleted_count == 1
+        if removed:
+            self.deliveries.delete_many({"webhookId": webhook_id})
+        return removed
+
+    def matching(self, campaign_id: str, event: str) -> list[dict[str, Any]]:
+        return list(self.subscriptions.find({"campaignId": campaign_id, "events": event}))
+
+    def secret(self, webhook_id: str) -> tuple[str, str] | None:
+        """(url, secret) of a subscription, or None when it was removed."""
+        doc = self.subscriptions.find_one({"_id": webhook_id}, {"url": 1, "secret": 1})
+        return None if doc is None else (str(doc["url"]), str(doc["secret"]))
+
+    # -- deliveries --
+
+    def store_delivery(
+        self, subscription: dict[str, Any], record: dict[str, Any], event: str, at: datetime, now: datetime
+    ) -> str:
+        """Store one delivery of an export's end, due at once; storing the same one again changes nothing."""
+        export_id = str(record["_id"])
+        message_id = delivery_id(str(subscription["_id"]), export_id, event, at)
+        doc = {
+            "id": message_id,
+            "webhookId": subscription["_id"],
+            "campaignId": record.get("campaignId"),
+            "exportId": export_id,
+            "event": event,
+            "body": payload(record, event, at),
+            "status": PENDING,
+            "createdAt": now,
+            "nextAttemptAt": now,
+            "attempts": [],
+        }
+        with contextlib.suppress(DuplicateKeyError):  # stored meanwhile by another writer: the same document
+            self.deliveries.update_one({"_id": message_id}, {"$setOnInsert": doc}, upsert=True)
+        return message_id
+
+    def due(self, now: datetime, limit: int) -> list[dict[str, Any]]:
+        query = {"status": PENDING, "nextAttemptAt": {"$lte": now}}
+        return list(self.deliveries.find(query).sort([("nextAttemptAt", ASCENDING), ("_id", ASCENDING)]).limit(limit))
+
+    def claim(self, delivery: dict[str, Any], now: datetime, lease: timedelta) -> bool:
+        """Take a due delivery for `lease`: if the process dies mid-attempt, it is due again after it."""
+        claimed = self.deliveries.update_one(
+            {"_id": delivery["_id"], "status": PENDING, "nextAttemptAt": delivery["nextAttemptAt"]},
+            {"$set": {"nextAttemptAt": now + lease}},
+        )
+        return claimed.modified_count == 1
+
+    def release(self, delivery: dict[str, Any]) -> None:
+        """A claimed delivery that was not attempted (the tick ran out of time): due again as before."""
+        self.deliveries.update_one(
+            {"_id": delivery["_id"], "status": PENDING}, {"$set": {"nextAttemptAt": delivery["nextAttemptAt"]}}
+        )
+
+    def record_attempt(self, delivery: dict[str, Any], at: datetime, result: AttemptResult) -> dict[str, Any]:
+        """Add the attempt; the delivery is delivered, due again after the next delay, or given up."""
+        made = len(delivery.get("attempts") or []) + 1
+        delay = None if result.delivered else next_attempt_delay(made)
+        next_at = at + delay if delay is not None else None
+        entry = {"at": at, "httpStatus": result.http_status, "error": result.error, "nextAttemptAt": next_at}
+        fields: dict[str, Any] = {"nextAttemptAt": next_at, "lastAttemptAt": at}
+        if result.delivered:
+            fields["status"] = DELIVERED
+        elif next_at is None:
+            fields["status"] = GAVE_UP
+            fields["reason"] = f"Gave up after {made} attempts; the last one failed with {result.describe()}."
+        self.deliveries.update_one(
+            {"_id": delivery["_id"], "status": PENDING}, {"$set": fields, "$push": {"attempts": entry}}
+        )
+        return {**entry, **fields}
+
+    def drop(self, delivery: dict[str, Any]) -> None:
+        self.deliveries.delete_one({"_id": delivery["_id"]})
+
+    def list_deliveries(self, webhook_id: str, *, page: int, limit: int) -> list[dict[str, Any]]:
+        cursor = (
+            self.deliveries.find({"webhookId": webhook_id}, {"body": 0})
+            .sort([("createdAt", DESCENDING), ("_id", DESCENDING)])
+            .skip(page * limit)
+            .limit(limit)
+        )
+        return list(cursor)
+
+    def purge(self, before: datetime) -> int:
+        """Drop delivered and given-up deliveries stored before `before` (kept for DELIVERY_RETENTION)."""
+        query = {"status": {"$in": [DELIVERED, GAVE_UP]}, "createdAt": {"$lt": before}}
+        return int(self.deliveries.delete_many(query).deleted_count)
+
+
+# -- what the API shows --------------------------------------------------------------------------
+
+
+def subscription_view(doc: dict[str, Any], *, secret: bool = False) -> dict[str, Any]:
+    """A subscription as the API shows it; the secret only when just created (`secret=True`)."""
+    view = {k: doc.get(k) for k in ("id", "campaignId", "url", "events", "createdAt", "createdBy")}
+    if secret:
+        view["secret"] = doc["secret"]
+    return dict(to_json(view))
+
+
+def delivery_view(doc: dict[str, Any]) -> dict[str, Any]:
+    """A delivery as the API shows it: its attempts newest first, and why it was given up if it was."""
+    view: dict[str, Any] = {
+        k: doc.get(k) for k in ("id", "event", "exportId", "status", "createdAt", "nextAttemptAt", "lastAttemptAt")
+    }
+    if doc.get("reason"):
+        view["reason"] = doc["reason"]
+    view["attempts"] = list(reversed(doc.get("attempts") or []))
+    return dict(to_json(view))

@@ -44,7 +44,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy export_pipelines export_api devstack bench
+	$(BIN)/mypy export_core export_pipelines export_api export_cli devstack bench
 
 pytest: install chromium libreoffice system-deps
 	$(BIN)/python -m pytest -q

@@ -175,8 +175,8 @@ def run_api_load(
 
 def seed(settings: Any, campaign_ids: Sequence[str]) -> dict[str, str]:
     """Campaigns, one FINISHED export each (with its object in S3), and one queued duplicate target."""
-    from export_pipelines.domain.clients import ensure_buckets, mongo_client, s3_client
-    from export_pipelines.domain.records import ExportStore
+    from export_core.clients import ensure_buckets, mongo_client, s3_client
+    from export_core.records import ExportStore
 
     ensure_buckets(settings)
     s3 = s3_client(settings)
@@ -205,7 +205,7 @@ def main() -> int:
 
     from bench.stack import LocalServers, free_port, wait_for_port
     from devstack.supervisor import Supervisor, api_command, rsa_pem_pair
-    from export_pipelines.domain.settings import Settings
+    from export_core.settings import Settings
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="api-load-"))

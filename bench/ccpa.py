@@ -37,14 +37,14 @@ from pymongo import MongoClient
 
 from devstack.supervisor import rsa_pem_pair
 from export_api.app import create_app
-from export_pipelines.domain import ccpa
-from export_pipelines.domain.clients import ensure_buckets, s3_client
-from export_pipelines.domain.export_types import EXPORT_TYPES
-from export_pipelines.domain.keys import export_key
-from export_pipelines.domain.membership import MembershipStore
-from export_pipelines.domain.records import FINISHED, ExportStore, utcnow
-from export_pipelines.domain.settings import Settings
-from export_pipelines.domain.storage import delete_objects
+from export_core import ccpa
+from export_core.clients import ensure_buckets, s3_client
+from export_core.export_types import EXPORT_TYPES
+from export_core.keys import export_key
+from export_core.membership import MembershipStore
+from export_core.records import FINISHED, ExportStore, utcnow
+from export_core.settings import Settings
+from export_core.storage import delete_objects
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 N_EXPORTS = 1000

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stack import LocalServers, run_module
-from export_pipelines.domain.settings import REPO_ROOT, Settings
+from export_core.settings import REPO_ROOT, Settings
 
 DEFAULT_ENTRIES = 120_000
 SEED = 2  # bench/run.py seeds its N/10 campaign with this seed, so either run reuses the other's data
@@ -63,8 +63,8 @@ def measure(fmt: str, campaign_id: str, work_dir: Path) -> dict[str, Any]:
     """
     from pymongo import MongoClient
 
+    from export_core.clients import s3_client
     from export_pipelines import stages
-    from export_pipelines.domain.clients import s3_client
     from export_pipelines.resources import S3Resource
 
     settings = Settings.from_env()
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         env["DATA_DIR"] = str(work_dir)
         os.environ.update(env)
         settings = Settings.from_env()
-        from export_pipelines.domain.clients import ensure_buckets
+        from export_core.clients import ensure_buckets
 
         ensure_buckets(settings)
         campaign_id = f"bench-{n}"

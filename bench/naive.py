@@ -56,9 +56,9 @@ from typing import Any
 
 from pymongo import MongoClient
 
-from export_pipelines.domain.clients import CommandCounter, bytes_received_from, s3_client
-from export_pipelines.domain.export_types import EXPORT_TYPES
-from export_pipelines.domain.settings import Settings
+from export_core.clients import CommandCounter, bytes_received_from, s3_client
+from export_core.export_types import EXPORT_TYPES
+from export_core.settings import Settings
 
 COLUMNS = EXPORT_TYPES["entries"].columns
 USERS_PER_QUERY = 100

@@ -58,8 +58,8 @@ from bench import api_load
 from bench.stack import ExportStack, Finished, LocalServers, run_module
 from devstack.seed import seed_campaign
 from devstack.supervisor import rsa_pem_pair
-from export_pipelines.domain.clients import ensure_buckets
-from export_pipelines.domain.settings import REPO_ROOT, Settings
+from export_core.clients import ensure_buckets
+from export_core.settings import REPO_ROOT, Settings
 
 DEFAULT_ENTRIES = 1_200_000
 TARGET_ENTRIES = 1_200_000  # the size the targets are stated for

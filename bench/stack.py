@@ -34,7 +34,7 @@ from devstack.supervisor import (
     s3_command,
     webserver_command,
 )
-from export_pipelines.domain.settings import REPO_ROOT
+from export_core.settings import REPO_ROOT
 
 END_STATES = ("FINISHED", "FAILED", "EXPIRED")
 UNREACHABLE_S = 600

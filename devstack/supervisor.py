@@ -31,7 +31,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from export_pipelines.domain.settings import REPO_ROOT, Settings
+from export_core.settings import REPO_ROOT, Settings
 
 BIN = Path(sys.executable).parent
 STOP_GRACE_SECONDS = 10
@@ -148,7 +148,7 @@ python_logs:
         formatter: json
     formatters:
       json:
-        (): export_pipelines.domain.json_logs.JsonFormatter
+        (): export_core.json_logs.JsonFormatter
 """
 
 
@@ -316,7 +316,7 @@ def _signal_group(pid: int, sig: int) -> None:
 def import_saved_objects(settings: Settings, root: Path) -> int:
     """Move objects an earlier `make run` saved as plain files (DATA_DIR/s3/{bucket}/{key}, from the
     in-memory S3 server it used then) into s3rver, so their exports stay downloadable; returns how many."""
-    from export_pipelines.domain.clients import s3_client
+    from export_core.clients import s3_client
 
     client = s3_client(settings)
     moved = 0
@@ -526,7 +526,7 @@ def main() -> int:
             s3 = f"{redact_uri(os.environ['S3_ENDPOINT_URL'])}   (S3_ENDPOINT_URL)"
         os.environ.update(env)
         settings = Settings.from_env()
-        from export_pipelines.domain.clients import ensure_buckets
+        from export_core.clients import ensure_buckets
 
         ensure_buckets(settings)
         if own_s3 and (moved := import_saved_objects(settings, data_dir / "s3")):

@@ -21,11 +21,11 @@ from export_api.auth import TokenVerifier
 from export_api.errors import exception_handlers
 from export_api.metrics import ApiMetrics, RequestMetricsMiddleware
 from export_api.observability import RequestContextMiddleware, install_log_handler, json_log_handler, remove_log_handler
-from export_pipelines.domain import ccpa as ccpa_domain
-from export_pipelines.domain import webhooks as webhooks_domain
-from export_pipelines.domain.clients import mongo_client, s3_client
-from export_pipelines.domain.records import ExportStore
-from export_pipelines.domain.settings import Settings
+from export_core import ccpa as ccpa_domain
+from export_core import webhooks as webhooks_domain
+from export_core.clients import mongo_client, s3_client
+from export_core.records import ExportStore
+from export_core.settings import Settings
 
 logger = logging.getLogger("export_api")
 

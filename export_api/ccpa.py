@@ -1,4 +1,4 @@
-"""`DELETE /ccpa/users/{userId}` (SPEC §7): the HTTP side; the deletion itself is domain/ccpa.py."""
+"""`DELETE /ccpa/users/{userId}` (SPEC §7): the HTTP side; the deletion itself is export_core/ccpa.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from starlette.routing import Route
 from export_api import auth
 from export_api.errors import ApiError
 from export_api.routes import NO_STORE, api_state, authenticate, to_json
-from export_pipelines.domain.ccpa import CcpaDeletion, CcpaDeletionIncomplete
+from export_core.ccpa import CcpaDeletion, CcpaDeletionIncomplete
 
 MAX_USER_ID_LENGTH = 256
 

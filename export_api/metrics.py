@@ -23,8 +23,8 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from export_api.errors import route_template
-from export_pipelines.domain.export_types import EXPORT_TYPES
-from export_pipelines.domain.records import PENDING, STATUSES, ExportStore
+from export_core.export_types import EXPORT_TYPES
+from export_core.records import PENDING, STATUSES, ExportStore
 
 logger = logging.getLogger("export_api.metrics")
 

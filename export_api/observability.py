@@ -21,7 +21,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from export_api.errors import SCOPE_KEY, route_template
-from export_pipelines.domain.json_logs import JsonFormatter, looks_sensitive
+from export_core.json_logs import JsonFormatter, looks_sensitive
 
 REQUEST_ID_HEADER = "X-Request-ID"
 MAX_REQUEST_ID_LENGTH = 128

@@ -22,9 +22,9 @@ from starlette.staticfiles import StaticFiles
 
 from export_api import webhooks
 from export_api.routes import MAX_DEV_TOKEN_SECONDS, MAX_LIMIT, MAX_PAGE
-from export_pipelines.domain.export_types import EXPORT_TYPES
-from export_pipelines.domain.formats import DEFAULT_FORMAT, FORMATS
-from export_pipelines.domain.records import SORT_FIELDS, STATUSES
+from export_core.export_types import EXPORT_TYPES
+from export_core.formats import DEFAULT_FORMAT, FORMATS
+from export_core.records import SORT_FIELDS, STATUSES
 
 OPENAPI_VERSION = "3.0.3"  # what the bundled Swagger UI (4.15) renders
 MAX_REQUEST_ID_LENGTH = 128

@@ -27,15 +27,15 @@ from export_api import auth, dagster_launch, observability
 from export_api.dagster_status import RunStatusReader
 from export_api.errors import SCOPE_KEY, UNAVAILABLE_MESSAGE, ApiError, error_response
 from export_api.metrics import ApiMetrics
-from export_pipelines.domain.export_types import (
+from export_core.export_types import (
     EXPORT_TYPES,
     ExportRequest,
     InvalidExportRequest,
     parse_export_request,
 )
-from export_pipelines.domain.records import ACTIVE, FINISHED, SORT_FIELDS, ExportStore, TooManyPending
-from export_pipelines.domain.settings import Settings
-from export_pipelines.domain.views import HIDDEN_FIELDS, iso_utc, record_view, to_json  # noqa: F401 (shared)
+from export_core.records import ACTIVE, FINISHED, SORT_FIELDS, ExportStore, TooManyPending
+from export_core.settings import Settings
+from export_core.views import HIDDEN_FIELDS, iso_utc, record_view, to_json  # noqa: F401 (shared)
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_LIMIT = 100

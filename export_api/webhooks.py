@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from export_api.errors import ApiError
 from export_api.routes import MAX_LIMIT, MAX_PAGE, NO_STORE, _int_param, api_state, authorize_report, json_body
-from export_pipelines.domain import webhooks
+from export_core import webhooks
 
 NOT_FOUND = "Webhook not found."
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from dagster import BetaWarning, Definitions, EnvVar
 
-from export_pipelines.domain.clients import local_s3_credentials
-from export_pipelines.domain.settings import Settings
+from export_core.clients import local_s3_credentials
+from export_core.settings import Settings
 from export_pipelines.jobs import build_export_jobs
 from export_pipelines.resources import ExportFilesResource, ExportRunResource, MongoResource, S3Resource
 from export_pipelines.retention import export_retention_job, export_retention_schedule
@@ -52,6 +52,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         max_rows_per_exported_file=_env(settings, "max_rows_per_exported_file"),
         sfmc_config=_env(settings, "sfmc_config"),
         timeout_millis=settings.timeout_millis,
+        export_retention_days=settings.export_retention_days,
     )
     return {"mongo": mongo, "s3": s3, "files": files, "export": ExportRunResource(mongo=mongo, s3=s3, files=files)}
 

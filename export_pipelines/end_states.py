@@ -17,9 +17,9 @@ from typing import Any
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus
 
-from export_pipelines.domain.failures import RUN_FAILED, WORKER_LOST, expired_message
-from export_pipelines.domain.plan import ExportPlan, run_scratch_dir
-from export_pipelines.domain.records import TRIGGERED, ExportStore, IllegalTransition
+from export_core.failures import RUN_FAILED, WORKER_LOST, expired_message
+from export_core.plan import ExportPlan, run_scratch_dir
+from export_core.records import TRIGGERED, ExportStore, IllegalTransition
 
 # Dagster's run monitoring stops a run after this many seconds (TIMEOUT_MILLIS); being a job
 # tag, it applies to sensor runs, re-executions and backfills alike.

@@ -17,10 +17,10 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.database import Database
 
-from export_pipelines.domain import ccpa, webhooks
-from export_pipelines.domain.clients import mongo_client
-from export_pipelines.domain.records import ExportStore
-from export_pipelines.domain.settings import Settings
+from export_core import ccpa, webhooks
+from export_core.clients import mongo_client
+from export_core.records import ExportStore
+from export_core.settings import Settings
 
 # The campaign data the exports read (SPEC §2): each export query filters on campaignId.
 DATA_INDEXES: dict[str, list[tuple[str, int]]] = {

@@ -3,7 +3,7 @@
 The export id is the run's partition key (one dynamic partition set per job), so the Dagster
 UI can backfill failed exports and re-execution keeps the same export id. The run's
 `export` resource moves the record to TRIGGERED once, when the run starts; the first op resolves
-the export's plan (domain/plan.py) and stages it, and each op then does its own stage from that
+the export's plan (export_core/plan.py) and stages it, and each op then does its own stage from that
 plan and what the earlier ones staged. The end states go through end_states.py. Types with per-run scratch (the reminder
 e-mails, SPEC §5) cannot keep staged files past a failed run, so their job makes and uploads
 the files in one op: a re-execution from failure starts there, where its inputs are made.
@@ -33,11 +33,11 @@ from dagster import (
     op,
 )
 
+from export_core import ccpa
+from export_core.export_types import EXPORT_TYPES, ExportType
+from export_core.failures import plain_message
+from export_core.records import FAILED
 from export_pipelines import end_states, stages
-from export_pipelines.domain import ccpa
-from export_pipelines.domain.export_types import EXPORT_TYPES, ExportType
-from export_pipelines.domain.failures import plain_message
-from export_pipelines.domain.records import FAILED
 from export_pipelines.end_states import MAX_RUNTIME_TAG
 from export_pipelines.exports.contract import ExportContext, PermanentExportError
 from export_pipelines.resources import ExportRunResource
@@ -90,7 +90,7 @@ def stage(context: OpExecutionContext, export: ExportRunResource, *, fresh: bool
 
 @op
 def start_export(context: OpExecutionContext, export: ExportRunResource) -> str:
-    """Resolve the export's plan and stage it with its files (domain/plan.py), with the export's
+    """Resolve the export's plan and stage it with its files (export_core/plan.py), with the export's
     preliminary count (SPEC §3, for progress display); every later step reads this plan."""
     with stage(context, export, fresh=True) as ctx:
         export_plan = ctx.plan
@@ -160,7 +160,7 @@ def finish_export(context: OpExecutionContext, export: ExportRunResource, upload
         fields = stages.finish_fields(ctx, uploaded)
         end_states.finished(export.mongo.store(), ctx.plan, fields)  # its staging goes with it
         # After FINISHED, never before: a CCPA request that arrived while this export ran either
-        # saw it FINISHED or is seen here (domain/ccpa.py), so its file cannot escape the deletion.
+        # saw it FINISHED or is seen here (export_core/ccpa.py), so its file cannot escape the deletion.
         ccpa.enforce_on_finish(ctx.db, ctx.s3, ctx.buckets, ctx.export_id, log=context.log)
         cost = run_cost(export)
     context.log.info(f"export {ctx.export_id} FINISHED: {fields['count']} rows at {fields['key']}")

@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
-from export_pipelines.domain.clients import mongo_client
-from export_pipelines.domain.records import RERUNNABLE
-from export_pipelines.domain.settings import Settings
+from export_core.clients import mongo_client
+from export_core.records import RERUNNABLE
+from export_core.settings import Settings
 
 LOCATION_NAME = "export_pipelines"  # location_name in workspace.yaml
 REPOSITORY_NAME = "__repository__"

@@ -16,11 +16,11 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure
 
-from export_pipelines.domain import json_logs
-from export_pipelines.domain.clients import CommandCounter, bytes_received_from, new_s3_client
-from export_pipelines.domain.plan import ExportPlan
-from export_pipelines.domain.records import FINISHED, TRIGGERED, ExportStore
-from export_pipelines.domain.storage import UploadedObject, delete_objects, list_keys, object_acl, upload_file
+from export_core import json_logs
+from export_core.clients import CommandCounter, bytes_received_from, new_s3_client
+from export_core.plan import ExportPlan
+from export_core.records import FINISHED, TRIGGERED, ExportStore
+from export_core.storage import UploadedObject, delete_objects, list_keys, object_acl, upload_file
 from export_pipelines.end_states import close_ended_runs, end_run_scratch, sweep_killed_run_scratch
 from export_pipelines.exports.contract import ExportContext, PermanentExportError, Progress
 from export_pipelines.stages import Workspace, context_of, resolve_plan, staged_plan
@@ -129,6 +129,7 @@ class ExportFilesResource(ConfigurableResource):
     max_rows_per_exported_file: int = 100_000
     sfmc_config: str | None = None  # SFMC tables override: a JSON file path or inline JSON
     timeout_millis: int = 3_600_000
+    export_retention_days: int | None = None  # EXPORT_RETENTION_DAYS, for the retention job; None: off
 
     def workspace(self, s3: S3Resource) -> Workspace:
         return Workspace(

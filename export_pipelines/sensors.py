@@ -30,8 +30,8 @@ from dagster import (
     sensor,
 )
 
+from export_core.records import TRIGGERED, ExportStore, utcnow
 from export_pipelines import end_states
-from export_pipelines.domain.records import TRIGGERED, ExportStore, utcnow
 from export_pipelines.end_states import (
     MAX_RUNTIME_TAG,
     end_run_of_lost_worker,

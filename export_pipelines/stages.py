@@ -1,9 +1,9 @@
 """The stages every export goes through, free of Dagster so they can be tested directly.
 
 extract (the type's hook, else exports/filtered.py) → transform (rows → formatted CSV files, or
-the typed rows → one parquet/xlsx file, by the record's `format`: domain/formats.py) → package (one
+the typed rows → one parquet/xlsx file, by the record's `format`: export_core/formats.py) → package (one
 file, gzipped for csv.gz; a ZIP; or several CSVs) → upload (S3, the type's bucket and ACL) → finish
-(key, count and meta for the FINISHED record). Each stage reads the export's plan (domain/plan.py:
+(key, count and meta for the FINISHED record). Each stage reads the export's plan (export_core/plan.py:
 bucket, keys, file names, packaging, format, decided once when the run starts) and does its own
 step from what the one before it staged: files under the export's staging directory (kept until
 the export FINISHED, so a re-execution from failure resumes at the failed step with the same
@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pymongo.database import Database
 
-from export_pipelines.domain import plan
-from export_pipelines.domain.export_types import EXPORT_TYPES
-from export_pipelines.domain.formats import FORMATS, Format, sheet_title
-from export_pipelines.domain.json_logs import scrub
-from export_pipelines.domain.keys import content_disposition
-from export_pipelines.domain.membership import MembershipStore
-from export_pipelines.domain.plan import ExportPlan, run_scratch_dir, staging_dir
-from export_pipelines.domain.storage import UploadedObject
+from export_core import plan
+from export_core.export_types import EXPORT_TYPES
+from export_core.formats import FORMATS, Format, sheet_title
+from export_core.json_logs import scrub
+from export_core.keys import content_disposition
+from export_core.membership import MembershipStore
+from export_core.plan import ExportPlan, run_scratch_dir, staging_dir
+from export_core.storage import UploadedObject
 from export_pipelines.exports.contract import FILE_COLUMN, SINGLE_FILE, ExportContext, PermanentExportError, Progress
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class Workspace:
 
 
 def resolve_plan(record: dict[str, Any], db: Database, workspace: Workspace, *, run_id: str) -> ExportPlan:
-    """The export's plan (domain/plan.py): reads its campaign, the one time a run does; the campaign
+    """The export's plan (export_core/plan.py): reads its campaign, the one time a run does; the campaign
     must still exist and the type be registered."""
     export_type = EXPORT_TYPES.get(record.get("exportType", ""))
     if export_type is None:
@@ -188,7 +188,7 @@ def transform(ctx: ExportContext) -> dict[str, int]:
     """
     import polars as pl
 
-    from export_pipelines.domain.csv_format import format_cells
+    from export_core.csv_format import format_cells
     from export_pipelines.exports import filtered
     from export_pipelines.exports.registry import logic_of
 
@@ -237,7 +237,7 @@ def _transform_typed(ctx: ExportContext, fmt: Format, out_dir: Path) -> dict[str
     The preview (and nothing else) still goes through the CSV cell formatting."""
     import polars as pl
 
-    from export_pipelines.domain.csv_format import format_cells
+    from export_core.csv_format import format_cells
     from export_pipelines.exports import filtered
     from export_pipelines.exports.registry import logic_of
 
@@ -281,7 +281,7 @@ class _SegmentedWriter:
         return f"{name}_{self.segment.setdefault(name, 1)}.csv"
 
     def write(self, name: str, frame: pl.DataFrame) -> None:
-        from export_pipelines.domain.csv_format import header_line, write_csv
+        from export_core.csv_format import header_line, write_csv
 
         offset = 0
         while True:

@@ -2,7 +2,7 @@
 
 Each tick, in this order:
 
-1. Outbox → deliveries. Every end state (domain/records.py) pushes `{event, at}` onto the record's
+1. Outbox → deliveries. Every end state (export_core/records.py) pushes `{event, at}` onto the record's
    `notify` list in the same update that sets the status. For each entry, one delivery per matching
    subscription is stored (upserted under a deterministic id, the `webhook-id`), then the entry is
    pulled. A crash in between stores the same deliveries again next time: no duplicate, no loss.
@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 from dagster import DefaultSensorStatus, SensorDefinition, SensorEvaluationContext, SensorResult, sensor
 from pymongo.database import Database
 
-from export_pipelines.domain import webhooks
-from export_pipelines.domain.records import OUTBOX_FIELD, utcnow
+from export_core import webhooks
+from export_core.records import OUTBOX_FIELD, utcnow
 from export_pipelines.resources import MongoResource
 
 SENSOR_INTERVAL_SECONDS = 2

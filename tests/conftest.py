@@ -17,8 +17,8 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from devstack.supervisor import rsa_pem_pair
-from export_pipelines.domain.clients import ensure_buckets, s3_client
-from export_pipelines.domain.settings import Settings
+from export_core.clients import ensure_buckets, s3_client
+from export_core.settings import Settings
 
 
 def free_port() -> int:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
 
-from export_pipelines.domain.settings import REPO_ROOT
+from export_core.settings import REPO_ROOT
 
 LIBREOFFICE = os.environ.get("LIBREOFFICE", "/usr/bin/libreoffice")
 # CSV export filter options: comma, double quote, UTF-8 (76), from row 1, …, "save cell contents as

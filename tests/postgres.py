@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from export_pipelines.domain.settings import REPO_ROOT
+from export_core.settings import REPO_ROOT
 
 INSTALL_SCRIPT = REPO_ROOT / ".ci" / "install-postgresql"
 

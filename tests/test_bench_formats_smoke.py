@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from bench.formats import FORMATS, table
-from export_pipelines.domain.settings import REPO_ROOT
+from export_core.settings import REPO_ROOT
 
 
 def is_number(value: object) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from bench.run import table, targets
-from export_pipelines.domain.settings import REPO_ROOT
+from export_core.settings import REPO_ROOT
 
 REQUIRED = {
     "entries": (

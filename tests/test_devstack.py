@@ -31,9 +31,9 @@ from devstack.supervisor import (
     seed_demo_campaign,
     should_seed,
 )
-from export_pipelines.domain.clients import ensure_buckets
-from export_pipelines.domain.settings import Settings
-from export_pipelines.domain.storage import MULTIPART_BYTES, list_keys, upload_file
+from export_core.clients import ensure_buckets
+from export_core.settings import Settings
+from export_core.storage import MULTIPART_BYTES, list_keys, upload_file
 from tests.conftest import free_port
 from tests.e2e.conftest import wait_until
 
@@ -174,6 +174,8 @@ def test_objects_saved_by_an_earlier_make_run_move_into_the_local_s3(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3RVER_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3RVER_KEY)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    # boto3's default session keeps the credentials it first found (the suite's): start a new one.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     settings = Settings.from_env()
     ensure_buckets(settings)
     assert import_saved_objects(settings, local_s3.directory) == 1

@@ -10,7 +10,7 @@ from typing import Any
 from pymongo.database import Database
 
 from devstack.seed import seed_campaign
-from export_pipelines.domain.settings import REPO_ROOT
+from export_core.settings import REPO_ROOT
 
 
 def _run(env: dict[str, str]) -> str:
@@ -82,7 +82,7 @@ def test_an_existing_database_is_migrated_to_the_duplicate_rule_with_formats(env
     have no `format`, are csv: a csv request still finds the active one, another format is another export."""
     from pymongo import ASCENDING
 
-    from export_pipelines.domain.records import ExportStore, utcnow
+    from export_core.records import ExportStore, utcnow
 
     exports = db["exports"]
     exports.create_index(

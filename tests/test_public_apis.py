@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from export_pipelines.domain.settings import REPO_ROOT
+from export_core.settings import REPO_ROOT
 
 GUARDED = frozenset({"pymongo", "bson", "pymongoarrow", "gridfs"})
 PROJECT_PACKAGES = ("export_pipelines", "export_api", "devstack", "bench")

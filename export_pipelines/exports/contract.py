@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.database import Database
 
-from export_pipelines.domain.export_types import EXPORT_TYPES, ExportType
-from export_pipelines.domain.plan import ExportPlan
+from export_core.export_types import EXPORT_TYPES, ExportType
+from export_core.plan import ExportPlan
 
 if TYPE_CHECKING:  # polars is the steps' business; loading the code location does not import it
     import polars as pl
@@ -58,7 +58,7 @@ class Progress:
 @dataclass
 class ExportContext:
     """One export being produced: its plan (record, campaign, type, bucket, keys, where its files
-    go: domain/plan.py, decided once per run), the data it reads and the run's settings."""
+    go: export_core/plan.py, decided once per run), the data it reads and the run's settings."""
 
     plan: ExportPlan
     db: Database

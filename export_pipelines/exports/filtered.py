@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from export_pipelines.domain.export_types import ExportType
+from export_core.export_types import ExportType
 from export_pipelines.exports import sources
 from export_pipelines.exports.contract import ExportContext, TypeLogic
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from export_pipelines.domain.keys import unique_file_names
+from export_core.keys import unique_file_names
 from export_pipelines.exports import filtered, sources
 from export_pipelines.exports.contract import FILE_COLUMN, ExportContext, TypeLogic
 

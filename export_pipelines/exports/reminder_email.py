@@ -8,7 +8,7 @@ A row per scoring record of the campaign with `selected: true`, joined to
   codes, not the entry's `codes` list, which may also hold legacy codes of other presales;
 - the market's event (name, date, venue, ticket link).
 Country = scoring.countryCode, else user.countryCode, else the market's; region, MID, locale
-and wording come from the SFMC tables (domain/sfmc.py).
+and wording come from the SFMC tables (export_core/sfmc.py).
 
 Memory stays flat: extract writes every input in raw batches to staged parts, then hashes the
 parts by member id into buckets of about BUCKET_ROWS rows; transform joins one bucket at a
@@ -30,8 +30,8 @@ from typing import Any
 
 import polars as pl
 
-from export_pipelines.domain.keys import display_file_name, safe_key_part
-from export_pipelines.domain.sfmc import LOCALE, LOCALE_STRIP, RAW_LOCALE, SfmcConfig, SfmcConfigError, load_sfmc_config
+from export_core.keys import display_file_name, safe_key_part
+from export_core.sfmc import LOCALE, LOCALE_STRIP, RAW_LOCALE, SfmcConfig, SfmcConfigError, load_sfmc_config
 from export_pipelines.exports import sources
 from export_pipelines.exports.contract import FILE_COLUMN, ExportContext, PermanentExportError, TypeLogic
 

@@ -19,8 +19,8 @@ from pymongo.database import Database
 from starlette.testclient import TestClient
 
 from export_api.app import create_app
-from export_pipelines.domain.export_types import EXPORT_TYPES, ExportType
-from export_pipelines.domain.settings import Settings
+from export_core.export_types import EXPORT_TYPES, ExportType
+from export_core.settings import Settings
 from tests.conftest import free_port
 
 CAMPAIGN = "camp-7f3a91"

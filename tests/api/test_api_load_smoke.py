@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.api_load import KINDS, run_api_load
-from export_pipelines.domain.records import ExportStore
+from export_core.records import ExportStore
 from tests.api.conftest import CAMPAIGN, LiveServer
 
 

@@ -23,11 +23,11 @@ from starlette.testclient import TestClient
 
 from devstack.seed import seed_campaign, wave_date_keys
 from export_api.app import create_app
-from export_pipelines.domain import ccpa
-from export_pipelines.domain.ccpa import EXEMPT_TYPES
-from export_pipelines.domain.export_types import EXPORT_TYPES
-from export_pipelines.domain.records import FINISHED, ExportStore
-from export_pipelines.domain.settings import Settings
+from export_core import ccpa
+from export_core.ccpa import EXEMPT_TYPES
+from export_core.export_types import EXPORT_TYPES
+from export_core.records import FINISHED, ExportStore
+from export_core.settings import Settings
 from tests.api.conftest import TokenFactory, assert_error
 from tests.conftest import free_port
 from tests.domain.test_ccpa import World

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from pymongo.database import Database
 
-from export_api import cli
-from export_pipelines.domain.records import ExportStore
-from export_pipelines.domain.settings import Settings
+from export_cli import cli
+from export_core.records import ExportStore
+from export_core.settings import Settings
 from tests.api.conftest import CAMPAIGN, LiveServer
 from tests.conftest import free_port
 
@@ -31,7 +31,7 @@ def run_cli(live: LiveServer, *args: str, token: str | None = None, timeout: flo
     if token:
         env["EXPORT_SERVICE_TOKEN"] = token
     return subprocess.run(
-        [sys.executable, "-m", "export_api.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "export_cli.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -46,7 +46,7 @@ def run_cli_without_reader(live: LiveServer, *args: str, token: str) -> subproce
     """The CLI writing into a real pipe whose reader has already gone (what `| head -1` leaves behind)."""
     env = {**os.environ, "EXPORT_SERVICE_URL": live.url, "EXPORT_SERVICE_TOKEN": token}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "export_api.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "export_cli.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()  # the only read end: every write of the CLI now fails with EPIPE
@@ -154,7 +154,7 @@ def test_wait_on_a_terminal_draws_a_bar_that_never_passes_its_total(
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
     env = {**os.environ, "EXPORT_SERVICE_URL": live_api.url, "EXPORT_SERVICE_TOKEN": token, "TERM": "xterm"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "export_api.cli", "wait", CAMPAIGN, export_id, "--interval", "0.1"],
+        [sys.executable, "-m", "export_cli.cli", "wait", CAMPAIGN, export_id, "--interval", "0.1"],
         stdout=terminal,
         stderr=subprocess.PIPE,
         env=env,
@@ -238,7 +238,7 @@ def test_a_host_that_does_not_resolve_and_a_url_without_scheme_say_so(live_api: 
         bare == "export-service: the API URL '127.0.0.1:8000' has no scheme; write http://127.0.0.1:8000 (or https://)"
     )
     env_url = subprocess.run(
-        [sys.executable, "-m", "export_api.cli", "list", CAMPAIGN],
+        [sys.executable, "-m", "export_cli.cli", "list", CAMPAIGN],
         env={**os.environ, "EXPORT_SERVICE_URL": "localhost:8000", "EXPORT_SERVICE_TOKEN": token},
         capture_output=True,
         text=True,
@@ -323,7 +323,7 @@ def test_rerun_goes_through_the_api(
 
 def test_cli_imports_neither_dagster_nor_the_server() -> None:
     code = (
-        "import sys, export_api.cli; "
+        "import sys, export_cli.cli; "
         "assert not {'dagster', 'starlette', 'pymongo', 'export_api.app'} & set(sys.modules), sys.modules.keys()"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

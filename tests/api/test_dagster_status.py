@@ -11,8 +11,8 @@ from starlette.testclient import TestClient
 
 from export_api.app import create_app
 from export_api.dagster_status import RUN_STATUS_QUERY
-from export_pipelines.domain.records import ExportStore
-from export_pipelines.domain.settings import Settings
+from export_core.records import ExportStore
+from export_core.settings import Settings
 from tests.api.conftest import CAMPAIGN, EXPORTS, FakeDagster
 
 

@@ -17,8 +17,8 @@ from starlette.testclient import TestClient
 
 from devstack.seed import seed_campaign
 from export_api.app import create_app
-from export_pipelines.domain.records import FINISHED, ExportStore
-from export_pipelines.domain.settings import Settings
+from export_core.records import FINISHED, ExportStore
+from export_core.settings import Settings
 from tests.api.conftest import TokenFactory
 from tests.pipelines.helpers import run_export
 

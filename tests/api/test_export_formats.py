@@ -9,9 +9,9 @@ import pytest
 from pymongo.database import Database
 from starlette.testclient import TestClient
 
-from export_api import cli
-from export_pipelines.domain.export_types import EXPORT_TYPES
-from export_pipelines.domain.records import utcnow
+from export_cli import cli
+from export_core.export_types import EXPORT_TYPES
+from export_core.records import utcnow
 from tests.api.conftest import CAMPAIGN, EXPORTS, LiveServer, assert_error
 from tests.api.test_cli import one_line_error, run_cli
 

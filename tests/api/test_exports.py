@@ -15,7 +15,7 @@ from pymongo.database import Database
 from starlette.testclient import TestClient
 
 from export_api.routes import DownloadSigner
-from export_pipelines.domain.records import ExportStore
+from export_core.records import ExportStore
 from tests.api.conftest import CAMPAIGN, EXPORTS, OTHER_CAMPAIGN, assert_error
 
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")

@@ -20,8 +20,8 @@ import pytest
 from pymongo.database import Database
 
 from devstack.supervisor import api_command
-from export_pipelines.domain.records import ExportStore
-from export_pipelines.domain.settings import Settings
+from export_core.records import ExportStore
+from export_core.settings import Settings
 from tests.api.conftest import TokenFactory
 from tests.conftest import free_port
 

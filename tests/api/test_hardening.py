@@ -18,8 +18,8 @@ from starlette.testclient import TestClient
 
 from export_api.app import ConfigurationError, create_app
 from export_api.auth import MAX_TOKEN_BYTES
-from export_pipelines.domain.records import ExportStore
-from export_pipelines.domain.settings import Settings
+from export_core.records import ExportStore
+from export_core.settings import Settings
 from tests.api.conftest import CAMPAIGN, EXPORTS, OTHER_CAMPAIGN, FakeDagster, LiveServer, assert_error
 
 # -- tokens -----------------------------------------------------------------------------------

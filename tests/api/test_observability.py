@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 
 from export_api.app import create_app
 from export_api.routes import ApiState
-from export_pipelines.domain.json_logs import JsonFormatter, scrub
-from export_pipelines.domain.settings import Settings
+from export_core.json_logs import JsonFormatter, scrub
+from export_core.settings import Settings
 from tests.api.conftest import EXPORTS, TokenFactory
 
 HEX_ID = re.compile(r"^[0-9a-f]{32}$")

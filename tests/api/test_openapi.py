@@ -14,8 +14,8 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from export_api.app import create_app
-from export_pipelines.domain.export_types import EXPORT_TYPES
-from export_pipelines.domain.settings import Settings
+from export_core.export_types import EXPORT_TYPES
+from export_core.settings import Settings
 from tests.api.conftest import LiveServer
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

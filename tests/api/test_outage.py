@@ -14,7 +14,7 @@ from pymongo import MongoClient
 from devstack.supervisor import mongodb_command
 from export_api.app import create_app
 from export_api.errors import UNAVAILABLE_MESSAGE
-from export_pipelines.domain.settings import Settings
+from export_core.settings import Settings
 from tests.api.conftest import CAMPAIGN, EXPORTS, LiveServer, TokenFactory, assert_error
 from tests.conftest import free_port
 

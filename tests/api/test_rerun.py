@@ -19,8 +19,8 @@ from pymongo.database import Database
 from starlette.testclient import TestClient
 
 from export_api.app import create_app
-from export_pipelines.domain.records import EXPIRED, FINISHED, PENDING, TRIGGERED, ExportStore
-from export_pipelines.domain.settings import Settings
+from export_core.records import EXPIRED, FINISHED, PENDING, TRIGGERED, ExportStore
+from export_core.settings import Settings
 from tests.api.conftest import CAMPAIGN, EXPORTS, OTHER_CAMPAIGN, TokenFactory, assert_error
 
 REFUSED = "Only a FAILED or EXPIRED export can be re-run; this one is {}."

@@ -19,9 +19,9 @@ from standardwebhooks import Webhook
 from starlette.testclient import TestClient
 
 from export_api.app import create_app
-from export_pipelines.domain import webhooks
-from export_pipelines.domain.records import ExportStore, utcnow
-from export_pipelines.domain.settings import Settings
+from export_core import webhooks
+from export_core.records import ExportStore, utcnow
+from export_core.settings import Settings
 from tests.api.conftest import CAMPAIGN, OTHER_CAMPAIGN, LiveServer, TokenFactory, assert_error
 
 HOOKS = f"/campaigns/{CAMPAIGN}/webhooks"

@@ -21,7 +21,7 @@ from dagster._core.errors import DagsterInvalidConfigError
 from dagster._core.instance.config import dagster_instance_config
 from dagster._core.instance.ref import InstanceRef
 
-from export_pipelines.domain.settings import REPO_ROOT
+from export_core.settings import REPO_ROOT
 
 FILES = {
     "kubernetes": REPO_ROOT / "deploy" / "dagster.yaml",

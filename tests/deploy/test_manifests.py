@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from export_pipelines.domain.settings import REPO_ROOT, Settings
+from export_core.settings import REPO_ROOT, Settings
 
 DEPLOY = REPO_ROOT / "deploy"
 SCHEMA = Path(__file__).parent / "data" / "dagster-helm-values.subset.schema.json"

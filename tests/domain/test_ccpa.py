@@ -1,4 +1,4 @@
-"""CCPA deletion (domain/ccpa.py) against the real MongoDB-protocol and S3 servers."""
+"""CCPA deletion (export_core/ccpa.py) against the real MongoDB-protocol and S3 servers."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from botocore.exceptions import ClientError
 from pymongo.database import Database
 
 from devstack.seed import seed_campaign
-from export_pipelines.domain import ccpa
-from export_pipelines.domain.ccpa import CcpaDeletion, CcpaDeletionIncomplete
-from export_pipelines.domain.export_types import EXPORT_TYPES, ExportType
-from export_pipelines.domain.keys import export_key
-from export_pipelines.domain.membership import MembershipStore
-from export_pipelines.domain.records import FAILED, FINISHED, TRIGGERED, ExportStore, utcnow
-from export_pipelines.domain.settings import Settings
+from export_core import ccpa
+from export_core.ccpa import CcpaDeletion, CcpaDeletionIncomplete
+from export_core.export_types import EXPORT_TYPES, ExportType
+from export_core.keys import export_key
+from export_core.membership import MembershipStore
+from export_core.records import FAILED, FINISHED, TRIGGERED, ExportStore, utcnow
+from export_core.settings import Settings
 from tests.pipelines.helpers import read_csv, request_export, run_export
 
 USER = "fan-42"

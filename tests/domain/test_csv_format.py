@@ -11,7 +11,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from export_pipelines.domain.csv_format import REPEAT_SAMPLE, format_cells
+from export_core.csv_format import REPEAT_SAMPLE, format_cells
 from tests.pipelines.expected import cell
 
 # Few distinct values, so that columns repeat them (or not), with every character the rules act on.

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from werkzeug.http import parse_options_header
 
-from export_pipelines.domain.clients import new_s3_client
-from export_pipelines.domain.keys import MAX_FILE_NAME_BYTES, content_disposition, display_file_name
+from export_core.clients import new_s3_client
+from export_core.keys import MAX_FILE_NAME_BYTES, content_disposition, display_file_name
 
 # RFC 6266 with RFC 5987: a quoted ASCII `filename` without `"` or `\`, then `filename*` of attr-chars and %XX.
 HEADER = re.compile(

@@ -1,4 +1,4 @@
-"""The format writers (domain/formats.py) on their own: no database, the files read back by other engines.
+"""The format writers (export_core/formats.py) on their own: no database, the files read back by other engines.
 
 Parquet is read by DuckDB; workbooks are opened by LibreOffice Calc headless (a real spreadsheet
 engine: how it types each cell) and by python-calamine (the exact text, OOXML escapes decoded).
@@ -18,8 +18,8 @@ import polars as pl
 import pytest
 from python_calamine import CalamineWorkbook
 
-from export_pipelines.domain.export_types import EXPORT_TYPES
-from export_pipelines.domain.formats import (
+from export_core.export_types import EXPORT_TYPES
+from export_core.formats import (
     FORMATS,
     SHEET_NAME_MAX,
     XLSX_MAX_DATA_ROWS,

@@ -6,8 +6,8 @@ from typing import Any
 
 from pymongo import MongoClient, monitoring
 
-from export_pipelines.domain.records import ExportStore
-from export_pipelines.domain.settings import Settings
+from export_core.records import ExportStore
+from export_core.settings import Settings
 
 
 class Commands(monitoring.CommandListener):

@@ -1,4 +1,4 @@
-"""Retention (domain/retention.py, export_pipelines/retention.py) against the real MongoDB-protocol and S3 servers."""
+"""Retention (export_core/retention.py, export_pipelines/retention.py) against the real servers."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pymongo.database import Database
 from starlette.testclient import TestClient
 
 from export_api.app import create_app
-from export_pipelines.domain.records import EXPIRED, FAILED, FINISHED, PENDING, TRIGGERED, utcnow
-from export_pipelines.domain.retention import REASON, apply_retention
-from export_pipelines.domain.settings import Settings
+from export_core.records import EXPIRED, FAILED, FINISHED, PENDING, TRIGGERED, utcnow
+from export_core.retention import REASON, apply_retention
+from export_core.settings import Settings
 from tests.domain.test_ccpa import COMPLIANCE, USER, World
 
 DAYS = 30
@@ -156,30 +156,34 @@ class _Mongo:
 
 
 class _S3:
-    def __init__(self, client: Any) -> None:
-        self._client = client
+    def __init__(self, client: Any, buckets: dict[str, str]) -> None:
+        self._client, self._buckets = client, buckets
+
+    def bucket_for(self, logical: str) -> str:
+        return self._buckets[logical]
 
     def client(self) -> Any:
         return self._client
 
 
-def test_the_job_deletes_with_the_setting_and_only_logs_without_it(
-    world: World, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_job_deletes_with_the_setting_and_only_logs_without_it(world: World, settings: Settings) -> None:
     from dagster import DagsterInstance
 
+    from export_pipelines.resources import ExportFilesResource
     from export_pipelines.retention import export_retention_job, export_retention_schedule
 
     old = _finished(world, "old", "entries", DAYS + 1)
-    resources = {"mongo": _Mongo(world.db), "s3": _S3(world.s3)}
+    resources = {"mongo": _Mongo(world.db), "s3": _S3(world.s3, settings.buckets)}
+    data_dir = str(settings.data_dir)
     with DagsterInstance.ephemeral() as instance:
-        off = export_retention_job.execute_in_process(resources=resources, instance=instance)
+        off_files = ExportFilesResource(data_dir=data_dir)  # EXPORT_RETENTION_DAYS unset
+        off = export_retention_job.execute_in_process(resources={**resources, "files": off_files}, instance=instance)
         assert off.success and _objects_of(world, old) == [True]
         logs = [e.user_message for e in instance.all_logs(off.run_id)]
         assert any("retention is off" in m for m in logs)
 
-        monkeypatch.setenv("EXPORT_RETENTION_DAYS", str(DAYS))
-        on = export_retention_job.execute_in_process(resources=resources, instance=instance)
+        on_files = ExportFilesResource(data_dir=data_dir, export_retention_days=DAYS)
+        on = export_retention_job.execute_in_process(resources={**resources, "files": on_files}, instance=instance)
         assert on.success and _objects_of(world, old) == [False]
         assert world.store.get("old")["deletion"]["reason"] == REASON  # type: ignore[index]
     assert export_retention_schedule.cron_schedule == "30 3 * * *"

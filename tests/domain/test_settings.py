@@ -11,9 +11,9 @@ import pytest
 from dagster import EnvVar
 from pydantic import AliasChoices
 
+from export_core.clients import local_s3_credentials, s3_client
+from export_core.settings import REPO_ROOT, Settings
 from export_pipelines.definitions import build_resources
-from export_pipelines.domain.clients import local_s3_credentials, s3_client
-from export_pipelines.domain.settings import REPO_ROOT, Settings
 
 
 def _variables() -> list[str]:
@@ -144,7 +144,7 @@ def test_local_credentials_only_against_a_local_endpoint_without_aws_ones(
 
 PACKAGES = ("export_pipelines", "export_core", "export_api")
 # The command-line client reads its own EXPORT_SERVICE_URL / EXPORT_SERVICE_TOKEN.
-CLIENT = {"export_api/cli.py"}
+CLIENT = {"export_cli/cli.py"}
 TUNING = "export_pipelines/__init__.py"  # process tuning: os.environ.setdefault only, no reads
 
 

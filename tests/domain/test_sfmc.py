@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from export_pipelines.domain.settings import Settings
-from export_pipelines.domain.sfmc import LOCALE, SfmcConfigError, load_sfmc_config
+from export_core.settings import Settings
+from export_core.sfmc import LOCALE, SfmcConfigError, load_sfmc_config
 from export_pipelines.exports.reminder_email import locale_expr, region_mid_exprs
 
 DEFAULT = load_sfmc_config()

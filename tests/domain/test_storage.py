@@ -1,4 +1,4 @@
-"""Uploads (domain/storage.py) against the local S3 server: which ACL and encryption go over HTTP, what S3 keeps."""
+"""Uploads (export_core/storage.py) against the local S3 server: the ACL and encryption sent, what S3 keeps."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from export_pipelines.domain.keys import content_disposition
-from export_pipelines.domain.settings import Settings
-from export_pipelines.domain.storage import MULTIPART_BYTES, object_acl, upload_file
+from export_core.keys import content_disposition
+from export_core.settings import Settings
+from export_core.storage import MULTIPART_BYTES, object_acl, upload_file
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 

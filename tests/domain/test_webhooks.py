@@ -12,8 +12,8 @@ import pytest
 from pymongo.database import Database
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from export_pipelines.domain import webhooks
-from export_pipelines.domain.webhooks import InvalidWebhook, address_refusal, check_url, parse_url
+from export_core import webhooks
+from export_core.webhooks import InvalidWebhook, address_refusal, check_url, parse_url
 
 LINK_LOCAL = "The webhook URL's host resolves to a link-local address, which is never allowed."
 PRIVATE = "The webhook URL's host resolves to a loopback, private or shared address; only public addresses are allowed."

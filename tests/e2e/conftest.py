@@ -17,7 +17,7 @@ import pytest
 from dagster import DagsterInstance
 
 from devstack.supervisor import DAEMON_COMMAND, webserver_command, write_instance_config
-from export_pipelines.domain.settings import REPO_ROOT
+from export_core.settings import REPO_ROOT
 from tests.conftest import free_port
 from tests.postgres import PostgresCluster, postgres_cluster
 

@@ -15,8 +15,8 @@ import pytest
 from pymongo.database import Database
 
 from devstack.supervisor import api_command
-from export_pipelines.domain.records import PENDING
-from export_pipelines.domain.settings import REPO_ROOT
+from export_core.records import PENDING
+from export_core.settings import REPO_ROOT
 from tests.conftest import free_port
 from tests.e2e.conftest import wait_until
 

@@ -20,9 +20,9 @@ from dagster import DagsterInstance, DagsterRunStatus
 from pymongo.database import Database
 
 from export_api.app import create_app
-from export_pipelines.domain.keys import export_key
-from export_pipelines.domain.records import FAILED, FINISHED, ExportStore
-from export_pipelines.domain.settings import Settings
+from export_core.keys import export_key
+from export_core.records import FAILED, FINISHED, ExportStore
+from export_core.settings import Settings
 from tests.api.conftest import LiveServer
 from tests.e2e.conftest import DagsterProcesses, wait_until
 from tests.pipelines.helpers import request_export
@@ -138,7 +138,7 @@ def test_the_cli_reruns_an_export_that_never_had_a_run_with_a_fresh_one(
     with LiveServer(create_app(Settings.from_env())) as api:
         env = {**os.environ, "EXPORT_SERVICE_URL": api.url, "EXPORT_SERVICE_TOKEN": _token(api, "api2")}
         result = subprocess.run(
-            [sys.executable, "-m", "export_api.cli", "rerun", "api2", record["_id"], "--wait", "--interval", "0.5"],
+            [sys.executable, "-m", "export_cli.cli", "rerun", "api2", record["_id"], "--wait", "--interval", "0.5"],
             env=env,
             capture_output=True,
             text=True,

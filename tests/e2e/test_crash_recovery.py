@@ -17,8 +17,8 @@ import psutil
 import pytest
 
 from export_api.dagster_status import RUN_STATUS_QUERY
-from export_pipelines.domain.failures import WORKER_LOST
-from export_pipelines.domain.settings import REPO_ROOT
+from export_core.failures import WORKER_LOST
+from export_core.settings import REPO_ROOT
 from tests.conftest import free_port
 from tests.e2e.conftest import wait_until
 from tests.e2e.test_make_run import LOCAL_VARS

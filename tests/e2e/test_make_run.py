@@ -23,8 +23,8 @@ import pytest
 from pymongo import MongoClient
 
 from devstack.supervisor import curl_example
-from export_pipelines.domain.json_logs import EMAIL_PATTERN
-from export_pipelines.domain.settings import REPO_ROOT
+from export_core.json_logs import EMAIL_PATTERN
+from export_core.settings import REPO_ROOT
 from tests.conftest import free_port
 from tests.e2e.conftest import wait_until
 

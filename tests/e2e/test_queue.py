@@ -11,7 +11,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from pymongo.database import Database
 
 from devstack.seed import seed_campaign
-from export_pipelines.domain.records import FINISHED, ExportStore
+from export_core.records import FINISHED, ExportStore
 from tests.e2e.conftest import BOTH_STORAGES, DagsterProcesses, wait_until
 from tests.pipelines.helpers import request_export
 

@@ -12,10 +12,10 @@ from pymongo.database import Database
 from starlette.testclient import TestClient
 
 from export_api.app import create_app
+from export_core.keys import export_key
+from export_core.records import FAILED, FINISHED, ExportStore
+from export_core.settings import Settings
 from export_pipelines import rerun
-from export_pipelines.domain.keys import export_key
-from export_pipelines.domain.records import FAILED, FINISHED, ExportStore
-from export_pipelines.domain.settings import Settings
 from tests.e2e.conftest import BOTH_STORAGES, DagsterProcesses, wait_until
 from tests.pipelines.helpers import request_export
 

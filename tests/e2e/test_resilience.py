@@ -13,7 +13,7 @@ from dagster import DagsterInstance, RunsFilter
 from pymongo.database import Database
 
 from devstack.seed import seed_campaign
-from export_pipelines.domain.records import EXPIRED, FAILED, FINISHED, TRIGGERED, ExportStore
+from export_core.records import EXPIRED, FAILED, FINISHED, TRIGGERED, ExportStore
 from tests.conftest import FailPoints
 from tests.e2e.conftest import BOTH_STORAGES, DagsterProcesses, wait_until
 from tests.pipelines.helpers import request_export

@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 
 from devstack.seed import seed_campaign
 from export_api.app import create_app
-from export_pipelines.domain.records import FINISHED, ExportStore
-from export_pipelines.domain.settings import Settings
+from export_core.records import FINISHED, ExportStore
+from export_core.settings import Settings
 from tests.e2e.conftest import DagsterProcesses, wait_until
 from tests.webhook_receiver import Receiver, receiver_fixture  # noqa: F401 (the fixture)
 

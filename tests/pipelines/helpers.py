@@ -10,8 +10,8 @@ from typing import Any
 from dagster import DagsterInstance, ExecuteInProcessResult, JobDefinition
 from pymongo.database import Database
 
-from export_pipelines.domain.records import ExportStore
-from export_pipelines.domain.settings import Settings
+from export_core.records import ExportStore
+from export_core.settings import Settings
 from export_pipelines.jobs import build_export_jobs, partitions_name
 from export_pipelines.resources import ExportFilesResource, ExportRunResource, MongoResource, S3Resource
 from export_pipelines.stages import Workspace

@@ -17,9 +17,9 @@ from dagster._core.test_utils import create_run_for_test
 from pymongo.database import Database
 
 from devstack.seed import seed_campaign
-from export_pipelines.domain.failures import RUN_FAILED
-from export_pipelines.domain.records import FAILED, FINISHED, TRIGGERED, ExportStore, utcnow
-from export_pipelines.domain.settings import Settings
+from export_core.failures import RUN_FAILED
+from export_core.records import FAILED, FINISHED, TRIGGERED, ExportStore, utcnow
+from export_core.settings import Settings
 from export_pipelines.end_states import record_run_outcome
 from export_pipelines.jobs import partitions_name
 from export_pipelines.sensors import GRACE, build_sensors

@@ -24,10 +24,10 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from devstack.seed import seed_campaign, wave_date_keys
-from export_pipelines.domain.clients import ensure_buckets, s3_client
-from export_pipelines.domain.export_types import EXPORT_TYPES, InvalidExportRequest, parse_export_request
-from export_pipelines.domain.records import FAILED, FINISHED, ExportStore
-from export_pipelines.domain.settings import Settings
+from export_core.clients import ensure_buckets, s3_client
+from export_core.export_types import EXPORT_TYPES, InvalidExportRequest, parse_export_request
+from export_core.records import FAILED, FINISHED, ExportStore
+from export_core.settings import Settings
 from export_pipelines.stages import staging_dir
 from tests.conftest import server_env
 from tests.pipelines import expected_data as ex

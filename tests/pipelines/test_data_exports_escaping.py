@@ -24,8 +24,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from pymongo.database import Database
 
+from export_core.settings import Settings
 from export_pipelines import stages
-from export_pipelines.domain.settings import Settings
 from tests.pipelines.expected_data import DATA_TYPES
 from tests.pipelines.helpers import workspace
 

@@ -10,9 +10,9 @@ import pytest
 from pymongo.database import Database
 
 from devstack.seed import seed_campaign
-from export_pipelines.domain.export_types import EXPORT_TYPES
-from export_pipelines.domain.records import FAILED, FINISHED, ExportStore
-from export_pipelines.domain.settings import Settings
+from export_core.export_types import EXPORT_TYPES
+from export_core.records import FAILED, FINISHED, ExportStore
+from export_core.settings import Settings
 from export_pipelines.stages import staging_dir
 from tests.pipelines.expected import expected_entries
 from tests.pipelines.helpers import read_csv, read_header, request_export, run_export

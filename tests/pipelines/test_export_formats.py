@@ -33,12 +33,12 @@ from pymongo.database import Database
 from python_calamine import CalamineWorkbook
 
 from devstack.seed import seed_campaign, wave_date_keys
+from export_core.ccpa import CcpaDeletion
+from export_core.clients import ensure_buckets, s3_client
+from export_core.export_types import EXPORT_TYPES
+from export_core.records import FINISHED, ExportStore
+from export_core.settings import Settings
 from export_pipelines import stages
-from export_pipelines.domain.ccpa import CcpaDeletion
-from export_pipelines.domain.clients import ensure_buckets, s3_client
-from export_pipelines.domain.export_types import EXPORT_TYPES
-from export_pipelines.domain.records import FINISHED, ExportStore
-from export_pipelines.domain.settings import Settings
 from tests.conftest import server_env
 from tests.libreoffice import sheet_xml, sheets_as_csv, sheets_as_ods
 from tests.pipelines.helpers import read_csv, request_export, run_export, workspace

@@ -1,4 +1,4 @@
-"""One export, decided once: its plan (domain/plan.py) is resolved when its run starts, staged with
+"""One export, decided once: its plan (export_core/plan.py) is resolved when its run starts, staged with
 its files, read by every step and by a re-execution from failure; end states have one writer."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pytest
 from pymongo.database import Database
 
 from devstack.seed import seed_campaign
-from export_pipelines.domain import plan
-from export_pipelines.domain.export_types import EXPORT_TYPES
-from export_pipelines.domain.records import FAILED, FINISHED, ExportStore
-from export_pipelines.domain.settings import Settings
+from export_core import plan
+from export_core.export_types import EXPORT_TYPES
+from export_core.records import FAILED, FINISHED, ExportStore
+from export_core.settings import Settings
 from export_pipelines.stages import staging_dir
 from tests.pipelines.helpers import export_resources, request_export, run_export
 

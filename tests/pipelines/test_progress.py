@@ -10,9 +10,9 @@ import pytest
 from pymongo.database import Database
 
 from devstack.seed import seed_campaign
+from export_core.records import ExportStore
+from export_core.settings import Settings
 from export_pipelines import stages
-from export_pipelines.domain.records import ExportStore
-from export_pipelines.domain.settings import Settings
 from export_pipelines.exports.contract import Progress
 from tests.pipelines.helpers import export_resources, request_export, workspace
 

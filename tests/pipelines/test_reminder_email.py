@@ -19,12 +19,12 @@ import pytest
 from pymongo.database import Database
 
 from devstack.seed import seed_campaign
+from export_core.export_types import EXPORT_TYPES
+from export_core.failures import STORAGE_UNAVAILABLE
+from export_core.keys import safe_key_part
+from export_core.records import FAILED, FINISHED, ExportStore
+from export_core.settings import Settings
 from export_pipelines import stages
-from export_pipelines.domain.export_types import EXPORT_TYPES
-from export_pipelines.domain.failures import STORAGE_UNAVAILABLE
-from export_pipelines.domain.keys import safe_key_part
-from export_pipelines.domain.records import FAILED, FINISHED, ExportStore
-from export_pipelines.domain.settings import Settings
 from export_pipelines.exports import reminder_email, sources
 from export_pipelines.exports.contract import PermanentExportError
 from export_pipelines.exports.registry import TYPE_LOGIC

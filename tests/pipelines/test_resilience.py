@@ -17,9 +17,9 @@ from moto.server import ThreadedMotoServer
 from pymongo.database import Database
 
 from devstack.seed import seed_campaign
-from export_pipelines.domain.records import EXPIRED, FAILED, FINISHED, TRIGGERED, ExportStore
-from export_pipelines.domain.settings import Settings
-from export_pipelines.domain.storage import upload_file
+from export_core.records import EXPIRED, FAILED, FINISHED, TRIGGERED, ExportStore
+from export_core.settings import Settings
+from export_core.storage import upload_file
 from export_pipelines.end_states import MAX_RUNTIME_TAG
 from tests.conftest import FailPoints, free_port
 from tests.e2e.conftest import wait_until

@@ -31,10 +31,10 @@ from dagster._core.test_utils import create_run_for_test
 from pymongo.database import Database
 
 from devstack.supervisor import write_instance_config
+from export_core.failures import RUN_FAILED, WORKER_LOST
+from export_core.records import EXPIRED, FAILED, FINISHED, PENDING, TRIGGERED, ExportStore
+from export_core.settings import REPO_ROOT, Settings
 from export_pipelines.definitions import build_definitions
-from export_pipelines.domain.failures import RUN_FAILED, WORKER_LOST
-from export_pipelines.domain.records import EXPIRED, FAILED, FINISHED, PENDING, TRIGGERED, ExportStore
-from export_pipelines.domain.settings import REPO_ROOT, Settings
 from export_pipelines.end_states import MAX_RUNTIME_TAG, close_ended_runs
 from export_pipelines.jobs import CAMPAIGN_TAG, EXPORT_ID_TAG, REQUEST_ID_TAG, partitions_name
 from export_pipelines.sensors import GRACE, PARTITION_RETENTION, build_sensors
@@ -135,7 +135,7 @@ def test_an_unknown_export_type_fails_its_record_instead_of_launching(
 
 
 def _ago(seconds: float) -> Any:
-    from export_pipelines.domain.records import utcnow
+    from export_core.records import utcnow
 
     return utcnow() - timedelta(seconds=seconds)
 

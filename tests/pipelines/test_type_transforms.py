@@ -12,8 +12,8 @@ from typing import Any
 
 import polars as pl
 
-from export_pipelines.domain.export_types import EXPORT_TYPES
-from export_pipelines.domain.sfmc import load_sfmc_config
+from export_core.export_types import EXPORT_TYPES
+from export_core.sfmc import load_sfmc_config
 from export_pipelines.exports import (
     artist_sms_opt_in,
     entries,

@@ -13,9 +13,9 @@ import pytest
 from dagster import DagsterInstance, SensorResult, build_sensor_context
 from pymongo.database import Database
 
-from export_pipelines.domain import webhooks
-from export_pipelines.domain.records import ExportStore, utcnow
-from export_pipelines.domain.settings import Settings
+from export_core import webhooks
+from export_core.records import ExportStore, utcnow
+from export_core.settings import Settings
 from export_pipelines.resources import MongoResource
 from export_pipelines.webhook_delivery import LEASE, attempt_due, build_webhook_sensor, deliver, store_deliveries
 from tests.conftest import free_port

@@ -17,9 +17,9 @@ from typing import Any
 from bson import json_util
 from bson.json_util import JSONOptions
 
-from export_pipelines.domain.export_types import ExportType
-from export_pipelines.domain.formats import CSV_CONTENT_TYPE, DEFAULT_FORMAT, FORMATS, with_extension
-from export_pipelines.domain.keys import display_file_name, export_key, safe_key_part
+from export_core.export_types import ExportType
+from export_core.formats import CSV_CONTENT_TYPE, DEFAULT_FORMAT, FORMATS, with_extension
+from export_core.keys import display_file_name, export_key, safe_key_part
 
 PLAN_FILE = "plan.json"
 # Extended JSON keeps the record's and campaign's dates (tz-aware) and ids as they were.
@@ -50,7 +50,7 @@ class ExportPlan:
     bucket: str  # the configured bucket the files go to
     acl: str
     packaging: str  # csv (one file), zip, multi_csv
-    format: str  # domain/formats.py; csv for records without one
+    format: str  # export_core/formats.py; csv for records without one
     content_type: str  # of every uploaded object
     campaign_name: str  # the campaign's own name (its id when it has none)
     key_prefix: str  # every key of the export starts with it (type/campaign/export/)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 # Storage details, not part of the record users see: the dedupe slot, the queue slot, a re-run's claim and the
-# webhook outbox (domain/records.py writes `notify` with each end state; the sensor drains it).
+# webhook outbox (export_core/records.py writes `notify` with each end state; the sensor drains it).
 HIDDEN_FIELDS = ("_id", "active", "pendingSlot", "rerun", "notify")
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from export_pipelines.domain.formats import DEFAULT_FORMAT, FORMATS
+from export_core.formats import DEFAULT_FORMAT, FORMATS
 
 Packaging = Literal["csv", "zip", "multi_csv"]
 Source = Literal["entries", "scoring", "codes"]

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 S3_OBJECT_ACL_MODES = ("per-type", "none")
 S3_SSE_MODES = ("aws:kms", "AES256")
@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     # Only whether it is set matters here (clients.py: dummy credentials for a local endpoint);
     # boto3 reads the credentials themselves.
     aws_access_key_id: str | None = _env("AWS_ACCESS_KEY_ID", repr=False)
-    # SFMC tables override (reminder e-mails): a JSON file path or inline JSON; see domain/sfmc.py.
+    # SFMC tables override (reminder e-mails): a JSON file path or inline JSON; see export_core/sfmc.py.
     sfmc_config: str | None = _env("SFMC_CONFIG")
     # Token checks (SPEC §6): when set, `aud` / `iss` must match; leeway for exp/nbf/iat.
     jwt_audience: str | None = _env("JWT_AUDIENCE")
@@ -68,15 +68,15 @@ class Settings(BaseSettings):
     max_pending_per_campaign: int = _env("MAX_PENDING_PER_CAMPAIGN", 20)
     # Where processes write their JSON log lines (the API: api.jsonl); unset: no log file.
     log_dir: Path | None = _env("LOG_DIR")
-    # Uploads (domain/storage.py): "per-type" sends each type's ACL, "none" sends no ACL (buckets with
+    # Uploads (export_core/storage.py): "per-type" sends each type's ACL, "none" sends no ACL (buckets with
     # ACLs disabled, "bucket owner enforced", refuse any ACL header).
     s3_object_acl: str = _env("S3_OBJECT_ACL", "per-type")
     s3_sse: str | None = _env("S3_SSE")  # "aws:kms" or "AES256"; None leaves encryption to the bucket default
     s3_sse_kms_key_id: str | None = _env("S3_SSE_KMS_KEY_ID")  # only with aws:kms; None: the AWS-managed key
-    export_retention_days: int | None = _env("EXPORT_RETENTION_DAYS")  # None keeps files (domain/retention.py)
+    export_retention_days: int | None = _env("EXPORT_RETENTION_DAYS")  # None keeps files (export_core/retention.py)
     dagster_postgres_url: str | None = _env("DAGSTER_POSTGRES_URL", repr=False)  # carries a password
     # WEBHOOK_ALLOW_PRIVATE: webhooks may use http:// and loopback/private addresses (local development,
-    # tests); link-local addresses stay refused (domain/webhooks.py).
+    # tests); link-local addresses stay refused (export_core/webhooks.py).
     webhook_allow_private: bool = _env("WEBHOOK_ALLOW_PRIVATE", False)
 
     @classmethod

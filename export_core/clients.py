@@ -8,7 +8,7 @@ from typing import Any
 
 from pymongo import MongoClient, monitoring
 
-from export_pipelines.domain.settings import Settings
+from export_core.settings import Settings
 
 
 def mongo_client(settings: Settings, **kwargs: Any) -> MongoClient:

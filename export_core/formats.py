@@ -286,7 +286,7 @@ def _dates(series: pl.Series, number_format: str) -> XlsxColumn:
     """UTC date-times as Excel serial numbers; those Excel cannot show as dates as ISO text."""
     import polars as pl
 
-    from export_pipelines.domain.csv_format import DATETIME_FORMAT
+    from export_core.csv_format import DATETIME_FORMAT
 
     serial = series.dt.epoch("ms").cast(pl.Float64) / MS_PER_DAY + EXCEL_EPOCH_DAYS
     outside = (serial < EXCEL_FIRST_SERIAL) | (serial >= EXCEL_LAST_SERIAL)

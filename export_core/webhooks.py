@@ -48,8 +48,8 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 from standardwebhooks import Webhook
 
-from export_pipelines.domain.records import utcnow
-from export_pipelines.domain.views import iso_utc, record_view, to_json
+from export_core.records import utcnow
+from export_core.views import iso_utc, record_view, to_json
 
 EVENTS = ("export.finished", "export.failed", "export.expired")
 MAX_PER_CAMPAIGN = 10

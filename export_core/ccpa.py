@@ -3,7 +3,7 @@
 Dagster-free: the API calls `CcpaDeletion.delete_user`, the export job's finish step calls
 `enforce_on_finish`. Collections besides `exports`:
 
-- `export_members` (domain/membership.py): which users each export's files contain, written
+- `export_members` (export_core/membership.py): which users each export's files contain, written
   while the files are written, so "which exports contain user X" is one index lookup.
 - `ccpa_tombstones`: one document per user who asked, `{_id: userId, date: {first, last}}`.
   It is written *before* the lookup, and an export run checks it *after* its record turned
@@ -31,11 +31,11 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
-from export_pipelines.domain.export_types import EXPORT_TYPES
-from export_pipelines.domain.keys import export_key
-from export_pipelines.domain.membership import MembershipStore
-from export_pipelines.domain.records import ACTIVE, EXPIRED, FAILED, ExportStore, utcnow
-from export_pipelines.domain.storage import S3DeleteError, delete_objects, list_keys
+from export_core.export_types import EXPORT_TYPES
+from export_core.keys import export_key
+from export_core.membership import MembershipStore
+from export_core.records import ACTIVE, EXPIRED, FAILED, ExportStore, utcnow
+from export_core.storage import S3DeleteError, delete_objects, list_keys
 
 logger = logging.getLogger("export_pipelines.ccpa")
 
@@ -145,7 +145,7 @@ class CcpaDeletion:
     ) -> tuple[list[dict], list[dict], str | None]:
         """Delete target by target; stop at the first failure. Returns (deleted, failed, public error).
 
-        Also used by retention (domain/retention.py): the marking of records is the same.
+        Also used by retention (export_core/retention.py): the marking of records is the same.
         """
         deleted: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []

@@ -429,7 +429,7 @@ class ExportStore:
             run_id,
         )
 
-    # -- CCPA deletion (SPEC §7; the flow is in domain/ccpa.py) ----------------------------
+    # -- CCPA deletion (SPEC §7; the flow is in export_core/ccpa.py) ----------------------------
     # Orthogonal to the status: `deletion.status` goes pending → complete (or failed → retried);
     # `date.deleted` and `deletedBy` are set once every object of the export is gone.
 

@@ -5,7 +5,7 @@ Dagster-free: the daily `export_retention_job` (export_pipelines/retention.py) c
 re-run is later than `date.created` — so a file is always kept the full N days.
 
 Only FINISHED exports have files; records of any other status are never touched. The objects
-go and the records are marked exactly as a CCPA deletion marks them (domain/ccpa.py does the
+go and the records are marked exactly as a CCPA deletion marks them (export_core/ccpa.py does the
 work): `date.deleted`, `deletedBy: "retention"`, `deletion.reason: "retention"`. A record a CCPA
 deletion has claimed is left to CCPA. When S3 fails midway, the records say which exports
 went and which did not (`deletion.status` complete / failed), and the next run finishes.
@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from pymongo.database import Database
 
-from export_pipelines.domain.ccpa import CcpaDeletion
-from export_pipelines.domain.records import FINISHED, utcnow
-from export_pipelines.domain.settings import Settings
+from export_core.ccpa import CcpaDeletion
+from export_core.records import FINISHED, utcnow
 
 logger = logging.getLogger("export_pipelines.retention")
 
@@ -65,8 +65,18 @@ def retention_filter(cutoff: datetime) -> dict[str, Any]:
     }
 
 
+class RetentionPolicy(Protocol):
+    """What retention needs: the days (None: off) and the logical → configured bucket names (Settings has both)."""
+
+    @property
+    def export_retention_days(self) -> int | None: ...
+
+    @property
+    def buckets(self) -> Mapping[str, str]: ...
+
+
 def apply_retention(
-    db: Database, s3: Any, settings: Settings, *, now: datetime | None = None, limit: int = MAX_PER_RUN
+    db: Database, s3: Any, settings: RetentionPolicy, *, now: datetime | None = None, limit: int = MAX_PER_RUN
 ) -> RetentionResult:
     """Delete every object of the exports older than the retention and mark their records; safe to repeat."""
     if settings.export_retention_days is None:

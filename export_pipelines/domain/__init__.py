@@ -1,1 +1,0 @@
-"""Dagster-free domain code shared by the API and the Dagster code location."""

@@ -143,3 +143,14 @@ def test_dockerfile_installs_the_lock_and_serves_both_commands(api: dict[str, di
     user = re.findall(r"^USER (\d+)$", text, re.M)[-1]
     pod_user = api["Deployment"]["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
     assert int(user) == pod_user
+
+
+def test_dockerfile_copies_every_package_the_project_installs() -> None:
+    """A package added to pyproject's `include` and not copied would be missing from the image."""
+    text = (DEPLOY / "Dockerfile").read_text()
+    pyproject = (DEPLOY.parent / "pyproject.toml").read_text()
+    include = re.search(r"^include = \[(.*)\]$", pyproject, re.M)
+    assert include is not None
+    packages = {name.strip(' "*') for name in include.group(1).split(",")}
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", text, re.M))
+    assert packages and packages <= copied

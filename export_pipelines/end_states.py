@@ -19,7 +19,7 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunSta
 
 from export_core.failures import RUN_FAILED, WORKER_LOST, expired_message
 from export_core.plan import ExportPlan, run_scratch_dir
-from export_core.records import TRIGGERED, ExportStore, IllegalTransition
+from export_core.records import FINISHED, TRIGGERED, ExportStore, IllegalTransition
 
 # Dagster's run monitoring stops a run after this many seconds (TIMEOUT_MILLIS); being a job
 # tag, it applies to sensor runs, re-executions and backfills alike.
@@ -34,7 +34,14 @@ def finished(store: ExportStore, plan: ExportPlan, fields: Mapping[str, Any]) ->
     next export), then mark it FINISHED with `fields` (key, count, meta)."""
     if plan.scratch == "export":
         shutil.rmtree(plan.work_dir, ignore_errors=True)
-    return store.mark_finished(plan.export_id, **fields)
+    try:
+        return store.mark_finished(plan.export_id, **fields)
+    except IllegalTransition:
+        # A retry of the finish step whose first attempt got this far: the same files, FINISHED already.
+        record = store.get(plan.export_id)
+        if record is not None and record["status"] == FINISHED and record.get("key") == fields.get("key"):
+            return record
+        raise
 
 
 def failed(store: ExportStore, export_id: str, message: str, *, payload: str = "", run_id: str | None = None) -> bool:

@@ -113,3 +113,23 @@ def test_only_the_end_state_module_writes_end_states() -> None:
     assert not offenders, offenders
     used = {n.attr for n in ast.walk(ast.parse(owner.read_text())) if isinstance(n, ast.Attribute)}
     assert used >= END_STATE_WRITERS, "the owner writes all three"
+
+
+def test_a_retried_finish_step_finds_its_export_finished_and_succeeds(db: Database, tmp_path: Path) -> None:
+    """The finish step may be retried after it marked FINISHED (a later call of the step failed):
+    the retry with the same files is not an illegal transition; other files still are."""
+    from export_core.records import IllegalTransition
+    from export_pipelines import end_states
+
+    seed_campaign(db, campaign_id="fin", n_entries=3, seed=5)
+    record = request_export(db, "fin", "entries")
+    store = ExportStore(db)
+    store.mark_triggered(record["_id"], run_id="r", preliminary_count=3)
+    campaign = db["campaigns"].find_one({"_id": "fin"})
+    resolved = plan.resolve(record, campaign, EXPORT_TYPES["entries"], buckets=BUCKETS, data_dir=tmp_path, run_id="r")
+    fields = {"key": resolved.key, "count": 3, "meta": {"bucket": "exp"}}
+    first = end_states.finished(store, resolved, fields)
+    again = end_states.finished(store, resolved, fields)
+    assert first["status"] == again["status"] == FINISHED and again["key"] == resolved.key
+    with pytest.raises(IllegalTransition):
+        end_states.finished(store, resolved, {**fields, "key": "another/key.csv"})

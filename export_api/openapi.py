@@ -65,7 +65,7 @@ def export_request_variants() -> list[dict[str, Any]]:
             names = sorted(
                 name
                 for name, t in EXPORT_TYPES.items()
-                if t.requires_date_key == dated and (t.packaging == "csv") == every_format
+                if t.requires_date_key == dated and t.every_format == every_format
             )
             if not names:
                 continue
@@ -97,7 +97,7 @@ def component_schemas(max_limit: int, max_page: int) -> dict[str, Any]:
     """Schemas shared by the operations; enums come from the registry and the record store."""
     date_time = {"type": "string", "format": "date-time"}
     dated = sorted(name for name, t in EXPORT_TYPES.items() if t.requires_date_key)
-    csv_only = sorted(name for name, t in EXPORT_TYPES.items() if t.packaging != "csv")
+    csv_only = sorted(name for name, t in EXPORT_TYPES.items() if not t.every_format)
     return {
         "Error": {
             "type": "object",

@@ -49,6 +49,15 @@ class ExportType:
     # from the failed step; "run": a per-run directory removed when the run ends (SPEC §5).
     scratch: Scratch = "export"
 
+    @property
+    def every_format(self) -> bool:
+        """Single-file types are offered in every format; ZIP and multi-file types feed SFMC and
+        partners' imports, which read CSV, and are CSV only."""
+        return self.packaging == "csv"
+
+    def offers_format(self, name: str) -> bool:
+        return name in FORMATS and (name == DEFAULT_FORMAT or self.every_format)
+
 
 # Shared by the three reminder e-mail types: SPEC §3's required ten, then what SFMC imports use
 # (docs/reminder-email.md): wording, presale date, region, business unit and the fan's ids.
@@ -399,7 +408,6 @@ def parse_export_request(body: object) -> ExportRequest:
         shown = fmt if isinstance(fmt, str) else json.dumps(fmt)
         formats = ", ".join(list(FORMATS)[:-1]) + f" or {list(FORMATS)[-1]}"
         raise InvalidExportRequest(f"Invalid format: '{shown[:100]}' (it must be {formats}).")
-    if fmt != DEFAULT_FORMAT and export_type.packaging != "csv":
-        # ZIP and multi-file types feed SFMC and partners' imports, which read CSV.
+    if not export_type.offers_format(fmt):
         raise InvalidExportRequest(f"exportType '{export_type.name}' is delivered as CSV only, not as {fmt}.")
     return ExportRequest(export_type, date_key, include_all_markets, fmt)

@@ -111,9 +111,9 @@ def resolve(
 ) -> ExportPlan:
     """The plan of `record`'s export; pure. `buckets`: registry bucket (exportsS3, ...) → configured name."""
     fmt_name = str(record.get("format") or DEFAULT_FORMAT)
-    fmt = FORMATS.get(fmt_name)
-    if fmt is None or (fmt.name != DEFAULT_FORMAT and export_type.packaging != "csv"):
+    if not export_type.offers_format(fmt_name):
         raise PlanError(f"The format {fmt_name[:20]!r} is not offered for this export type.")
+    fmt = FORMATS[fmt_name]
     export_id, campaign_id = str(record["_id"]), str(record["campaignId"])
     name = str(campaign.get("name") or record.get("campaignName") or campaign_id)
     template = with_extension(export_type.file_name, fmt)

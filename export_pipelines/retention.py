@@ -16,8 +16,7 @@ from dagster import DefaultScheduleStatus, OpExecutionContext, ScheduleDefinitio
 from pymongo.database import Database
 
 from export_core.retention import apply_retention
-
-LOGICAL_BUCKETS = ("exportsS3", "scoringS3", "vfScoringS3", "sfmcS3")
+from export_pipelines.resources import LOGICAL_BUCKETS
 
 
 class _Mongo(Protocol):

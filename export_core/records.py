@@ -47,6 +47,37 @@ def outbox_entry(status: str, at: datetime) -> dict[str, Any]:
     return {"event": f"export.{status.lower()}", "at": at}
 
 
+@dataclass(frozen=True)
+class RequestOptions:
+    """What a request may add to its record beyond the dedupe key (SPEC §12–13), stored as given.
+
+    `schedule` is `{id, scheduledFor}` of the tick that queued it; `since` keeps only rows created
+    after it; `incremental` sends only rows its schedule has not delivered; `skipEmpty` ends a run
+    without new rows FINISHED with no file; `destinations` are where the file is pushed after.
+    """
+
+    schedule: dict[str, Any] | None = None
+    since: datetime | None = None
+    incremental: bool = False
+    skip_empty: bool = False
+    destinations: tuple[str, ...] = ()
+
+    def fields(self) -> dict[str, Any]:
+        """The record's fields for these options; a default is left out, so old records look alike."""
+        fields: dict[str, Any] = {}
+        if self.schedule is not None:
+            fields["schedule"] = self.schedule
+        if self.since is not None:
+            fields["since"] = self.since
+        if self.incremental:
+            fields["incremental"] = True
+        if self.skip_empty:
+            fields["skipEmpty"] = True
+        if self.destinations:
+            fields["destinations"] = list(self.destinations)
+        return fields
+
+
 class IllegalTransition(Exception):
     """The record is not in a status this transition may leave."""
 
@@ -124,6 +155,7 @@ class ExportStore:
         request_id: str | None = None,
         max_pending: int | None = None,
         format: str = DEFAULT_FORMAT,
+        options: RequestOptions | None = None,
     ) -> CreateResult:
         """Insert a PENDING record, or return the PENDING/TRIGGERED one with the same request key.
 
@@ -134,7 +166,8 @@ class ExportStore:
         a request is refused only when every slot is taken.
 
         The record stores its `format` always; a csv request also finds an active record without one
-        (written by a version from before formats, before its ensure_indexes ran).
+        (written by a version from before formats, before its ensure_indexes ran). `options` adds
+        the schedule, incremental and destination fields (RequestOptions) to a new record.
         """
         dedupe = {"campaignId": campaign_id, "exportType": export_type, "dateKey": date_key, "format": format}
         active: dict[str, Any] = {**dedupe, "active": True}
@@ -158,6 +191,8 @@ class ExportStore:
             }
             if include_all_markets is not None:
                 doc["includeAllMarkets"] = include_all_markets
+            if options is not None:
+                doc.update(options.fields())
             if request_id is not None:
                 doc["requestId"] = request_id  # the engine tags the run with it (export-service/request-id)
             if max_pending is not None:

@@ -24,6 +24,7 @@ LAUNCH_TIMEOUT_SECONDS = 30.0  # a launch asks the code server for an execution 
 PARTITION_TAG = "dagster/partition"
 CAMPAIGN_TAG = "export-service/campaign-id"
 REQUEST_ID_TAG = "export-service/request-id"
+SCHEDULE_ID_TAG = "export-service/schedule-id"
 REEXECUTABLE = frozenset({"FAILURE", "CANCELED"})  # what FROM_FAILURE accepts as a parent run
 ENDED = REEXECUTABLE | {"SUCCESS"}
 
@@ -128,6 +129,8 @@ async def launch_rerun(client: httpx.AsyncClient, url: str, record: dict[str, An
     tags = [{"key": PARTITION_TAG, "value": export_id}, {"key": CAMPAIGN_TAG, "value": str(record["campaignId"])}]
     if record.get("requestId"):
         tags.append({"key": REQUEST_ID_TAG, "value": str(record["requestId"])})
+    if record.get("schedule"):
+        tags.append({"key": SCHEDULE_ID_TAG, "value": str(record["schedule"]["id"])})
     params = {
         "selector": {
             "repositoryLocationName": LOCATION_NAME,

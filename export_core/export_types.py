@@ -48,6 +48,9 @@ class ExportType:
     # "export": staged under the export id, kept until it FINISHED so a re-execution resumes
     # from the failed step; "run": a per-run directory removed when the run ends (SPEC §5).
     scratch: Scratch = "export"
+    # SPEC §12: a schedule may send only the rows it has not delivered yet (`incremental`): single-file
+    # types whose rows have a stable identity (docs/schedules.md lists them).
+    incremental: bool = False
 
     @property
     def every_format(self) -> bool:
@@ -57,6 +60,10 @@ class ExportType:
 
     def offers_format(self, name: str) -> bool:
         return name in FORMATS and (name == DEFAULT_FORMAT or self.every_format)
+
+    @property
+    def offers_incremental(self) -> bool:
+        return self.incremental and self.packaging == "csv"
 
 
 # Shared by the three reminder e-mail types: SPEC §3's required ten, then what SFMC imports use
@@ -102,6 +109,7 @@ EXPORT_TYPES: dict[str, ExportType] = {
         # -- entries (walking skeleton) --
         ExportType(
             name="entries",
+            incremental=True,
             row_per_entry=True,
             markets="required",
             bucket="exportsS3",
@@ -135,6 +143,7 @@ EXPORT_TYPES: dict[str, ExportType] = {
         # (columns documented in docs/export-types-data.md; the entry count only previews entry/scoring types)
         ExportType(
             name="codes",
+            incremental=True,
             source="codes",
             bucket="exportsS3",
             preliminary_count=False,
@@ -144,6 +153,7 @@ EXPORT_TYPES: dict[str, ExportType] = {
         ),
         ExportType(
             name="scoring",
+            incremental=True,
             source="scoring",
             bucket="scoringS3",
             acl="bucket-owner-full-control",
@@ -167,6 +177,7 @@ EXPORT_TYPES: dict[str, ExportType] = {
         ),
         ExportType(
             name="codeAssignments",
+            incremental=True,
             source="codes",
             match={"status": "assigned"},
             users=True,
@@ -192,6 +203,7 @@ EXPORT_TYPES: dict[str, ExportType] = {
         ),
         ExportType(
             name="artistOptIn",
+            incremental=True,
             match={"optIns.allowMarketing": True},
             users=True,
             markets="optional",
@@ -201,6 +213,7 @@ EXPORT_TYPES: dict[str, ExportType] = {
         ),
         ExportType(
             name="artistSmsOptIn",
+            incremental=True,
             match={"optIns.allowSms": True},
             users=True,
             markets="optional",
@@ -221,6 +234,7 @@ EXPORT_TYPES: dict[str, ExportType] = {
         ),
         ExportType(
             name="livenationOptIn",
+            incremental=True,
             match={"optIns.allowLiveNation": True},
             users=True,
             markets="optional",
@@ -230,6 +244,7 @@ EXPORT_TYPES: dict[str, ExportType] = {
         ),
         ExportType(
             name="verifiedEntries",
+            incremental=True,
             source="scoring",
             match={"verified": True},
             bucket="vfScoringS3",
@@ -360,7 +375,11 @@ def get_export_type(name: str) -> ExportType | None:
 
 
 class InvalidExportRequest(ValueError):
-    """A request body that cannot become an export; the message is shown to the user."""
+    """A request body that cannot become an export; the message is shown to the user, `field` is the one to blame."""
+
+    def __init__(self, message: str, field: str = "body") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -382,32 +401,32 @@ def parse_export_request(body: object) -> ExportRequest:
     unknown = sorted(str(k) for k in body if k not in REQUEST_FIELDS)
     if unknown:
         # Strict on purpose: a misspelt `datekey` must not silently queue a different export.
-        raise InvalidExportRequest(f"Unknown field in the request body: '{unknown[0][:100]}'.")
+        raise InvalidExportRequest(f"Unknown field in the request body: '{unknown[0][:100]}'.", unknown[0][:100])
     name = body.get("exportType")
     export_type = EXPORT_TYPES.get(name) if isinstance(name, str) else None
     if export_type is None:
         shown = name if isinstance(name, str) else ("" if name is None else str(name))
-        raise InvalidExportRequest(f"Invalid export type: '{shown[:100]}'.")
+        raise InvalidExportRequest(f"Invalid export type: '{shown[:100]}'.", "exportType")
     # A field that is present counts, even as null: `{"dateKey": null}` is not "no dateKey".
     date_key = body.get("dateKey")
     if "dateKey" in body and not export_type.requires_date_key:
-        raise InvalidExportRequest(f"dateKey is not accepted for exportType '{export_type.name}'.")
+        raise InvalidExportRequest(f"dateKey is not accepted for exportType '{export_type.name}'.", "dateKey")
     if "dateKey" in body and not (
         isinstance(date_key, str) and date_key.isascii() and date_key.isdigit() and len(date_key) <= MAX_DATE_KEY_DIGITS
     ):
         raise InvalidExportRequest(
-            f"dateKey must be a numeric string of at most {MAX_DATE_KEY_DIGITS} digits (epoch milliseconds)."
+            f"dateKey must be a numeric string of at most {MAX_DATE_KEY_DIGITS} digits (epoch milliseconds).", "dateKey"
         )
     if export_type.requires_date_key and date_key is None:
-        raise InvalidExportRequest(f"dateKey is required for exportType '{export_type.name}'.")
+        raise InvalidExportRequest(f"dateKey is required for exportType '{export_type.name}'.", "dateKey")
     include_all_markets = body.get("includeAllMarkets")
     if "includeAllMarkets" in body and not isinstance(include_all_markets, bool):
-        raise InvalidExportRequest("includeAllMarkets must be true or false.")
+        raise InvalidExportRequest("includeAllMarkets must be true or false.", "includeAllMarkets")
     fmt = body.get("format", DEFAULT_FORMAT)
     if not isinstance(fmt, str) or fmt not in FORMATS:
         shown = fmt if isinstance(fmt, str) else json.dumps(fmt)
         formats = ", ".join(list(FORMATS)[:-1]) + f" or {list(FORMATS)[-1]}"
-        raise InvalidExportRequest(f"Invalid format: '{shown[:100]}' (it must be {formats}).")
+        raise InvalidExportRequest(f"Invalid format: '{shown[:100]}' (it must be {formats}).", "format")
     if not export_type.offers_format(fmt):
-        raise InvalidExportRequest(f"exportType '{export_type.name}' is delivered as CSV only, not as {fmt}.")
+        raise InvalidExportRequest(f"exportType '{export_type.name}' is delivered as CSV only, not as {fmt}.", "format")
     return ExportRequest(export_type, date_key, include_all_markets, fmt)

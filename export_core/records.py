@@ -36,6 +36,13 @@ DEFAULT_FORMAT = "csv"  # a record without `format` (made before formats existed
 # Statuses whose records hold, or may take back (a re-run), the dedupe slot.
 SLOT_STATUSES = (PENDING, TRIGGERED, FAILED, EXPIRED)
 
+# Scheduled runs (SPEC §12): one record per schedule tick, made race-free by a partial unique index over the
+# schedule's id, the tick's time and `manual` (a run asked for through the API at a tick's very millisecond is
+# still a run of its own). Scheduled records never hold the dedupe slot: a hand-made request is never merged
+# into a tick, nor a tick into a hand-made request.
+SCHEDULE_RUN_INDEX = "one_record_per_schedule_tick"
+NOT_SCHEDULED = {"schedule": {"$exists": False}}
+
 # Webhook outbox (SPEC §11): each end state pushes {event, at} onto `notify` in the same update that
 # sets the status, so no end is ever lost between two writes; the webhook sensor turns each entry
 # into deliveries and then pulls it (export_pipelines/webhook_delivery.py).
@@ -51,7 +58,8 @@ def outbox_entry(status: str, at: datetime) -> dict[str, Any]:
 class RequestOptions:
     """What a request may add to its record beyond the dedupe key (SPEC §12–13), stored as given.
 
-    `schedule` is `{id, scheduledFor}` of the tick that queued it; `since` keeps only rows created
+    `schedule` is `{id, scheduledFor}` of the tick that queued it (`manual: true` for a run asked for
+    outside the cron); such a record takes no dedupe slot; `since` keeps only rows created
     after it; `incremental` sends only rows its schedule has not delivered; `skipEmpty` ends a run
     without new rows FINISHED with no file; `destinations` are where the file is pushed after.
     """
@@ -136,6 +144,12 @@ class ExportStore:
             unique=True,
             partialFilterExpression={"status": PENDING, "pendingSlot": {"$exists": True}},
         )
+        self.collection.create_index(
+            [("schedule.id", ASCENDING), ("schedule.scheduledFor", DESCENDING), ("schedule.manual", ASCENDING)],
+            name=SCHEDULE_RUN_INDEX,
+            unique=True,
+            partialFilterExpression={"schedule.id": {"$exists": True}},
+        )
         self.collection.create_index([("status", ASCENDING), ("date.created", ASCENDING)], name="queue")
         self.collection.create_index([("campaignId", ASCENDING), ("date.created", DESCENDING)], name="by_campaign")
         # CCPA: records whose deletion is unfinished are found without a scan (sparse: few have it).
@@ -159,6 +173,9 @@ class ExportStore:
     ) -> CreateResult:
         """Insert a PENDING record, or return the PENDING/TRIGGERED one with the same request key.
 
+        A scheduled record (`options.schedule`) is never merged with another request: it is inserted
+        unless its tick's record exists already, which is then returned (created False).
+
         With `max_pending`, a new record is refused (TooManyPending) when the campaign would have
         more PENDING records than that; a duplicate is still returned. Each such record takes a
         free `pendingSlot` (0 .. max_pending-1), which the partial unique index `pending_slots`
@@ -173,7 +190,10 @@ class ExportStore:
         active: dict[str, Any] = {**dedupe, "active": True}
         if format == DEFAULT_FORMAT:
             active["format"] = {"$in": [DEFAULT_FORMAT, None]}
-        if max_pending is not None:
+        schedule = options.schedule if options is not None else None
+        if schedule is not None:
+            active = {f"schedule.{k}": schedule.get(k) for k in ("id", "scheduledFor", "manual")}
+        elif max_pending is not None:
             existing = self.collection.find_one(active)
             if existing is not None:
                 return CreateResult(existing, False)
@@ -185,10 +205,11 @@ class ExportStore:
                 **dedupe,
                 "campaignName": campaign_name,
                 "status": PENDING,
-                "active": True,
                 "requesterUserId": requester_user_id,
                 "date": {"created": utcnow()},
             }
+            if schedule is None:
+                doc["active"] = True
             if include_all_markets is not None:
                 doc["includeAllMarkets"] = include_all_markets
             if options is not None:
@@ -282,12 +303,12 @@ class ExportStore:
         self, export_id: str, allowed_from: tuple[str, ...], update: dict[str, Any], run_id: str | None = None
     ) -> dict[str, Any]:
         """Apply `update` if the record is in one of `allowed_from` (and, given `run_id`, still that run's)."""
-        query: dict[str, Any] = {"_id": export_id, "status": {"$in": list(allowed_from)}}
+        query: dict[str, Any] = {}
         if run_id is not None:
             # A record not yet started has no run: word of its run still applies. Not so for a re-run
             # claimed through the API (`rerun`, no run yet either): that word is of its old run.
             query["$or"] = [{"runId": run_id}, {"runId": None, "rerun": {"$exists": False}}]
-        updated = self.collection.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
+        updated = self._apply(export_id, allowed_from, update, query)
         if updated is None:
             current = self.get(export_id)
             state = current["status"] if current else "missing"
@@ -295,6 +316,13 @@ class ExportStore:
                 state += f" by another run ({current['runId']})"
             raise IllegalTransition(f"export {export_id} is {state}; expected one of {', '.join(allowed_from)}")
         return updated
+
+    def _apply(
+        self, export_id: str, allowed_from: tuple[str, ...], update: dict[str, Any], match: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The record after `update`, if it is in one of `allowed_from` and matches `match`; else None."""
+        query = {"_id": export_id, "status": {"$in": list(allowed_from)}, **match}
+        return self.collection.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
 
     def attach_run(self, export_id: str, run_id: str) -> None:
         """Remember which Dagster run is (or will be) executing this export."""
@@ -306,7 +334,8 @@ class ExportStore:
         A re-run takes the request's de-duplication slot back (`active`, SPEC §4), so an
         identical POST returns it while it runs. When a fresh identical request already holds
         the slot (PENDING or TRIGGERED), the re-run goes ahead without it: the fresh record
-        keeps the slot and runs on its own; neither is refused, nothing crashes.
+        keeps the slot and runs on its own; neither is refused, nothing crashes. A scheduled
+        record never takes the slot.
         """
         fields: dict[str, Any] = {"status": TRIGGERED, "runId": run_id, "date.triggered": utcnow()}
         if preliminary_count is not None:
@@ -315,10 +344,13 @@ class ExportStore:
         # PENDING records hold the slot already; this sets it on re-runs (the partial index
         # refuses it if another active record has the same request key).
         update = {"$set": {**fields, "active": True}, "$unset": unset}
+        without_slot = {"$set": fields, "$unset": unset}
         try:
-            return self._transition(export_id, (PENDING, *RERUNNABLE), update)
+            updated = self._apply(export_id, (PENDING, *RERUNNABLE), update, NOT_SCHEDULED)
         except DuplicateKeyError:
-            return self._transition(export_id, RERUNNABLE, {"$set": fields, "$unset": unset})
+            return self._transition(export_id, RERUNNABLE, without_slot)
+        # None: a scheduled record (no slot), or one in no status this may leave (refused there).
+        return updated or self._transition(export_id, (PENDING, *RERUNNABLE), without_slot)
 
     # -- re-runs asked through the API (POST .../rerun) ------------------------------------
     # claim_rerun (FAILED/EXPIRED → TRIGGERED, `rerun.claim` set, old runId put aside) →
@@ -329,9 +361,10 @@ class ExportStore:
         """FAILED/EXPIRED → TRIGGERED for one re-run; (claim token, the record as it was), or None.
 
         One conditional update: of identical concurrent calls exactly one wins, and only it
-        launches a run. The record takes its dedupe slot back (as `mark_triggered` does). Its old
-        `runId` is put aside: a late sensor tick about the old run's end must not end the re-run
-        (`_transition` gives a claimed record no run's word until it carries that run's id). Its
+        launches a run. The record takes its dedupe slot back (as `mark_triggered` does; a scheduled
+        record takes none). Its old `runId` is put aside: a late sensor tick about the old run's end
+        must not end the re-run (`_transition` gives a claimed record no run's word until it carries
+        that run's id). Its
         `error` stays until the launch succeeded, so `release_rerun` can put everything back.
         """
         claim = uuid.uuid4().hex
@@ -341,16 +374,17 @@ class ExportStore:
             "rerun": {"claim": claim, "requestedBy": requested_by},
         }
         query = {"_id": export_id, "campaignId": campaign_id, "status": {"$in": list(RERUNNABLE)}}
+        without_slot = {"$set": fields, "$unset": {"runId": ""}}
         try:
             before = self.collection.find_one_and_update(
-                query,
+                {**query, **NOT_SCHEDULED},
                 {"$set": {**fields, "active": True}, "$unset": {"runId": ""}},
                 return_document=ReturnDocument.BEFORE,
             )
         except DuplicateKeyError:  # a fresh identical request holds the slot: it keeps it
-            before = self.collection.find_one_and_update(
-                query, {"$set": fields, "$unset": {"runId": ""}}, return_document=ReturnDocument.BEFORE
-            )
+            before = None
+        if before is None:  # that, a scheduled record, or nothing to re-run
+            before = self.collection.find_one_and_update(query, without_slot, return_document=ReturnDocument.BEFORE)
         return None if before is None else (claim, before)
 
     def rerun_launched(self, export_id: str, *, claim: str, run_id: str) -> dict[str, Any] | None:

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     jwt_leeway_seconds: int = _env("JWT_LEEWAY_SECONDS", 30)
     # PENDING exports a campaign may have before POST answers 429.
     max_pending_per_campaign: int = _env("MAX_PENDING_PER_CAMPAIGN", 20)
+    # Schedules (SPEC §12, export_core/schedules.py): the shortest interval a cron may have, how many
+    # FAILED/EXPIRED runs in a row pause a schedule, and how many schedules a campaign may have.
+    schedule_min_interval_minutes: int = _env("SCHEDULE_MIN_INTERVAL_MINUTES", 5)
+    schedule_pause_after_failures: int = _env("SCHEDULE_PAUSE_AFTER_FAILURES", 5)
+    max_schedules_per_campaign: int = _env("MAX_SCHEDULES_PER_CAMPAIGN", 20)
     # Where processes write their JSON log lines (the API: api.jsonl); unset: no log file.
     log_dir: Path | None = _env("LOG_DIR")
     # Uploads (export_core/storage.py): "per-type" sends each type's ACL, "none" sends no ACL (buckets with
@@ -102,6 +107,18 @@ class Settings(BaseSettings):
     @classmethod
     def _integer(cls, value: Any, info: ValidationInfo) -> Any:
         return _int(cls.env_name(str(info.field_name)), value)
+
+    @field_validator(
+        "schedule_min_interval_minutes", "schedule_pause_after_failures", "max_schedules_per_campaign", mode="before"
+    )
+    @classmethod
+    def _positive(cls, value: Any, info: ValidationInfo) -> Any:
+        """A whole number, at least 1 (0 would allow a schedule every minute, never pause, or allow none)."""
+        name = cls.env_name(str(info.field_name))
+        number = _int(name, value)
+        if isinstance(number, int) and number < 1:
+            raise ValueError(f"{name} must be at least 1, got {number}")
+        return number
 
     @field_validator("dev_mode", "webhook_allow_private", mode="before")
     @classmethod

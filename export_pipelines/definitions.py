@@ -1,9 +1,10 @@
 """The Dagster code location: every export job, the sensors that drive them, the retention schedule, resources.
 
 The environment (SPEC §8) is read here, once, into `Settings` when the code location loads: the
-job tag for TIMEOUT_MILLIS, the sensors' polling interval and WEBHOOK_ALLOW_PRIVATE (webhook
-sensor) must be known then. Resources take what may be secret or differ per process as `EnvVar`
-when the environment set it (resolved when a run starts, never shown in the UI), else the default.
+job tag for TIMEOUT_MILLIS, the sensors' polling interval, WEBHOOK_ALLOW_PRIVATE (webhook
+sensor) and SCHEDULE_PAUSE_AFTER_FAILURES (schedule sensor) must be known then. Resources take
+what may be secret or differ per process as `EnvVar` when the environment set it (resolved when a
+run starts, never shown in the UI), else the default.
 """
 
 import math
@@ -17,6 +18,7 @@ from export_core.settings import Settings
 from export_pipelines.jobs import build_export_jobs
 from export_pipelines.resources import ExportFilesResource, ExportRunResource, MongoResource, S3Resource
 from export_pipelines.retention import export_retention_job, export_retention_schedule
+from export_pipelines.schedule_ticks import build_schedule_sensor
 from export_pipelines.sensors import build_sensors
 from export_pipelines.webhook_delivery import build_webhook_sensor
 
@@ -65,6 +67,7 @@ def build_definitions(settings: Settings) -> Definitions:
         sensors=[
             *build_sensors(jobs, poll_seconds=max(1, math.ceil(settings.polling_interval_ms / 1000))),
             build_webhook_sensor(allow_private=settings.webhook_allow_private),  # SPEC §11
+            build_schedule_sensor(pause_after=settings.schedule_pause_after_failures),  # SPEC §12
         ],
         resources=build_resources(settings),
     )

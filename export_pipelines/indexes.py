@@ -20,6 +20,7 @@ from pymongo.database import Database
 from export_core import ccpa, webhooks
 from export_core.clients import mongo_client
 from export_core.records import ExportStore
+from export_core.schedule_store import ScheduleStore
 from export_core.settings import Settings
 
 # The campaign data the exports read (SPEC §2): each export query filters on campaignId.
@@ -38,12 +39,13 @@ def ensure_data_indexes(db: Database[Any]) -> None:
 
 
 def ensure_indexes(db: Database[Any]) -> None:
-    """Every index: campaign data, export records (the race-free dedupe), CCPA membership/tombstones/audit,
-    webhooks (subscription slots, due deliveries, the exports' outbox)."""
+    """Every index: campaign data, export records (the race-free dedupe, one record per schedule tick), CCPA
+    membership/tombstones/audit, webhooks (subscription slots, due deliveries, the exports' outbox), schedules."""
     ensure_data_indexes(db)
     ExportStore(db).ensure_indexes()
     ccpa.ensure_indexes(db)
     webhooks.ensure_indexes(db)
+    ScheduleStore(db).ensure_indexes()
 
 
 def index_summary(db: Database[Any]) -> dict[str, list[str]]:

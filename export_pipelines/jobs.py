@@ -48,6 +48,7 @@ EXPORT_ID_TAG = "dagster/partition"
 EXPORT_TYPE_TAG = "export-service/export-type"
 CAMPAIGN_TAG = "export-service/campaign-id"
 REQUEST_ID_TAG = "export-service/request-id"
+SCHEDULE_ID_TAG = "export-service/schedule-id"  # runs of a schedule's exports (SPEC §12)
 
 # Connection hiccups are retried with backoff (1 s, 2 s, 4 s); PermanentExportError becomes a
 # Failure that forbids retries, so bad data fails at once.

@@ -43,6 +43,7 @@ from export_pipelines.jobs import (
     CAMPAIGN_TAG,
     EXPORT_ID_TAG,
     REQUEST_ID_TAG,
+    SCHEDULE_ID_TAG,
     job_name,
     partitions_name,
 )
@@ -81,6 +82,8 @@ def launch_pending(
         tags = {CAMPAIGN_TAG: str(record["campaignId"])}
         if record.get("requestId"):
             tags[REQUEST_ID_TAG] = str(record["requestId"])
+        if record.get("schedule"):
+            tags[SCHEDULE_ID_TAG] = str(record["schedule"]["id"])
         run_requests.append(
             RunRequest(run_key=export_id, job_name=job_name(export_type), partition_key=export_id, tags=tags)
         )

@@ -49,8 +49,15 @@ def test_creates_every_index_and_a_second_run_changes_nothing(env: dict[str, str
     for name in ("scoring", "codes", "markets"):
         assert list(specs[f"{name}.campaignId_1"]["key"].items()) == [("campaignId", 1)]
     exports = (
-        "_id_, by_campaign, by_deletion_status, one_active_per_request_format, pending_slots, queue, webhook_outbox"
+        "_id_, by_campaign, by_deletion_status, one_active_per_request_format, one_record_per_schedule_tick,"
+        " pending_slots, queue, webhook_outbox"
     )
+    ticks = specs["exports.one_record_per_schedule_tick"]
+    assert ticks["unique"] is True and ticks["partialFilterExpression"] == {"schedule.id": {"$exists": True}}
+    assert list(ticks["key"]) == ["schedule.id", "schedule.scheduledFor", "schedule.manual"]
+    slot = specs["schedules.one_per_slot"]
+    assert slot["unique"] is True and list(slot["key"].items()) == [("campaignId", 1), ("slot", 1)]
+    assert "schedule_ticks.by_schedule" in specs and specs["schedules.schedule_outbox"]["sparse"] is True
     assert specs["exports.webhook_outbox"]["sparse"] is True
     slot = specs["webhooks.one_per_slot"]
     assert slot["unique"] is True and list(slot["key"].items()) == [("campaignId", 1), ("slot", 1)]

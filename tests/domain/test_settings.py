@@ -77,6 +77,21 @@ def test_an_empty_variable_is_unset(clean: pytest.MonkeyPatch) -> None:
     assert Settings.from_env().aws_region == "ap-south-1"
 
 
+def test_schedule_limits_default_and_must_be_at_least_one(clean: pytest.MonkeyPatch) -> None:
+    settings = Settings.from_env()
+    assert (
+        settings.schedule_min_interval_minutes,
+        settings.schedule_pause_after_failures,
+        settings.max_schedules_per_campaign,
+    ) == (5, 5, 20)
+    clean.setenv("SCHEDULE_MIN_INTERVAL_MINUTES", "1")
+    assert Settings.from_env().schedule_min_interval_minutes == 1
+    for value, wrong in (("0", "must be at least 1"), ("five", "must be an integer")):
+        clean.setenv("MAX_SCHEDULES_PER_CAMPAIGN", value)
+        with pytest.raises(ValueError, match=f"MAX_SCHEDULES_PER_CAMPAIGN {wrong}"):
+            Settings.from_env()
+
+
 @pytest.mark.parametrize(
     ("value", "on"), [("1", True), ("TRUE", True), (" yes ", True), ("on", True), ("0", False), ("maybe", False)]
 )

@@ -73,6 +73,7 @@ def test_the_definitions_load_with_every_job_sensor_and_resource(settings: Setti
         "export_run_canceled_sensor",
         "stale_exports_sensor",
         "webhook_delivery_sensor",  # export_pipelines/webhook_delivery.py
+        "schedule_ticks_sensor",  # export_pipelines/schedule_ticks.py
     }
     job = defs.resolve_job_def("entries_export_job")
     assert job.tags[MAX_RUNTIME_TAG] == str(settings.timeout_millis // 1000)

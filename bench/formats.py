@@ -47,13 +47,28 @@ def log(message: str) -> None:
     print(f"[bench.formats {datetime.now().strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def _cpu_s() -> float:
+def cpu_s() -> float:
+    """This process's CPU so far (user + sys)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
 def _max_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+
+
+def s3_uploader(settings: Settings) -> Any:
+    """The export buckets as a run's `s3` resource sees them (upload, delete)."""
+    from export_pipelines.resources import S3Resource
+
+    return S3Resource(
+        endpoint_url=settings.s3_endpoint_url,
+        exports_bucket=settings.exports_bucket,
+        scoring_bucket=settings.scoring_bucket,
+        vf_scoring_bucket=settings.vf_scoring_bucket,
+        sfmc_bucket=settings.sfmc_bucket,
+        object_acl=settings.s3_object_acl,
+    )
 
 
 def measure(fmt: str, campaign_id: str, work_dir: Path) -> dict[str, Any]:
@@ -65,42 +80,34 @@ def measure(fmt: str, campaign_id: str, work_dir: Path) -> dict[str, Any]:
 
     from export_core.clients import s3_client
     from export_pipelines import stages
-    from export_pipelines.resources import S3Resource
 
     settings = Settings.from_env()
     client: MongoClient = MongoClient(settings.mongodb_uri, tz_aware=True)
     db = client[settings.mongodb_db]
     s3 = s3_client(settings)
-    uploader = S3Resource(
-        endpoint_url=settings.s3_endpoint_url,
-        exports_bucket=settings.exports_bucket,
-        scoring_bucket=settings.scoring_bucket,
-        vf_scoring_bucket=settings.vf_scoring_bucket,
-        sfmc_bucket=settings.sfmc_bucket,
-        object_acl=settings.s3_object_acl,
-    )
+    uploader = s3_uploader(settings)
     export_id = f"bench-format-{uuid.uuid4().hex[:12]}"
     record = {"_id": export_id, "id": export_id, "campaignId": campaign_id, "exportType": EXPORT_TYPE, "format": fmt}
     workspace = stages.Workspace(data_dir=work_dir, buckets=settings.buckets)
     log_ = logging.getLogger("bench.formats")
     cpu: dict[str, float] = {}
-    started_wall, start_cpu = time.perf_counter(), _cpu_s()
+    started_wall, start_cpu = time.perf_counter(), cpu_s()
     ctx = stages.build_context(record, db, s3, workspace, log_, run_id=export_id)
     uploaded: stages.Uploaded | None = None
     try:
-        before = _cpu_s()
+        before = cpu_s()
         stages.extract(ctx)
-        cpu["extract"] = _cpu_s() - before
+        cpu["extract"] = cpu_s() - before
         rss_after_extract = _max_rss_mb()
-        before = _cpu_s()
+        before = cpu_s()
         stages.transform(ctx)
-        cpu["transform"] = _cpu_s() - before
-        before = _cpu_s()
+        cpu["transform"] = cpu_s() - before
+        before = cpu_s()
         packaged = stages.package(ctx)
-        cpu["package"] = _cpu_s() - before
-        before = _cpu_s()
+        cpu["package"] = cpu_s() - before
+        before = cpu_s()
         uploaded = stages.upload(ctx, packaged, uploader)
-        cpu["upload"] = _cpu_s() - before
+        cpu["upload"] = cpu_s() - before
         fields = stages.finish_fields(ctx, uploaded)
     finally:
         shutil.rmtree(ctx.work_dir, ignore_errors=True)  # what the bench staged
@@ -109,7 +116,7 @@ def measure(fmt: str, campaign_id: str, work_dir: Path) -> dict[str, Any]:
         db["export_members"].delete_many({"exportId": export_id})
         client.close()
     rows = int(fields["count"])
-    total_cpu = _cpu_s() - start_cpu
+    total_cpu = cpu_s() - start_cpu
     return {
         "format": fmt,
         "rows": rows,
@@ -186,7 +193,7 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def ensure_campaign(settings: Settings, campaign_id: str, n: int) -> None:
+def ensure_campaign(settings: Settings, campaign_id: str, n: int, seed: int = SEED) -> None:
     """Seed the campaign unless it is there (its document is written last, so its presence means complete)."""
     from pymongo import MongoClient
 
@@ -200,7 +207,7 @@ def ensure_campaign(settings: Settings, campaign_id: str, n: int) -> None:
             return
         log(f"seeding campaign {campaign_id} ({n:,} entries)")
         started = time.perf_counter()
-        seed_campaign(db, campaign_id=campaign_id, n_entries=n, seed=SEED, campaign_name=f"Bench {n:,}")
+        seed_campaign(db, campaign_id=campaign_id, n_entries=n, seed=seed, campaign_name=f"Bench {n:,}")
         log(f"  seeded in {time.perf_counter() - started:.0f} s")
     finally:
         client.close()

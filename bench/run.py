@@ -21,7 +21,9 @@ unless MONGODB_URI / S3_ENDPOINT_URL are set), in database BENCH_DB (default `be
    that no run competes with it for the cores;
 7. CCPA deletion (bench/ccpa.py);
 8. formats (bench/formats.py): CPU per row and peak RSS of the entries export of `bench-{N/10}`
-   as csv, csv.gz, parquet and xlsx, each in a process of its own.
+   as csv, csv.gz, parquet and xlsx, each in a process of its own;
+9. incremental (bench/incremental.py): a schedule's incremental run of 1 % new rows at N beside
+   the full export: wall, CPU, database round trips and bytes.
 
 Writes BENCH_RESULTS (default bench/results.json) after every section and prints a table.
 Other knobs: BENCH_DB (database, default `bench`), BENCH_QUEUE_EXPORTS (5) and
@@ -614,6 +616,13 @@ def main() -> int:
         from bench import formats
 
         results["formats"] = formats.run(env, small, n_small, work_dir / "formats")
+        save(results_path, results)
+
+        # 9. incremental: a schedule's run of 1 % new rows beside the full export, at N (bench/incremental.py)
+        log(f"incremental runs of the entries of {big} (bench/incremental.py)")
+        from bench import incremental
+
+        results["incremental"] = incremental.run(settings, big, n, work_dir / "incremental")
         mongo.close()
     except BaseException:
         results["error"] = f"{sys.exc_info()[0].__name__}: {sys.exc_info()[1]}"  # type: ignore[union-attr]
@@ -633,6 +642,10 @@ def main() -> int:
         from bench import formats
 
         print(formats.table(results["formats"]), flush=True)
+    if "incremental" in results:
+        from bench import incremental
+
+        print(incremental.table(results["incremental"]), flush=True)
     log(f"results in {results_path} ({results['total_s']:.0f} s in all)")
     return 0
 

@@ -21,6 +21,8 @@ Packaging = Literal["csv", "zip", "multi_csv"]
 Source = Literal["entries", "scoring", "codes"]
 Markets = Literal["none", "optional", "required"]  # required: an export without markets fails
 Scratch = Literal["export", "run"]
+# SPEC §12 `since`: the date that says when each source's row was created (scoring rows have none).
+SINCE_FIELDS: Mapping[str, str] = {"entries": "date.created", "codes": "date.assigned"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,11 @@ class ExportType:
     @property
     def offers_incremental(self) -> bool:
         return self.incremental and self.packaging == "csv"
+
+    @property
+    def since_field(self) -> str | None:
+        """The date a `since` request (SPEC §12) filters on; None where the type does not offer it."""
+        return SINCE_FIELDS.get(self.source) if self.offers_incremental else None
 
 
 # Shared by the three reminder e-mail types: SPEC §3's required ten, then what SFMC imports use

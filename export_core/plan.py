@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,22 @@ def load(work_dir: Path) -> ExportPlan | None:
     return ExportPlan.from_json(path.read_text()) if path.is_file() else None
 
 
+def _coverage_mark(record: Mapping[str, Any]) -> str:
+    """What a partial export adds to its file name (SPEC §12): ` - incremental 2027-03-14 0600Z` for
+    a schedule's incremental run (its tick), ` - since 2027-03-01 0000Z` for a `since` request."""
+    schedule = record.get("schedule") or {}
+    if record.get("incremental") and isinstance(schedule.get("scheduledFor"), datetime):
+        return f" - incremental {_stamp(schedule['scheduledFor'])}"
+    if isinstance(record.get("since"), datetime):
+        return f" - since {_stamp(record['since'])}"
+    return ""
+
+
+def _stamp(at: datetime) -> str:
+    utc = at.astimezone(UTC) if at.tzinfo else at
+    return utc.strftime("%Y-%m-%d %H%MZ")
+
+
 def resolve(
     record: Mapping[str, Any],
     campaign: Mapping[str, Any],
@@ -117,6 +134,8 @@ def resolve(
     export_id, campaign_id = str(record["_id"]), str(record["campaignId"])
     name = str(campaign.get("name") or record.get("campaignName") or campaign_id)
     template = with_extension(export_type.file_name, fmt)
+    if export_type.offers_incremental:  # single-file types: the template ends with the format's extension
+        template = template.removesuffix(fmt.extension) + _coverage_mark(record) + fmt.extension
     key_prefix = export_key(export_type.name, campaign_id, export_id, "")
     single = export_type.packaging != "multi_csv"
     content_type = {"zip": "application/zip", "multi_csv": CSV_CONTENT_TYPE}.get(export_type.packaging)

@@ -444,21 +444,32 @@ class ExportStore:
         )
 
     def mark_finished(
-        self, export_id: str, *, key: str | list[str], count: int, meta: dict[str, Any]
+        self,
+        export_id: str,
+        *,
+        key: str | list[str] | None,
+        count: int,
+        meta: dict[str, Any],
+        window: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """TRIGGERED → FINISHED with the file(s) (none for an empty `skipEmpty` run) and, for an
+        incremental or `since` export, the `window` it covered (SPEC §12)."""
         now = utcnow()
+        fields: dict[str, Any] = {
+            "status": FINISHED,
+            "key": key,
+            "count": count,
+            "meta": meta,
+            "date.finished": now,
+            "progress": {"stage": "finished", "rows": count, "total": count},
+        }
+        if window is not None:
+            fields["window"] = window
         return self._transition(
             export_id,
             (TRIGGERED,),
             {
-                "$set": {
-                    "status": FINISHED,
-                    "key": key,
-                    "count": count,
-                    "meta": meta,
-                    "date.finished": now,
-                    "progress": {"stage": "finished", "rows": count, "total": count},
-                },
+                "$set": fields,
                 "$unset": {"active": ""},
                 "$push": {OUTBOX_FIELD: outbox_entry(FINISHED, now)},
             },

@@ -164,11 +164,12 @@ def preliminary_count(ctx: ExportContext) -> int | None:
 
 def extract(ctx: ExportContext) -> None:
     """Read the export's datasets from MongoDB (and S3) into staged parts (Arrow IPC) under extract/."""
-    from export_pipelines.exports import filtered
+    from export_pipelines.exports import filtered, incremental
     from export_pipelines.exports.registry import logic_of
 
     shutil.rmtree(ctx.work_dir / "extract", ignore_errors=True)  # a re-run starts clean
     logic = logic_of(ctx.export_type.name)
+    ctx.row_filter = incremental.row_filter(ctx, filtered.match(ctx, logic))
     if logic.extract:
         logic.extract(ctx)
     else:
@@ -189,7 +190,7 @@ def transform(ctx: ExportContext) -> dict[str, int]:
     import polars as pl
 
     from export_core.csv_format import format_cells
-    from export_pipelines.exports import filtered
+    from export_pipelines.exports import filtered, incremental
     from export_pipelines.exports.registry import logic_of
 
     if not (ctx.work_dir / "extract").is_dir():
@@ -208,7 +209,7 @@ def transform(ctx: ExportContext) -> dict[str, int]:
     members.reset(ctx.export_id)
     logic = logic_of(export_type.name)
     preview: pl.DataFrame | None = None
-    for frame in (logic.transform or filtered.transform)(ctx):
+    for frame in incremental.new_rows(ctx, (logic.transform or filtered.transform)(ctx)):
         if frame.height == 0:
             continue
         if export_type.member_column is not None:
@@ -238,7 +239,7 @@ def _transform_typed(ctx: ExportContext, fmt: Format, out_dir: Path) -> dict[str
     import polars as pl
 
     from export_core.csv_format import format_cells
-    from export_pipelines.exports import filtered
+    from export_pipelines.exports import filtered, incremental
     from export_pipelines.exports.registry import logic_of
 
     export_type = ctx.export_type
@@ -250,7 +251,7 @@ def _transform_typed(ctx: ExportContext, fmt: Format, out_dir: Path) -> dict[str
     members.ensure_indexes()
     members.reset(ctx.export_id)
     preview: pl.DataFrame | None = None
-    for frame in (logic_of(export_type.name).transform or filtered.transform)(ctx):
+    for frame in incremental.new_rows(ctx, (logic_of(export_type.name).transform or filtered.transform)(ctx)):
         if frame.height == 0:
             continue
         if export_type.member_column is not None:
@@ -369,12 +370,20 @@ def package(ctx: ExportContext) -> Package:
     )
 
 
+def skips_empty(ctx: ExportContext, rows: Mapping[str, int]) -> bool:
+    """A `skipEmpty` export without rows (SPEC §12) uploads nothing and ends FINISHED with count 0."""
+    return bool(ctx.record.get("skipEmpty")) and not sum(rows.values())
+
+
 def upload(ctx: ExportContext, staged: Package, s3: Uploader) -> Uploaded:
-    """Upload every artifact to the type's bucket with its ACL; an object only appears once complete.
+    """Upload every artifact to the type's bucket with its ACL; an object only appears once complete
+    (nothing, for an empty `skipEmpty` export).
 
     Each object carries `Content-Disposition: attachment` with its file name, so a download saves
     under the campaign's own name whatever the client (and whatever S3-compatible server).
     """
+    if skips_empty(ctx, staged.rows):
+        return Uploaded(objects=[], rows=staged.rows, preview=staged.preview, format_meta=staged.format_meta)
     missing = [a.path.name for a in staged.artifacts if not a.path.exists()]
     if missing:
         raise PermanentExportError("The packaged files of this export are gone; re-run the export from the start.")
@@ -396,7 +405,10 @@ def upload(ctx: ExportContext, staged: Package, s3: Uploader) -> Uploaded:
 
 
 def finish_fields(ctx: ExportContext, uploaded: Uploaded) -> dict[str, Any]:
-    """key, count and meta for the FINISHED record, from what upload reports."""
+    """key, count and meta for the FINISHED record, from what upload reports; the `window` of an
+    incremental or `since` export (whose delivered keys are saved here, before FINISHED)."""
+    from export_pipelines.exports import incremental
+
     objects = uploaded.objects
     keys = [u.key for u in objects]
     meta: dict[str, Any] = {
@@ -409,8 +421,11 @@ def finish_fields(ctx: ExportContext, uploaded: Uploaded) -> dict[str, Any]:
         meta["files"] = [{"name": name, "rows": count} for name, count in sorted(uploaded.rows.items())]
     meta["format"] = ctx.plan.format
     meta.update(uploaded.format_meta or {})
+    if not objects and skips_empty(ctx, uploaded.rows):
+        meta["skipped"] = "empty"
     return {
         "key": keys if ctx.plan.packaging == "multi_csv" else (keys[0] if keys else None),
         "count": sum(uploaded.rows.values()),
         "meta": meta,
+        **incremental.finish_fields(ctx),
     }

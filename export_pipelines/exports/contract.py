@@ -68,6 +68,9 @@ class ExportContext:
     sfmc_config: str | None
     log: logging.Logger | Any
     progress: Progress = field(default_factory=lambda: Progress(lambda stage, done, total: None))
+    # What the rows query adds to the type's filter (`since`, an incremental run's new keys): set by
+    # the extract stage (exports/incremental.py), used by every query of the type's rows.
+    row_filter: dict[str, Any] = field(default_factory=dict)
 
     @property
     def record(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 
 import polars as pl
 
-from export_pipelines.exports import sources
+from export_pipelines.exports import incremental, sources
 from export_pipelines.exports.contract import ExportContext, TypeLogic
 
 ENTRY_ROWS = sources.ENTRIES.only(
@@ -35,6 +35,7 @@ def extract(ctx: ExportContext) -> None:
     users, each batch a part."""
     markets = sources.extract_markets(ctx, required=True)
     include_all = bool(ctx.record.get("includeAllMarkets"))
+    source = ENTRY_ROWS.with_row_key() if incremental.needed(ctx) else ENTRY_ROWS
     total = 0
     for index, market in enumerate(markets):
         market_id = str(market["_id"])
@@ -44,7 +45,7 @@ def extract(ctx: ExportContext) -> None:
         for additional, match in passes:
             frames = (
                 frame.with_columns(marketId=pl.lit(market_id), isAdditionalMarket=pl.lit(additional))
-                for frame in ENTRY_ROWS.read(ctx.db, {"campaignId": ctx.campaign_id, **match})
+                for frame in source.read(ctx.db, {"campaignId": ctx.campaign_id, **match, **ctx.row_filter})
             )
             prefix = f"{index:05d}-{'b' if additional else 'a'}"
             total += sources.write_parts(ctx, frames, DATASET, prefix, counted=total)

@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 
 from export_core.export_types import ExportType
-from export_pipelines.exports import sources
+from export_pipelines.exports import incremental, sources
 from export_pipelines.exports.contract import ExportContext, TypeLogic
 
 ROWS = "rows"
@@ -30,7 +30,7 @@ NAMES = ("userFirstName", "userLastName", "userEmail", "snapFirstName", "snapLas
 def needed_columns(ctx: ExportContext) -> set[str]:
     """What the rows are made of: the type's columns, the join keys, the names to resolve."""
     export_type = ctx.export_type
-    needed = {*export_type.columns, sources.USER_COLUMN[export_type.source], "marketId"}
+    needed = {*export_type.columns, sources.USER_COLUMN[export_type.source], "marketId", *incremental.needed(ctx)}
     if export_type.users:
         needed |= set(NAMES)
     return needed
@@ -48,9 +48,11 @@ def extract_rows(ctx: ExportContext, logic: TypeLogic) -> None:
     needed = needed_columns(ctx)
     source = sources.SOURCES[export_type.source]
     source = source.only(*(c.name for c in source.columns if c.name in needed))
+    if incremental.needed(ctx):
+        source = source.with_row_key()
     if export_type.users:
         source = source.with_users(*(c.name for c in sources.USER_COLUMNS if c.name in needed))
-    rows = sources.extract_source(ctx, source, match(ctx, logic), name=ROWS)
+    rows = sources.extract_source(ctx, source, {**match(ctx, logic), **ctx.row_filter}, name=ROWS)
     ctx.log.info(f"extracted {rows} {source.collection} rows")
     if export_type.snapshots:
         sources.extract_snapshots(ctx)

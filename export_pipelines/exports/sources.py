@@ -55,6 +55,9 @@ PART_SUFFIX = ".arrow"  # staged parts (write_part)
 # A joined source's rows as the server gives them: the user under USER, the position of that
 # user among the document's matches (`$unwind`) and the BSON type of the document's user id.
 USER, USER_MATCH, USER_ID_TYPE = "__user", "__userMatch", "__userIdType"
+# The row's identity for incremental exports (SPEC §12): its source document's `_id`, as text (the
+# server's `$toString`, which is also what Python's `str` gives for ObjectId, string and integer ids).
+ROW_KEY = "__rowKey"
 NO_USER_ID = ("array", "null", "missing")  # user id types that join no user (Source.pipeline)
 _CODEC: bson.CodecOptions[dict[str, Any]] = bson.CodecOptions(tz_aware=True)
 
@@ -174,6 +177,10 @@ class Source:
             raise ValueError(f"{self.collection} has no column(s) {sorted(unknown)}")
         return replace(self, columns=tuple(c for c in self.columns if c.name in names))
 
+    def with_row_key(self) -> Source:
+        """The same source with each document's ROW_KEY (an incremental export's anti-join key)."""
+        return replace(self, columns=(*self.columns, Column(ROW_KEY, "_id")))
+
     def with_users(self, *names: str, columns: tuple[Column, ...] | None = None) -> Source:
         """The same source with each document's user (users `_id` = its USER_COLUMN field) joined by
         the database: the user's `columns` (USER_COLUMNS by default; only `names` of them if given,
@@ -196,7 +203,10 @@ class Source:
         """Flat documents from the server: each column under its own name, nothing else."""
         projection: dict[str, Any] = {"_id": 0}
         for column in self.columns:
-            projection[column.name] = 1 if column.path == column.name else f"${column.path}"
+            if column.path == "_id":
+                projection[column.name] = {"$toString": "$_id"}
+            else:
+                projection[column.name] = 1 if column.path == column.name else f"${column.path}"
             if column.checked:
                 projection[column.kind] = {"$type": f"${column.path}"}
         if self.users_on is not None:

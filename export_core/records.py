@@ -39,9 +39,10 @@ SLOT_STATUSES = (PENDING, TRIGGERED, FAILED, EXPIRED)
 # Scheduled runs (SPEC §12): one record per schedule tick, made race-free by a partial unique index over the
 # schedule's id, the tick's time and `manual` (a run asked for through the API at a tick's very millisecond is
 # still a run of its own). Scheduled records never hold the dedupe slot: a hand-made request is never merged
-# into a tick, nor a tick into a hand-made request.
+# into a tick, nor a tick into a hand-made request. Nor do `since` requests (a part of the rows is another
+# request than the whole).
 SCHEDULE_RUN_INDEX = "one_record_per_schedule_tick"
-NOT_SCHEDULED = {"schedule": {"$exists": False}}
+TAKES_SLOT = {"schedule": {"$exists": False}, "since": {"$exists": False}}
 
 # Webhook outbox (SPEC §11): each end state pushes {event, at} onto `notify` in the same update that
 # sets the status, so no end is ever lost between two writes; the webhook sensor turns each entry
@@ -174,7 +175,8 @@ class ExportStore:
         """Insert a PENDING record, or return the PENDING/TRIGGERED one with the same request key.
 
         A scheduled record (`options.schedule`) is never merged with another request: it is inserted
-        unless its tick's record exists already, which is then returned (created False).
+        unless its tick's record exists already, which is then returned (created False). A `since`
+        record is never merged either.
 
         With `max_pending`, a new record is refused (TooManyPending) when the campaign would have
         more PENDING records than that; a duplicate is still returned. Each such record takes a
@@ -191,8 +193,12 @@ class ExportStore:
         if format == DEFAULT_FORMAT:
             active["format"] = {"$in": [DEFAULT_FORMAT, None]}
         schedule = options.schedule if options is not None else None
+        slotless = schedule is not None or (options is not None and options.since is not None)
+        found: dict[str, Any] | None = active  # what an insert refused as a duplicate finds
         if schedule is not None:
-            active = {f"schedule.{k}": schedule.get(k) for k in ("id", "scheduledFor", "manual")}
+            found = {f"schedule.{k}": schedule.get(k) for k in ("id", "scheduledFor", "manual")}
+        elif slotless:
+            found = None  # a `since` request: never merged, never refused as a duplicate
         elif max_pending is not None:
             existing = self.collection.find_one(active)
             if existing is not None:
@@ -208,7 +214,7 @@ class ExportStore:
                 "requesterUserId": requester_user_id,
                 "date": {"created": utcnow()},
             }
-            if schedule is None:
+            if not slotless:
                 doc["active"] = True
             if include_all_markets is not None:
                 doc["includeAllMarkets"] = include_all_markets
@@ -224,7 +230,7 @@ class ExportStore:
             except DuplicateKeyError as exc:
                 if "pendingSlot" in (exc.details or {}).get("keyPattern", {}):
                     continue  # a concurrent request took that slot first: pick again
-                existing = self.collection.find_one(active)
+                existing = self.collection.find_one(found) if found is not None else None
                 if existing is not None:
                     return CreateResult(existing, False)
                 # The duplicate ended between our insert and our read: try again.
@@ -346,7 +352,7 @@ class ExportStore:
         update = {"$set": {**fields, "active": True}, "$unset": unset}
         without_slot = {"$set": fields, "$unset": unset}
         try:
-            updated = self._apply(export_id, (PENDING, *RERUNNABLE), update, NOT_SCHEDULED)
+            updated = self._apply(export_id, (PENDING, *RERUNNABLE), update, TAKES_SLOT)
         except DuplicateKeyError:
             return self._transition(export_id, RERUNNABLE, without_slot)
         # None: a scheduled record (no slot), or one in no status this may leave (refused there).
@@ -377,7 +383,7 @@ class ExportStore:
         without_slot = {"$set": fields, "$unset": {"runId": ""}}
         try:
             before = self.collection.find_one_and_update(
-                {**query, **NOT_SCHEDULED},
+                {**query, **TAKES_SLOT},
                 {"$set": {**fields, "active": True}, "$unset": {"runId": ""}},
                 return_document=ReturnDocument.BEFORE,
             )

@@ -199,3 +199,12 @@ def test_ccpa_finds_the_incremental_file_that_holds_the_user(
     with pytest.raises(ClientError):
         s3.head_object(Bucket=settings.exports_bucket, Key=second["key"])
     assert s3.head_object(Bucket=settings.exports_bucket, Key=first["key"])  # the first file holds no such fan
+
+
+def test_a_since_request_is_never_merged_with_a_whole_one(db: Database, seeded: ScheduleStore):
+    whole = request_export(db, CAMPAIGN, "entries")
+    since = datetime(2024, 1, 1, tzinfo=UTC)
+    part = request_export(db, CAMPAIGN, "entries", options=RequestOptions(since=since))
+    again = request_export(db, CAMPAIGN, "entries")
+    assert part["_id"] != whole["_id"] and again["_id"] == whole["_id"]
+    assert "active" not in part and part["since"] == since

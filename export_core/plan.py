@@ -131,6 +131,10 @@ def resolve(
     if not export_type.offers_format(fmt_name):
         raise PlanError(f"The format {fmt_name[:20]!r} is not offered for this export type.")
     fmt = FORMATS[fmt_name]
+    if record.get("since") is not None and export_type.since_field is None:
+        raise PlanError("This export type does not offer 'since': its rows have no creation date.")
+    if record.get("incremental") and not export_type.offers_incremental:
+        raise PlanError("This export type cannot be incremental.")
     export_id, campaign_id = str(record["_id"]), str(record["campaignId"])
     name = str(campaign.get("name") or record.get("campaignName") or campaign_id)
     template = with_extension(export_type.file_name, fmt)

@@ -30,6 +30,25 @@ def _record(**fields: Any) -> dict[str, Any]:
     return {"_id": "e1", "campaignId": "c/1", "exportType": "entries", "date": {"created": created}, **fields}
 
 
+def test_partial_exports_say_so_in_their_file_names_and_types_without_them_are_refused(tmp_path: Path) -> None:
+    campaign = {"_id": "c/1", "name": "Tour"}
+    tick = {"id": "s1", "scheduledFor": datetime(2027, 3, 14, 10, 0, tzinfo=UTC)}
+
+    def resolve(export_type: str, **fields: Any) -> plan.ExportPlan:
+        record = _record(exportType=export_type, **fields)
+        return plan.resolve(record, campaign, EXPORT_TYPES[export_type], buckets=BUCKETS, data_dir=tmp_path, run_id="r")
+
+    incremental = resolve("entries", incremental=True, schedule=tick, format="csv.gz")
+    assert incremental.download_name == "Tour - Entries - incremental 2027-03-14 1000Z.csv.gz"
+    since = resolve("codes", since=datetime(2027, 3, 1, tzinfo=UTC))
+    assert since.download_name == "Tour - Codes - since 2027-03-01 0000Z.csv"
+    assert resolve("entries").download_name == "Tour - Entries.csv"
+    with pytest.raises(plan.PlanError, match="since"):
+        resolve("scoring", since=datetime(2027, 3, 1, tzinfo=UTC))
+    with pytest.raises(plan.PlanError, match="incremental"):
+        resolve("fanlist", incremental=True, schedule=tick)
+
+
 def test_resolve_decides_bucket_keys_names_and_packaging_and_round_trips_as_json(tmp_path: Path) -> None:
     campaign = {"_id": "c/1", "name": "Beyoncé / Tour", "date": {"opens": datetime(2025, 1, 1, tzinfo=UTC)}}
     resolved = plan.resolve(

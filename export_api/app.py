@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from export_api import ccpa, dagster_status, openapi, routes, webhooks
+from export_api import ccpa, dagster_status, openapi, routes, schedules, webhooks
 from export_api.auth import TokenVerifier
 from export_api.errors import exception_handlers
 from export_api.metrics import ApiMetrics, RequestMetricsMiddleware
@@ -25,6 +25,7 @@ from export_core import ccpa as ccpa_domain
 from export_core import webhooks as webhooks_domain
 from export_core.clients import mongo_client, s3_client
 from export_core.records import ExportStore
+from export_core.schedule_store import ScheduleStore
 from export_core.settings import Settings
 
 logger = logging.getLogger("export_api")
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await run_in_threadpool(store.ensure_indexes)
             await run_in_threadpool(ccpa_domain.ensure_indexes, db)  # membership, tombstones, audit
             await run_in_threadpool(webhooks_domain.ensure_indexes, db)  # subscription slots, deliveries
+            await run_in_threadpool(ScheduleStore(db).ensure_indexes)  # schedule slots (the limit)
             s3 = await run_in_threadpool(s3_client, settings)
             metrics.exports.store = store
             runs = dagster_status.RunStatusReader(http, settings.dagster_graphql_url)
@@ -84,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app_routes += routes.dev_routes
     app_routes += ccpa.routes  # DELETE /ccpa/users/{userId} (SPEC §7), supreme tokens only
     app_routes += webhooks.routes  # /campaigns/{campaignId}/webhooks... (SPEC §11)
+    app_routes += schedules.routes  # /campaigns/{campaignId}/schedules... (SPEC §12)
     app_routes += openapi.routes  # /openapi.json and /docs, generated from the routes above
     return Starlette(
         routes=app_routes,

@@ -20,8 +20,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 
-from export_api import webhooks
-from export_api.routes import MAX_DEV_TOKEN_SECONDS, MAX_LIMIT, MAX_PAGE
+from export_api import schedules, webhooks
+from export_api.routes import MAX_DATE_TIME_LENGTH, MAX_DEV_TOKEN_SECONDS, MAX_LIMIT, MAX_PAGE
 from export_core.export_types import EXPORT_TYPES
 from export_core.formats import DEFAULT_FORMAT, FORMATS
 from export_core.records import SORT_FIELDS, STATUSES
@@ -48,49 +48,91 @@ ERROR_STATUSES = {
         "The database, or another dependency the request needs (the export engine, for a re-run), is unreachable.",
     ),
 }
+# Errors of one resource, described for it (same body and headers as the ones above).
+RESOURCE_ERRORS = {
+    "ScheduleBadRequest": (
+        400,
+        "A cron, time zone, type/format/incremental combination or field the service refuses (`payload` names the"
+        " field: e.g. `cron` for a cron that runs more often than SCHEDULE_MIN_INTERVAL_MINUTES, `from` for a"
+        " preview date that does not parse), campaign not found, or a malformed body.",
+    ),
+    "ScheduleNotFound": (404, "No such schedule in this campaign (also: another campaign's schedule)."),
+}
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "nullable": True}
 
 
-def export_request_variants() -> list[dict[str, Any]]:
+def export_request_variants(*, schedule: bool = False) -> list[dict[str, Any]]:
     """One object schema per (takes a dateKey, offered in every format) group of export types: exactly
     what parse_export_request accepts (dateKey required for the types that take one and refused for
-    the others; `format` other than csv refused for the ZIP and multi-file types)."""
+    the others; `format` other than csv refused for the ZIP and multi-file types), with `since`.
+
+    With `schedule`, what parse_schedule accepts: the request's fields and the schedule's own
+    (`cron` required), the groups split again by whether the types offer `incremental`."""
     date_key = {"type": "string", "pattern": "^[0-9]{1,16}$", "description": "epoch millis; codeWaves only"}
+    since = {
+        "type": "string",
+        "format": "date-time",
+        "maxLength": MAX_DATE_TIME_LENGTH,
+        "description": "Only rows created after this instant (ISO 8601 with offset or Z; without one, UTC);"
+        " not in the future.",
+    }
     variants = []
     for dated in (False, True):
         for every_format in (True, False):
-            names = sorted(
-                name
-                for name, t in EXPORT_TYPES.items()
-                if t.requires_date_key == dated and t.every_format == every_format
-            )
-            if not names:
-                continue
-            formats = list(FORMATS) if every_format else [DEFAULT_FORMAT]
-            properties: dict[str, Any] = {"exportType": {"type": "string", "enum": names}}
-            if dated:
-                properties["dateKey"] = date_key
-            properties["includeAllMarkets"] = {"type": "boolean"}
-            properties["format"] = {
-                "type": "string",
-                "enum": formats,
-                "default": DEFAULT_FORMAT,
-                "description": "The file format (SPEC §3 Formats)"
-                + ("." if every_format else ": these types are delivered as CSV only."),
-            }
-            variant: dict[str, Any] = {
-                "type": "object",
-                "required": ["exportType", "dateKey"] if dated else ["exportType"],
-                "additionalProperties": False,
-                "properties": properties,
-            }
-            if not dated and every_format:
-                variant["example"] = {"exportType": "entries", "format": "xlsx"}
-            variants.append(variant)
+            for incremental in (True, False) if schedule else (None,):
+                names = sorted(
+                    name
+                    for name, t in EXPORT_TYPES.items()
+                    if t.requires_date_key == dated
+                    and t.every_format == every_format
+                    and incremental in (None, t.offers_incremental)
+                )
+                if not names:
+                    continue
+                variant = _request_variant(names, dated=dated, every_format=every_format, date_key=date_key)
+                if schedule:
+                    fields = schedules.schedule_fields()
+                    if not incremental:
+                        fields["incremental"] = {
+                            **fields["incremental"],
+                            "enum": [False],
+                            "description": "These types cannot be incremental.",
+                        }
+                    variant["properties"].update(fields)
+                    variant["required"].append("cron")
+                    if "example" in variant:
+                        variant["example"] = {"exportType": "entries", "cron": "0 6 * * *", "timezone": "UTC"}
+                else:
+                    variant["properties"]["since"] = since
+                variants.append(variant)
     return variants
+
+
+def _request_variant(names: list[str], *, dated: bool, every_format: bool, date_key: dict[str, Any]) -> dict[str, Any]:
+    formats = list(FORMATS) if every_format else [DEFAULT_FORMAT]
+    properties: dict[str, Any] = {"exportType": {"type": "string", "enum": names}}
+    if dated:
+        properties["dateKey"] = date_key
+    properties["includeAllMarkets"] = {"type": "boolean"}
+    properties["format"] = {
+        "type": "string",
+        "enum": formats,
+        "default": DEFAULT_FORMAT,
+        "description": "The file format (SPEC §3 Formats)"
+        + ("." if every_format else ": these types are delivered as CSV only."),
+    }
+    variant: dict[str, Any] = {
+        "type": "object",
+        "required": ["exportType", "dateKey"] if dated else ["exportType"],
+        "additionalProperties": False,
+        "properties": properties,
+    }
+    if "entries" in names:
+        variant["example"] = {"exportType": "entries", "format": "xlsx"}
+    return variant
 
 
 def component_schemas(max_limit: int, max_page: int) -> dict[str, Any]:
@@ -173,6 +215,17 @@ def component_schemas(max_limit: int, max_page: int) -> dict[str, Any]:
                 },
                 "deleted": {"type": "boolean", "description": "CCPA: its files are gone."},
                 "deletedBy": {"type": "string"},
+                "since": {**date_time, "description": "Only rows created after this instant were asked for."},
+                "schedule": {
+                    "type": "object",
+                    "description": "The schedule tick that queued it (SPEC §12); `manual` for POST .../run.",
+                    "required": ["id", "scheduledFor"],
+                    "properties": {"id": {"type": "string"}, "scheduledFor": date_time, "manual": {"type": "boolean"}},
+                },
+                "incremental": {"type": "boolean", "description": "Only rows its schedule has not sent yet."},
+                "skipEmpty": {"type": "boolean", "description": "No new rows: FINISHED with count 0 and no file."},
+                "window": {"description": "What an incremental run covers."},
+                "destinations": {"type": "array", "items": {"type": "string"}},
             },
         },
         "Run": {
@@ -284,6 +337,7 @@ def component_schemas(max_limit: int, max_page: int) -> dict[str, Any]:
             "properties": {"status": {"type": "string", "enum": ["ok"]}},
         },
         **webhooks.component_schemas(),  # SPEC §11, next to their operations in export_api/webhooks.py
+        **schedules.component_schemas(export_request_variants(schedule=True)),  # SPEC §12, export_api/schedules.py
     }
 
 
@@ -298,7 +352,8 @@ def _request_id_header() -> dict[str, Any]:
 def components(max_limit: int, max_page: int) -> dict[str, Any]:
     error_content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     responses: dict[str, Any] = {}
-    for status, (name, description) in ERROR_STATUSES.items():
+    errors = {name: (status, description) for status, (name, description) in ERROR_STATUSES.items()}
+    for name, (status, description) in {**errors, **RESOURCE_ERRORS}.items():
         headers: dict[str, Any] = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}}
         if status == 429:
             headers["Retry-After"] = {
@@ -320,6 +375,7 @@ def components(max_limit: int, max_page: int) -> dict[str, Any]:
                 "example": "123",  # the demo campaign `make run` seeds
             },
             "exportId": {"name": "exportId", "in": "path", "required": True, "schema": {"type": "string"}},
+            "scheduleId": {"name": "scheduleId", "in": "path", "required": True, "schema": {"type": "string"}},
             "RequestId": {
                 "name": "X-Request-ID",
                 "in": "header",

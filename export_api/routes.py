@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar, cast
 
 import httpx
@@ -33,7 +34,7 @@ from export_core.export_types import (
     InvalidExportRequest,
     parse_export_request,
 )
-from export_core.records import ACTIVE, FINISHED, SORT_FIELDS, ExportStore, TooManyPending
+from export_core.records import ACTIVE, FINISHED, SORT_FIELDS, ExportStore, RequestOptions, TooManyPending, utcnow
 from export_core.settings import Settings
 from export_core.views import HIDDEN_FIELDS, iso_utc, record_view, to_json  # noqa: F401 (shared)
 
@@ -49,6 +50,7 @@ CAMPAIGN_CACHE_SECONDS = 30.0  # a campaign's name changes rarely; a renamed one
 CAMPAIGN_CACHE_SIZE = 10_000
 SIGNED_URL_REUSE_MAX_SECONDS = 60.0  # a reused URL keeps at least TTL - this (and 90 % of the TTL)
 SIGNED_URL_CACHE_SIZE = 10_000
+MAX_DATE_TIME_LENGTH = 64
 
 
 K = TypeVar("K", bound=Hashable)
@@ -212,6 +214,29 @@ def _choice_param(params: QueryParams, name: str, default: str | None, choices: 
     return raw
 
 
+def parse_date_time(value: object, field: str) -> datetime:
+    """An ISO 8601 date-time (with an offset or `Z`; without one it is UTC) as an aware UTC datetime;
+    400 naming `field` for anything else (a date alone, too, so midnight of which zone is never guessed)."""
+    refused = ApiError(400, f"'{field}' must be an ISO 8601 date-time, e.g. '2027-03-14T07:00:00Z'.", field)
+    if not isinstance(value, str) or len(value) > MAX_DATE_TIME_LENGTH or not any(t in value for t in "Tt "):
+        raise refused
+    try:
+        parsed = datetime.fromisoformat(value)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: before year 1 or after 9999 once in UTC
+        raise refused from None
+
+
+def parse_since(body: object) -> datetime | None:
+    """`since` of an export POST (SPEC §12), taken out of the body: only rows created after it; not in the future."""
+    if not isinstance(body, dict) or "since" not in body:
+        return None
+    since = parse_date_time(body.pop("since"), "since")
+    if since > utcnow():
+        raise ApiError(400, "'since' must not be in the future.", "since")
+    return since
+
+
 def list_params(params: QueryParams) -> dict[str, Any]:
     export_type = params.get("exportType")
     if export_type is not None and export_type not in EXPORT_TYPES:
@@ -223,6 +248,15 @@ def list_params(params: QueryParams) -> dict[str, Any]:
         "sort": _choice_param(params, "sort", "created", tuple(SORT_FIELDS)),
         "sort_order": _choice_param(params, "sortOrder", "desc", ("asc", "desc")),
     }
+
+
+def queue_full(exc: TooManyPending) -> ApiError:
+    """The 429 of a request that would queue past MAX_PENDING_PER_CAMPAIGN."""
+    return ApiError(
+        429,
+        f"This campaign already has {exc.limit} queued exports; please wait for some to start.",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 # -- endpoints --------------------------------------------------------------------------
@@ -259,21 +293,19 @@ class CampaignExports(HTTPEndpoint):
         state = api_state(request)
         campaign_id = request.path_params["campaignId"]
         principal = authorize_report(request, campaign_id)
+        body = await json_body(request)
+        since = parse_since(body)
         try:
-            export_request = parse_export_request(await json_body(request))
+            export_request = parse_export_request(body)
         except InvalidExportRequest as exc:
-            raise ApiError(400, str(exc)) from None
+            raise ApiError(400, str(exc), exc.field) from None
         request_id = request.scope.get(SCOPE_KEY)
         try:
             result = await run_in_threadpool(
-                _create_export, state, campaign_id, export_request, principal.user_id, request_id
+                _create_export, state, campaign_id, export_request, principal.user_id, request_id, since
             )
         except TooManyPending as exc:
-            raise ApiError(
-                429,
-                f"This campaign already has {exc.limit} queued exports; please wait for some to start.",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            ) from None
+            raise queue_full(exc) from None
         observability.set_export_id(str(result.record["id"]))
         return JSONResponse(record_view(result.record), 201 if result.created else 200)
 
@@ -309,7 +341,12 @@ class CampaignExports(HTTPEndpoint):
 
 
 def _create_export(
-    state: ApiState, campaign_id: str, request: ExportRequest, user_id: str, request_id: str | None
+    state: ApiState,
+    campaign_id: str,
+    request: ExportRequest,
+    user_id: str,
+    request_id: str | None,
+    since: datetime | None,
 ) -> Any:
     return state.store.create(
         campaign_id=campaign_id,
@@ -321,6 +358,7 @@ def _create_export(
         request_id=request_id,
         max_pending=state.settings.max_pending_per_campaign,
         format=request.format,
+        options=RequestOptions(since=since),
     )
 
 

@@ -185,9 +185,21 @@ class ScheduleStore:
     # -- ticks and runs --
 
     def queue_run(
-        self, schedule: dict[str, Any], scheduled_for: datetime, *, campaign_name: str, manual: bool = False
+        self,
+        schedule: dict[str, Any],
+        scheduled_for: datetime,
+        *,
+        campaign_name: str,
+        manual: bool = False,
+        requested_by: str | None = None,
+        request_id: str | None = None,
+        max_pending: int | None = None,
     ) -> CreateResult:
-        """The export record of one run, through the ordinary queue; the existing one if this tick has it."""
+        """The export record of one run, through the ordinary queue; the existing one if this tick has it.
+
+        A run asked for through the API (`manual`) names who asked and its request id, and counts against
+        the campaign's PENDING limit (`max_pending`: TooManyPending) as an export POST does.
+        """
         tick: dict[str, Any] = {"id": schedule["id"], "scheduledFor": scheduled_for}
         if manual:
             tick["manual"] = True
@@ -195,9 +207,11 @@ class ScheduleStore:
             campaign_id=str(schedule["campaignId"]),
             campaign_name=campaign_name,
             export_type=str(schedule["exportType"]),
-            requester_user_id=str(schedule.get("createdBy") or ""),
+            requester_user_id=requested_by or str(schedule.get("createdBy") or ""),
             date_key=schedule.get("dateKey"),
             include_all_markets=schedule.get("includeAllMarkets"),
+            request_id=request_id,
+            max_pending=max_pending,
             format=str(schedule.get("format") or "csv"),
             options=RequestOptions(
                 schedule=tick,

@@ -100,17 +100,20 @@ def _imaginary(local: datetime) -> bool:
 
 
 def runs_after(cron: str, timezone: str, after: datetime) -> Iterator[datetime]:
-    """The run instants (UTC, strictly increasing) strictly after `after` (naive: UTC), for ever."""
+    """The run instants (UTC, strictly increasing) strictly after `after` (naive: UTC), up to year 9999."""
     zone = ZoneInfo(timezone)
     last = after.replace(tzinfo=UTC) if after.tzinfo is None else after.astimezone(UTC)
     # Wall time → instant never goes backwards, so no wall time before `after`'s runs after it; one after it
     # may run before it (`after` in the second pass of a repeated hour): the comparison drops those.
-    start = last.astimezone(zone).replace(tzinfo=None)
-    for wall in CronSim(cron, start):
-        at = instant(wall, zone)
-        if at > last:
-            last = at
-            yield at
+    try:
+        start = last.astimezone(zone).replace(tzinfo=None)
+        for wall in CronSim(cron, start):
+            at = instant(wall, zone)
+            if at > last:
+                last = at
+                yield at
+    except OverflowError:  # datetime's calendar ends (a preview `?from=` near year 9999, or year 1 in the zone)
+        return
 
 
 def runs_between(cron: str, timezone: str, after: datetime, until: datetime) -> list[datetime]:

@@ -18,6 +18,7 @@ from export_core.export_types import EXPORT_TYPES
 from export_core.settings import Settings
 from tests.api.conftest import LiveServer
 
+HTTP_METHODS = ("get", "post", "patch", "delete")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 AUTHENTICATED = {
     ("/campaigns/{campaignId}/exports", "get"),
@@ -29,6 +30,12 @@ AUTHENTICATED = {
     ("/campaigns/{campaignId}/webhooks", "post"),
     ("/campaigns/{campaignId}/webhooks/{webhookId}", "delete"),
     ("/campaigns/{campaignId}/webhooks/{webhookId}/deliveries", "get"),
+    ("/campaigns/{campaignId}/schedules", "get"),
+    ("/campaigns/{campaignId}/schedules", "post"),
+    ("/campaigns/{campaignId}/schedules/{scheduleId}", "get"),
+    ("/campaigns/{campaignId}/schedules/{scheduleId}", "patch"),
+    ("/campaigns/{campaignId}/schedules/{scheduleId}", "delete"),
+    ("/campaigns/{campaignId}/schedules/{scheduleId}/run", "post"),
 }
 
 
@@ -58,7 +65,8 @@ def test_document_is_valid_openapi_3_and_covers_every_route(client: TestClient) 
         for route in client.app.routes  # type: ignore[attr-defined]
         if isinstance(route, Route) and route.include_in_schema
         # An HTTPEndpoint class (methods None) serves the methods it defines.
-        for method in route.methods or {m.upper() for m in ("get", "post", "delete") if hasattr(route.endpoint, m)}
+        for method in route.methods
+        or {m.upper() for m in ("get", "post", "patch", "delete") if hasattr(route.endpoint, m)}
         if method != "HEAD"
     }
     assert served == documented

@@ -9,6 +9,10 @@
     export-service rerun 123 EXPORT_ID [--wait]          # POST .../rerun: a FAILED/EXPIRED export again
     export-service webhooks add 123 https://hooks.example.com/x --events export.finished,export.failed
     export-service webhooks list 123 | remove 123 WEBHOOK_ID | deliveries 123 WEBHOOK_ID
+    export-service request 123 entries --since 2027-03-01T00:00:00Z   # only rows created after it
+    export-service schedules add 123 --type entries --cron '0 6 * * *' --timezone America/New_York --incremental
+    export-service schedules list 123 | show 123 SCHEDULE_ID [--from 2027-03-13T12:00:00Z]
+    export-service schedules pause|resume|run|remove 123 SCHEDULE_ID
 
 The API is found at `--url` / EXPORT_SERVICE_URL (default http://127.0.0.1:8000) with the
 token of `--token` / EXPORT_SERVICE_TOKEN. Exit status: 0 when the command did what it says
@@ -344,6 +348,8 @@ def cmd_request(api: Api, args: argparse.Namespace) -> int:
         body["includeAllMarkets"] = True
     if args.format is not None:
         body["format"] = args.format  # the API says which formats the type is offered in
+    if args.since is not None:
+        body["since"] = args.since  # the API says what it reads as a date-time
     record = api.request("POST", f"/campaigns/{_seg(args.campaign_id)}/exports", json=body)
     _print(f"{'queued' if api.last_status == 201 else 'existing'} {_summary(record)}")
     if not (args.wait or args.download):
@@ -512,6 +518,125 @@ def cmd_webhooks_deliveries(api: Api, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _schedules_path(campaign_id: str, schedule_id: str | None = None, action: str = "") -> str:
+    path = f"/campaigns/{_seg(campaign_id)}/schedules"
+    if schedule_id is not None:
+        path += f"/{_seg(schedule_id)}"
+    return path + (f"/{action}" if action else "")
+
+
+def _request_text(schedule: dict[str, Any]) -> str:
+    """`entries csv, incremental, skip empty`: the saved request in a few words."""
+    parts = [f"{schedule.get('exportType')} {schedule.get('format')}"]
+    if schedule.get("dateKey") is not None:
+        parts.append(f"dateKey {schedule['dateKey']}")
+    if schedule.get("includeAllMarkets"):
+        parts.append("all markets")
+    if schedule.get("incremental"):
+        parts.append("incremental")
+    if schedule.get("skipEmpty"):
+        parts.append("skip empty")
+    return ", ".join(parts)
+
+
+def _next_run(schedule: dict[str, Any]) -> str:
+    runs = schedule.get("nextRuns") or []
+    return str(runs[0]["local"]) if runs else "none (paused)"
+
+
+def cmd_schedules_add(api: Api, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"exportType": args.type, "cron": args.cron}
+    optional = {
+        "format": args.format,
+        "dateKey": args.date_key,
+        "timezone": args.timezone,
+        "skipEmpty": args.skip_empty,
+        "destinations": args.destination,
+    }
+    body.update({field: value for field, value in optional.items() if value is not None})
+    for field, flag in (("includeAllMarkets", args.include_all_markets), ("incremental", args.incremental)):
+        if flag:
+            body[field] = True
+    if args.paused:
+        body["paused"] = True
+    created = api.request("POST", _schedules_path(args.campaign_id), json=body)
+    if args.json:
+        _print(json.dumps(created, indent=2))
+        return EXIT_OK
+    _print(f"schedule {created['id']}  {_request_text(created)}  {created['cron']} {created['timezone']}")
+    _print(f"next run {_next_run(created)}")
+    return EXIT_OK
+
+
+def cmd_schedules_list(api: Api, args: argparse.Namespace) -> int:
+    found = api.request("GET", _schedules_path(args.campaign_id))
+    if args.json:
+        _print(json.dumps(found, indent=2))
+        return EXIT_OK
+    rows = [
+        [str(s["id"]), _request_text(s), str(s["cron"]), str(s["timezone"]), "paused" if s["paused"] else "active",
+         _next_run(s)]
+        for s in found["schedules"]
+    ]  # fmt: skip
+    _table(["id", "request", "cron", "timezone", "state", "next run"], rows, f"{len(rows)} schedule(s)")
+    return EXIT_OK
+
+
+def cmd_schedules_show(api: Api, args: argparse.Namespace) -> int:
+    params = {"from": args.from_} if args.from_ else None
+    schedule = api.request("GET", _schedules_path(args.campaign_id, args.schedule_id), params=params)
+    if args.json:
+        _print(json.dumps(schedule, indent=2))
+        return EXIT_OK
+    state = f"paused: {schedule.get('pausedReason') or 'paused'}" if schedule["paused"] else "active"
+    _print(f"schedule {schedule['id']}")
+    _print(f"  request       {_request_text(schedule)}")
+    _print(f"  cron          {schedule['cron']} ({schedule['timezone']})")
+    _print(f"  state         {state}")
+    _print(f"  destinations  {', '.join(schedule.get('destinations') or []) or 'none'}")
+    _print(f"  created       {schedule.get('createdAt')} by {schedule.get('createdBy')}")
+    _print("next runs" + (f" after {args.from_}" if args.from_ else ""))
+    for run in schedule["nextRuns"] or [{"local": "none (paused)", "at": ""}]:
+        _print(f"  {run['local']}  {run['at']}".rstrip())
+    _print("runs, newest first")
+    rows = [
+        [str(run["scheduledFor"]), str(run["outcome"]) + (" (manual)" if run.get("manual") else ""),
+         str(run["exportId"] or ""), "" if run["count"] is None else str(run["count"])]
+        for run in schedule["runs"]
+    ]  # fmt: skip
+    _table(["scheduled for", "outcome", "export", "rows"], rows, f"{len(rows)} run(s)")
+    return EXIT_OK
+
+
+def _set_paused(api: Api, args: argparse.Namespace, paused: bool) -> dict[str, Any]:
+    path = _schedules_path(args.campaign_id, args.schedule_id)
+    return dict(api.request("PATCH", path, json={"paused": paused}))
+
+
+def cmd_schedules_pause(api: Api, args: argparse.Namespace) -> int:
+    _set_paused(api, args, True)
+    _print(f"paused schedule {args.schedule_id}")
+    return EXIT_OK
+
+
+def cmd_schedules_resume(api: Api, args: argparse.Namespace) -> int:
+    schedule = _set_paused(api, args, False)
+    _print(f"resumed schedule {args.schedule_id}; next run {_next_run(schedule)}")
+    return EXIT_OK
+
+
+def cmd_schedules_run(api: Api, args: argparse.Namespace) -> int:
+    record = api.request("POST", _schedules_path(args.campaign_id, args.schedule_id, "run"))
+    _print(f"queued {_summary(record)}")
+    return EXIT_OK
+
+
+def cmd_schedules_remove(api: Api, args: argparse.Namespace) -> int:
+    api.request("DELETE", _schedules_path(args.campaign_id, args.schedule_id))
+    _print(f"removed schedule {args.schedule_id} (its exports stay)")
+    return EXIT_OK
+
+
 def cmd_token(api: Api, args: argparse.Namespace) -> int:
     body = {
         "userId": args.user_id,
@@ -544,6 +669,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="F",
         help="file format: csv (default), csv.gz, parquet or xlsx (ZIP and multi-file types: csv only)",
     )
+    sub.add_argument("--since", metavar="DATE_TIME", help="only rows created after this ISO 8601 date-time (UTC)")
     sub.add_argument("--wait", action="store_true", help="wait until it ends")
     sub.add_argument("--download", metavar="PATH", help="wait, then download its file(s) to PATH")
     waiting(sub)
@@ -616,6 +742,45 @@ def parser() -> argparse.ArgumentParser:
     hook.add_argument("--page", type=int, default=0)
     hook.add_argument("--json", action="store_true", help="print the page as JSON")
     hook.set_defaults(run=cmd_webhooks_deliveries)
+
+    sub = commands.add_parser("schedules", help="a campaign's schedules: add, list, show, pause, resume, run, remove")
+    actions = sub.add_subparsers(dest="schedules_command", required=True, metavar="ACTION")
+    plan = actions.add_parser("add", help="save an export request that runs on a cron")
+    plan.add_argument("campaign_id")
+    plan.add_argument("--type", required=True, help="the export type")
+    plan.add_argument("--cron", required=True, help="five fields on the time zone's wall clock, e.g. '0 6 * * *'")
+    plan.add_argument("--timezone", help="IANA time zone name (default UTC)")
+    plan.add_argument("--format", help="csv (default), csv.gz, parquet or xlsx")
+    plan.add_argument("--date-key", help="codeWaves: the wave's epoch millis")
+    plan.add_argument("--include-all-markets", action="store_true", help="entries: rows for additional markets")
+    plan.add_argument("--incremental", action="store_true", help="send only rows earlier runs have not sent")
+    plan.add_argument(
+        "--skip-empty", action=argparse.BooleanOptionalAction, help="no file when no new rows (default: --incremental)"
+    )
+    plan.add_argument("--destination", action="append", metavar="ID", help="a destination id (repeatable)")
+    plan.add_argument("--paused", action="store_true", help="create it paused")
+    plan.add_argument("--json", action="store_true", help="print the answer as JSON")
+    plan.set_defaults(run=cmd_schedules_add)
+    plan = actions.add_parser("list", help="the campaign's schedules and their next run")
+    plan.add_argument("campaign_id")
+    plan.add_argument("--json", action="store_true", help="print the list as JSON")
+    plan.set_defaults(run=cmd_schedules_list)
+    plan = actions.add_parser("show", help="one schedule, its next runs and its runs")
+    plan.add_argument("campaign_id")
+    plan.add_argument("schedule_id")
+    plan.add_argument("--from", dest="from_", metavar="DATE_TIME", help="show the next runs after this instead of now")
+    plan.add_argument("--json", action="store_true", help="print the schedule as JSON")
+    plan.set_defaults(run=cmd_schedules_show)
+    for action, run, text in (
+        ("pause", cmd_schedules_pause, "stop its ticks until resumed"),
+        ("resume", cmd_schedules_resume, "tick again from now on (the paused time's ticks never run)"),
+        ("run", cmd_schedules_run, "queue a run now, outside the cron"),
+        ("remove", cmd_schedules_remove, "remove it (its exports stay)"),
+    ):
+        plan = actions.add_parser(action, help=text)
+        plan.add_argument("campaign_id")
+        plan.add_argument("schedule_id")
+        plan.set_defaults(run=run)
     return root
 
 

@@ -119,6 +119,21 @@ def test_document_is_generated_from_the_code(client: TestClient, settings: Setti
         assert "/dev/token" not in document(prod)["paths"]
 
 
+def test_schedule_schemas_say_what_parse_schedule_accepts(client: TestClient) -> None:
+    schemas = document(client)["components"]["schemas"]
+    assert all("since" in v["properties"] for v in schemas["ExportRequest"]["oneOf"])
+    variants = schemas["ScheduleCreate"]["oneOf"]
+    assert sorted(name for v in variants for name in v["properties"]["exportType"]["enum"]) == sorted(EXPORT_TYPES)
+    for variant in variants:
+        assert "cron" in variant["required"] and "since" not in variant["properties"]
+        names = variant["properties"]["exportType"]["enum"]
+        offered = {EXPORT_TYPES[name].offers_incremental for name in names}
+        assert len(offered) == 1, names
+        assert ("enum" not in variant["properties"]["incremental"]) == offered.pop(), names
+    assert set(schemas["SchedulePatch"]["properties"]) == {"cron", "timezone", "paused", "skipEmpty", "destinations"}
+    assert set(schemas["ScheduleDetail"]["required"]) == {*schemas["Schedule"]["required"], "runs"}
+
+
 def test_real_error_bodies_match_the_error_schema(client: TestClient) -> None:
     from jsonschema import validate as validate_json
 

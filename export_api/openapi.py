@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from export_api import schedules, webhooks
 from export_api.routes import MAX_DATE_TIME_LENGTH, MAX_DEV_TOKEN_SECONDS, MAX_LIMIT, MAX_PAGE
-from export_core.export_types import EXPORT_TYPES
+from export_core.export_types import EXPORT_TYPES, ExportType
 from export_core.formats import DEFAULT_FORMAT, FORMATS
 from export_core.records import SORT_FIELDS, STATUSES
 
@@ -65,12 +65,13 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def export_request_variants(*, schedule: bool = False) -> list[dict[str, Any]]:
-    """One object schema per (takes a dateKey, offered in every format) group of export types: exactly
-    what parse_export_request accepts (dateKey required for the types that take one and refused for
-    the others; `format` other than csv refused for the ZIP and multi-file types), with `since`.
+    """One object schema per (takes a dateKey, offered in every format, takes `since`) group of export
+    types: exactly what an export POST accepts (dateKey required for the types that take one and refused
+    for the others; `format` other than csv refused for the ZIP and multi-file types; `since` only for
+    the types whose rows say when they were created).
 
     With `schedule`, what parse_schedule accepts: the request's fields and the schedule's own
-    (`cron` required), the groups split again by whether the types offer `incremental`."""
+    (`cron` required), the groups split by whether the types offer `incremental` instead."""
     date_key = {"type": "string", "pattern": "^[0-9]{1,16}$", "description": "epoch millis; codeWaves only"}
     since = {
         "type": "string",
@@ -79,23 +80,25 @@ def export_request_variants(*, schedule: bool = False) -> list[dict[str, Any]]:
         "description": "Only rows created after this instant (ISO 8601 with offset or Z; without one, UTC);"
         " not in the future.",
     }
+
+    def offered(t: ExportType) -> bool:
+        return t.offers_incremental if schedule else t.since_field is not None
+
     variants = []
     for dated in (False, True):
         for every_format in (True, False):
-            for incremental in (True, False) if schedule else (None,):
+            for extra in (True, False):
                 names = sorted(
                     name
                     for name, t in EXPORT_TYPES.items()
-                    if t.requires_date_key == dated
-                    and t.every_format == every_format
-                    and incremental in (None, t.offers_incremental)
+                    if t.requires_date_key == dated and t.every_format == every_format and offered(t) == extra
                 )
                 if not names:
                     continue
                 variant = _request_variant(names, dated=dated, every_format=every_format, date_key=date_key)
                 if schedule:
                     fields = schedules.schedule_fields()
-                    if not incremental:
+                    if not extra:
                         fields["incremental"] = {
                             **fields["incremental"],
                             "enum": [False],
@@ -105,7 +108,7 @@ def export_request_variants(*, schedule: bool = False) -> list[dict[str, Any]]:
                     variant["required"].append("cron")
                     if "example" in variant:
                         variant["example"] = {"exportType": "entries", "cron": "0 6 * * *", "timezone": "UTC"}
-                else:
+                elif extra:
                     variant["properties"]["since"] = since
                 variants.append(variant)
     return variants

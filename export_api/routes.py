@@ -227,14 +227,26 @@ def parse_date_time(value: object, field: str) -> datetime:
         raise refused from None
 
 
-def parse_since(body: object) -> datetime | None:
-    """`since` of an export POST (SPEC §12), taken out of the body: only rows created after it; not in the future."""
-    if not isinstance(body, dict) or "since" not in body:
-        return None
-    since = parse_date_time(body.pop("since"), "since")
+def parse_export_post(body: object) -> tuple[ExportRequest, datetime | None]:
+    """An export POST's request and its optional `since` (SPEC §12): an instant not in the future, only
+    for the types whose rows say when they were created (ExportType.since_field); 400 naming the field."""
+    has_since = isinstance(body, dict) and "since" in body
+    raw_since = body.pop("since") if isinstance(body, dict) and has_since else None
+    try:
+        request = parse_export_request(body)
+    except InvalidExportRequest as exc:
+        raise ApiError(400, str(exc), exc.field) from None
+    if not has_since:
+        return request, None
+    since = parse_date_time(raw_since, "since")
     if since > utcnow():
         raise ApiError(400, "'since' must not be in the future.", "since")
-    return since
+    if request.export_type.since_field is None:
+        offered = ", ".join(name for name, t in EXPORT_TYPES.items() if t.since_field is not None)
+        raise ApiError(
+            400, f"exportType '{request.export_type.name}' does not take 'since'; these do: {offered}.", "since"
+        )
+    return request, since
 
 
 def list_params(params: QueryParams) -> dict[str, Any]:
@@ -293,12 +305,7 @@ class CampaignExports(HTTPEndpoint):
         state = api_state(request)
         campaign_id = request.path_params["campaignId"]
         principal = authorize_report(request, campaign_id)
-        body = await json_body(request)
-        since = parse_since(body)
-        try:
-            export_request = parse_export_request(body)
-        except InvalidExportRequest as exc:
-            raise ApiError(400, str(exc), exc.field) from None
+        export_request, since = parse_export_post(await json_body(request))
         request_id = request.scope.get(SCOPE_KEY)
         try:
             result = await run_in_threadpool(

@@ -378,8 +378,7 @@ def test_runs_show_each_outcome_and_records_show_their_schedule_fields(
     window = {"from": "2026-12-31T06:00:00.000Z", "until": "2027-01-01T06:00:00.000Z"}
     skipped = store.queue_run(doc, ticks[0], campaign_name="Summer Tour 2024").record["id"]
     exports.mark_triggered(skipped, run_id="r1", preliminary_count=None)
-    db.exports.update_one({"_id": skipped}, {"$set": {"window": window}})  # what the engine records
-    exports.mark_finished(skipped, key=[], count=0, meta={"skipped": "empty"})
+    exports.mark_finished(skipped, key=None, count=0, meta={"skipped": "empty"}, window=window)
     failed = store.queue_run(doc, ticks[1], campaign_name="Summer Tour 2024").record["id"]
     exports.mark_failed(failed, message="The database was unavailable; the export can be re-run.")
     store.record_missed(doc, [ticks[2]])
@@ -442,6 +441,22 @@ def test_since_that_does_not_parse_or_lies_ahead_is_400(
     tomorrow = (utcnow() + timedelta(days=1)).isoformat()
     ahead = client.post(EXPORTS, json={"exportType": "entries", "since": tomorrow}, headers=headers)
     assert assert_error(ahead, 400, "'since' must not be in the future.")["payload"] == "since"
+
+
+def test_since_only_for_types_whose_rows_say_when_they_were_created(client: TestClient, headers: dict[str, str]):
+    for export_type in ("scoring", "fanlist", "reminderEmail"):
+        refused = client.post(
+            EXPORTS, json={"exportType": export_type, "since": "2024-01-01T00:00:00Z"}, headers=headers
+        )
+        error = assert_error(refused, 400)
+        assert error["payload"] == "since" and error["message"] == (
+            f"exportType '{export_type}' does not take 'since'; these do: entries, codes, codeAssignments,"
+            " artistOptIn, artistSmsOptIn, livenationOptIn."
+        )
+    assert (
+        client.post(EXPORTS, json={"exportType": "codes", "since": "2024-01-01T00:00:00Z"}, headers=headers).status_code
+        == 201
+    )
 
 
 def test_other_export_post_refusals_name_their_field(client: TestClient, headers: dict[str, str]):

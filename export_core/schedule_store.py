@@ -11,8 +11,9 @@
   keeps one per tick with a unique index); `manual: true` marks a run asked for through the API.
 
 A schedule that pauses itself (SCHEDULE_PAUSE_AFTER_FAILURES failed or expired runs in a row) pushes
-`{event: "schedule.paused", at}` onto its `notify` list in the same update: the webhook sensor turns it
-into deliveries as it does for export ends (export_pipelines/webhook_delivery.py).
+`{event: "schedule.paused", at, exportId}` (the run whose failure paused it) onto its `notify` list in the
+same update: the webhook sensor turns it into deliveries as it does for export ends
+(export_pipelines/webhook_delivery.py).
 """
 
 from __future__ import annotations
@@ -265,7 +266,7 @@ class ScheduleStore:
             {"_id": schedule["_id"], "paused": False},
             {
                 "$set": {"paused": True, "pausedReason": reason, "pausedAt": now, "updatedAt": now},
-                "$push": {OUTBOX_FIELD: {"event": PAUSED_EVENT, "at": now}},
+                "$push": {OUTBOX_FIELD: {"event": PAUSED_EVENT, "at": now, "exportId": failed[0]["id"]}},
             },
             return_document=ReturnDocument.AFTER,
         )

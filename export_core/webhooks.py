@@ -1,16 +1,16 @@
 """Webhooks (SPEC §11, Standard Webhooks): subscriptions, stored deliveries, and one signed delivery attempt.
 
 Dagster-free: the API creates and lists subscriptions; the webhook sensor
-(export_pipelines/webhook_delivery.py) stores deliveries from the export records' outbox and
-attempts the due ones with `attempt`.
+(export_pipelines/webhook_delivery.py) stores deliveries from the `notify` outboxes (OUTBOXES: export
+records' ends, schedules' `schedule.paused`) and attempts the due ones with `attempt`.
 
 - `webhooks`: one document per subscription `{id, campaignId, url, events, secret, slot, ...}`.
   A campaign has at most MAX_PER_CAMPAIGN: each subscription holds a `slot` 0..MAX-1 that a
   unique index keeps to one per campaign, so concurrent requests can never pass the limit.
   The `secret` (needed to sign) is stored, and only ever shown in the response that created it.
-- `webhook_deliveries`: one document per (subscription, export end): its id is the `webhook-id`
-  header, derived from the subscription, the export, the event and the end's time, so storing it
-  twice (a crash between storing and draining the outbox) is a no-op. It keeps the exact body,
+- `webhook_deliveries`: one document per (subscription, outbox entry): its id is the `webhook-id`
+  header, derived from the subscription, the export (or schedule), the event and its time, so storing
+  it twice (a crash between storing and draining the outbox) is a no-op. It keeps the exact body,
   every attempt, the next attempt's time, and the reason it was given up.
 
 Addresses are checked when subscribing and again at each attempt, on the very addresses the
@@ -49,9 +49,12 @@ from pymongo.errors import DuplicateKeyError
 from standardwebhooks import Webhook
 
 from export_core.records import utcnow
+from export_core.schedule_store import PAUSED_EVENT, SCHEDULES, schedule_view
 from export_core.views import iso_utc, record_view, to_json
 
-EVENTS = ("export.finished", "export.failed", "export.expired")
+EXPORT_EVENTS = ("export.finished", "export.failed", "export.expired")
+SCHEDULE_EVENTS = (PAUSED_EVENT,)
+EVENTS = EXPORT_EVENTS + SCHEDULE_EVENTS
 MAX_PER_CAMPAIGN = 10
 # After the 1st, 2nd, ... failed attempt the next one waits this long; after the last, it is given up.
 RETRY_DELAYS = (
@@ -291,10 +294,11 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
 
 
-def delivery_id(webhook_id: str, export_id: str, event: str, at: datetime) -> str:
-    """The `webhook-id` of one export end for one subscription: the same whoever computes it, whenever."""
+def delivery_id(webhook_id: str, subject_id: str, event: str, at: datetime) -> str:
+    """The `webhook-id` of one event of an export (or schedule) for one subscription: the same whoever
+    computes it, whenever."""
     millis = math.floor(at.timestamp() * 1000)
-    digest = hashlib.sha256(f"{webhook_id}\n{export_id}\n{event}\n{millis}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{webhook_id}\n{subject_id}\n{event}\n{millis}".encode()).hexdigest()
     return f"msg_{digest[:32]}"
 
 
@@ -302,10 +306,44 @@ def export_href(record: dict[str, Any]) -> str:
     return f"/campaigns/{record.get('campaignId')}/exports/{record.get('id') or record.get('_id')}"
 
 
-def payload(record: dict[str, Any], event: str, at: datetime) -> str:
-    """The body: `{type, timestamp, data}`, data the record as GET shows it (no signed link) plus `href`."""
-    data = {**record_view(record), "href": export_href(record)}
-    body = {"type": event, "timestamp": iso_utc(at), "data": data}
+def export_data(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as GET shows it (no signed link; a scheduled run's `schedule` included) plus `href`."""
+    return {**record_view(record), "href": export_href(record)}
+
+
+def schedule_data(schedule: dict[str, Any]) -> dict[str, Any]:
+    """The schedule as GET shows it (no storage field; a schedule holds no secret) plus `href`."""
+    href = f"/campaigns/{schedule.get('campaignId')}/schedules/{schedule.get('id') or schedule.get('_id')}"
+    return {**schedule_view(schedule), "href": href}
+
+
+@dataclass(frozen=True)
+class Outbox:
+    """A collection whose documents carry a `notify` outbox of `{event, at}` entries (SPEC §11–12).
+
+    `subject` is the delivery's field naming the document; `data` renders it as the body's `data`.
+    """
+
+    collection: str
+    events: tuple[str, ...]
+    subject: str
+    data: Callable[[dict[str, Any]], dict[str, Any]]
+
+
+EXPORTS_OUTBOX = Outbox("exports", EXPORT_EVENTS, "exportId", export_data)
+# A schedule that paused itself pushes `{event, at, exportId}`: the run whose failure paused it.
+SCHEDULES_OUTBOX = Outbox(SCHEDULES, SCHEDULE_EVENTS, "scheduleId", schedule_data)
+OUTBOXES = (EXPORTS_OUTBOX, SCHEDULES_OUTBOX)
+_OUTBOX_OF = {event: outbox for outbox in OUTBOXES for event in outbox.events}
+
+
+def outbox_of(event: str) -> Outbox:
+    return _OUTBOX_OF[event]
+
+
+def payload(document: dict[str, Any], event: str, at: datetime) -> str:
+    """The body: `{type, timestamp, data}`, data the export record (or schedule) as GET shows it."""
+    body = {"type": event, "timestamp": iso_utc(at), "data": outbox_of(event).data(document)}
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -516,18 +554,22 @@ class WebhookStore:
     # -- deliveries --
 
     def store_delivery(
-        self, subscription: dict[str, Any], record: dict[str, Any], event: str, at: datetime, now: datetime
+        self, subscription: dict[str, Any], document: dict[str, Any], entry: dict[str, Any], now: datetime
     ) -> str:
-        """Store one delivery of an export's end, due at once; storing the same one again changes nothing."""
-        export_id = str(record["_id"])
-        message_id = delivery_id(str(subscription["_id"]), export_id, event, at)
+        """Store the delivery of one outbox entry `{event, at, ...}` of an export record (or schedule), due
+        at once; storing the same one again changes nothing."""
+        event, at = str(entry["event"]), entry["at"]
+        outbox = outbox_of(event)
+        subject_id = str(document["_id"])
+        message_id = delivery_id(str(subscription["_id"]), subject_id, event, at)
         doc = {
             "id": message_id,
             "webhookId": subscription["_id"],
-            "campaignId": record.get("campaignId"),
-            "exportId": export_id,
+            "campaignId": document.get("campaignId"),
+            "exportId": entry.get("exportId"),  # a schedule's entry names its run; an export's is the line below
+            outbox.subject: subject_id,
             "event": event,
-            "body": payload(record, event, at),
+            "body": payload(document, event, at),
             "status": PENDING,
             "createdAt": now,
             "nextAttemptAt": now,
@@ -602,10 +644,15 @@ def subscription_view(doc: dict[str, Any], *, secret: bool = False) -> dict[str,
 
 
 def delivery_view(doc: dict[str, Any]) -> dict[str, Any]:
-    """A delivery as the API shows it: its attempts newest first, and why it was given up if it was."""
+    """A delivery as the API shows it: its attempts newest first, and why it was given up if it was.
+
+    `exportId` of a `schedule.paused` delivery is the run whose failure paused the schedule (`scheduleId`).
+    """
     view: dict[str, Any] = {
         k: doc.get(k) for k in ("id", "event", "exportId", "status", "createdAt", "nextAttemptAt", "lastAttemptAt")
     }
+    if doc.get("scheduleId"):
+        view["scheduleId"] = doc["scheduleId"]
     if doc.get("reason"):
         view["reason"] = doc["reason"]
     view["attempts"] = list(reversed(doc.get("attempts") or []))

@@ -3,9 +3,10 @@
 Each tick, in this order:
 
 1. Outbox → deliveries. Every end state (export_core/records.py) pushes `{event, at}` onto the record's
-   `notify` list in the same update that sets the status. For each entry, one delivery per matching
-   subscription is stored (upserted under a deterministic id, the `webhook-id`), then the entry is
-   pulled. A crash in between stores the same deliveries again next time: no duplicate, no loss.
+   `notify` list in the same update that sets the status; a schedule that pauses itself pushes
+   `schedule.paused` onto the schedule's (export_core/schedule_store.py). For each entry, one delivery
+   per matching subscription is stored (upserted under a deterministic id, the `webhook-id`), then the
+   entry is pulled. A crash in between stores the same deliveries again next time: no duplicate, no loss.
 2. Due deliveries are claimed (a lease: a process that dies mid-attempt leaves them due again
    shortly) and attempted, a few at a time, within a time budget so a slow receiver never holds
    the tick for long; each attempt is recorded with its outcome and the next attempt's time.
@@ -26,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from dagster import DefaultSensorStatus, SensorDefinition, SensorEvaluationContext, SensorResult, sensor
+from pymongo.collection import Collection
 from pymongo.database import Database
 
 from export_core import webhooks
@@ -35,7 +37,7 @@ from export_pipelines.resources import MongoResource
 SENSOR_INTERVAL_SECONDS = 2
 TICK_BUDGET_SECONDS = 25.0  # attempts start only while one more fits: a tick ends within this (+ a little)
 CONCURRENCY = 4  # attempts in flight at once
-OUTBOX_BATCH = 200  # records drained per tick
+OUTBOX_BATCH = 200  # documents drained per tick from each outbox
 DUE_BATCH = 40  # deliveries claimed per tick
 LEASE = timedelta(seconds=90)  # longer than any tick: a claimed delivery is never attempted twice at once
 DELIVERY_RETENTION = timedelta(days=30)  # delivered and given-up deliveries are dropped after this
@@ -50,24 +52,28 @@ def _quiet(_: str) -> None:
 
 
 def store_deliveries(db: Database, *, clock: webhooks.Clock = utcnow, limit: int = OUTBOX_BATCH) -> int:
-    """Turn the outbox entries of ended exports into stored deliveries; returns how many were stored."""
+    """Turn the outbox entries of ended exports and paused schedules into stored deliveries; returns how
+    many were stored."""
     store = webhooks.WebhookStore(db)
-    exports = db["exports"]
+    return sum(_drain(db[outbox.collection], outbox, store, clock, limit) for outbox in webhooks.OUTBOXES)
+
+
+def _drain(
+    documents: Collection, outbox: webhooks.Outbox, store: webhooks.WebhookStore, clock: webhooks.Clock, limit: int
+) -> int:
     stored = 0
-    ended = exports.find({f"{OUTBOX_FIELD}.at": {"$gt": webhooks.EPOCH}}).limit(limit)
-    for record in ended:
+    for document in documents.find({f"{OUTBOX_FIELD}.at": {"$gt": webhooks.EPOCH}}).limit(limit):
         subscriptions: dict[str, list[dict[str, Any]]] = {}
-        for entry in list(record.get(OUTBOX_FIELD) or []):
+        for entry in list(document.get(OUTBOX_FIELD) or []):
             event, at = entry.get("event"), entry.get("at")
-            if event in webhooks.EVENTS and isinstance(at, datetime):
-                campaign_id = str(record.get("campaignId"))
+            if event in outbox.events and isinstance(at, datetime):
                 if event not in subscriptions:
-                    subscriptions[event] = store.matching(campaign_id, event)
+                    subscriptions[event] = store.matching(str(document.get("campaignId")), event)
                 for subscription in subscriptions[event]:
-                    store.store_delivery(subscription, record, event, at, clock())
+                    store.store_delivery(subscription, document, entry, clock())
                     stored += 1
             # Only now, and only this entry: one pushed meanwhile (a re-run that ended again) stays.
-            exports.update_one({"_id": record["_id"]}, {"$pull": {OUTBOX_FIELD: entry}})
+            documents.update_one({"_id": document["_id"]}, {"$pull": {OUTBOX_FIELD: entry}})
     return stored
 
 
@@ -129,11 +135,17 @@ def attempt_due(
         next_at = recorded.get("nextAttemptAt")
         state = "delivered" if result.delivered else f"next attempt at {next_at}" if next_at else "given up"
         log(
-            f"webhook delivery {delivery['_id']} ({delivery['event']}, export {delivery['exportId']}, "
+            f"webhook delivery {delivery['_id']} ({delivery['event']}, {_subject(delivery)}, "
             f"webhook {delivery['webhookId']}) attempt {len(delivery.get('attempts') or []) + 1}: "
             f"{result.describe()}; {state}"
         )
     return report
+
+
+def _subject(delivery: dict[str, Any]) -> str:
+    if delivery.get("scheduleId"):
+        return f"schedule {delivery['scheduleId']}"
+    return f"export {delivery.get('exportId')}"
 
 
 async def _attempt_all(
@@ -213,7 +225,8 @@ def build_webhook_sensor(*, allow_private: bool, clock: webhooks.Clock = utcnow)
 
     @sensor(minimum_interval_seconds=SENSOR_INTERVAL_SECONDS, default_status=DefaultSensorStatus.RUNNING)
     def webhook_delivery_sensor(context: SensorEvaluationContext, mongo: MongoResource) -> SensorResult:
-        """Store a delivery for every export end a webhook subscribed to, and attempt the due ones (SPEC §11)."""
+        """Store a delivery for every export end (and paused schedule) a webhook subscribed to, and attempt the
+        due ones (SPEC §11)."""
         cursor = json.loads(context.cursor) if context.cursor else {}
         last_purge = datetime.fromisoformat(cursor["purged"]) if cursor.get("purged") else None
         report, purged = deliver(

@@ -64,6 +64,13 @@ def test_subscribing_shows_the_secret_once_and_lists_never_do(client: TestClient
         assert secret not in response.text and "whsec_" not in response.text
 
 
+def test_a_webhook_may_subscribe_to_schedule_paused(client: TestClient, headers: dict[str, str]):
+    created = subscribe(client, headers, events=["schedule.paused", "export.failed"])
+    assert created.status_code == 201, created.text
+    assert created.json()["events"] == ["schedule.paused", "export.failed"]
+    assert_error(subscribe(client, headers, events=["schedule.resumed"]), 400)
+
+
 def test_delete_removes_it_and_another_campaigns_webhook_is_not_found(
     client: TestClient, headers: dict[str, str], db: Database
 ):
@@ -216,7 +223,7 @@ def test_deliveries_list_attempts_newest_first_and_why_one_was_given_up(
     ended = exports.mark_failed(record.record["id"], message="The database was unavailable; the export can be re-run.")
     subscription = db[webhooks.SUBSCRIPTIONS].find_one({"_id": hook["id"]})
     assert subscription is not None
-    message_id = store.store_delivery(subscription, ended, "export.failed", ended["date"]["failed"], utcnow())
+    message_id = store.store_delivery(subscription, ended, ended["notify"][0], utcnow())
     at = utcnow()
     for i in range(webhooks.MAX_ATTEMPTS):
         delivery = db[webhooks.DELIVERIES].find_one({"_id": message_id})

@@ -15,8 +15,12 @@ from pymongo.database import Database
 
 from export_core import webhooks
 from export_core.records import ExportStore, utcnow
+from export_core.schedule_store import ScheduleStore, schedule_view
+from export_core.schedules import parse_schedule
 from export_core.settings import Settings
+from export_core.views import iso_utc
 from export_pipelines.resources import MongoResource
+from export_pipelines.schedule_ticks import evaluate_schedules
 from export_pipelines.webhook_delivery import LEASE, attempt_due, build_webhook_sensor, deliver, store_deliveries
 from tests.conftest import free_port
 from tests.webhook_receiver import Receiver, receiver_fixture  # noqa: F401 (the fixture)
@@ -277,7 +281,7 @@ def test_storing_again_after_a_crash_before_the_outbox_was_drained_duplicates_no
     record = finished_export(store)
     # What a tick that died right after storing (before pulling the outbox entry) left behind.
     hooks = webhooks.WebhookStore(db)
-    hooks.store_delivery(sub, record, "export.finished", record["date"]["finished"], clock.now)
+    hooks.store_delivery(sub, record, record["notify"][0], clock.now)
     assert db["exports"].find_one({"_id": record["id"]})["notify"], "the entry is still there"
     report, _ = deliver(db, allow_private=True, clock=clock)
     assert report.attempted == 1 and len(receiver.posts()) == 1
@@ -359,3 +363,121 @@ def test_exports_of_other_campaigns_and_unsubscribed_events_are_not_sent(
     report, _ = deliver(db, allow_private=True, clock=clock)
     assert report.stored == 0 and receiver.posts() == []
     assert db["exports"].count_documents({"notify.at": {"$exists": True}}) == 0, "both outbox entries drained"
+
+
+# -- schedules (SPEC §12) -----------------------------------------------------------------------
+
+
+def new_schedule(db: Database, **fields: Any) -> tuple[ScheduleStore, dict[str, Any]]:
+    schedules = ScheduleStore(db)
+    schedules.ensure_indexes()
+    body = {"exportType": "codes", "cron": "0 6 * * 1", "timezone": "Europe/Berlin", **fields}
+    request = parse_schedule(body, min_interval_minutes=5)
+    return schedules, schedules.create(campaign_id=CAMPAIGN, request=request, created_by="u1", limit=20)
+
+
+def paused_schedule(db: Database, failures: int = 2) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A schedule that paused itself after `failures` failed runs, as the schedule sensor pauses it."""
+    schedules, schedule = new_schedule(db)
+    failed = []
+    for week in range(failures):
+        at = schedule["createdAt"] + timedelta(weeks=week + 1)
+        run = schedules.queue_run(schedule, at, campaign_name="Hook Tour").record
+        failed.append(schedules.exports.mark_failed(run["_id"], message="The database was unavailable."))
+    report, _ = evaluate_schedules(db, pause_after=failures)
+    assert len(report.paused) == 1
+    paused = schedules.schedules.find_one({"_id": schedule["_id"]})
+    assert paused is not None and paused["paused"] is True
+    return paused, failed
+
+
+def test_a_schedule_that_paused_itself_reaches_its_subscribers_once_without_storage_fields(
+    db: Database, store: ExportStore, receiver: Receiver, clock: Clock
+):
+    sub = subscribe(db, receiver, "/paused", ["schedule.paused"])
+    subscribe(db, receiver, "/failed", ["export.failed"])
+    schedule, failed = paused_schedule(db)
+    [entry] = schedule["notify"]
+
+    report, _ = deliver(db, allow_private=True, clock=clock)
+
+    assert (report.stored, report.delivered) == (3, 3), "one schedule.paused, two export.failed"
+    assert len(receiver.posts("/failed")) == 2
+    [post] = receiver.posts("/paused")
+    assert post.error is None, post.error
+    body = post.verified
+    assert body["type"] == "schedule.paused" and body["timestamp"] == iso_utc(schedule["pausedAt"])
+    data = body["data"]
+    assert data == {**schedule_view(schedule), "href": f"/campaigns/{CAMPAIGN}/schedules/{schedule['id']}"}
+    assert (data["id"], data["campaignId"], data["exportType"]) == (schedule["id"], CAMPAIGN, "codes")
+    assert (data["cron"], data["timezone"], data["paused"]) == ("0 6 * * 1", "Europe/Berlin", True)
+    assert data["pausedReason"].startswith("Paused after 2 failed or expired runs in a row")
+    assert data["nextRuns"] == [], "a paused schedule does not run"
+    assert not {"_id", "slot", "evaluatedUntil", "notify"} & set(data) and "whsec_" not in post.body.decode()
+    assert post.message_id == webhooks.delivery_id(sub["id"], schedule["id"], "schedule.paused", entry["at"])
+
+    stored = delivery(db, post.message_id)
+    assert stored["status"] == webhooks.DELIVERED
+    shown = webhooks.delivery_view(stored)
+    assert shown["scheduleId"] == schedule["id"] and shown["exportId"] == failed[-1]["id"], "the run that paused it"
+    assert db["schedules"].find_one({"_id": schedule["_id"]})["notify"] == [], "the outbox entry was drained"
+    again, _ = deliver(db, allow_private=True, clock=clock)
+    assert (again.stored, again.attempted) == (0, 0) and len(receiver.posts("/paused")) == 1
+
+
+def test_a_pause_stored_before_a_crash_that_left_the_entry_is_delivered_once(
+    db: Database, settings: Settings, store: ExportStore, receiver: Receiver, clock: Clock
+):
+    sub = subscribe(db, receiver, "/paused", ["schedule.paused"])
+    schedule, _ = paused_schedule(db)
+    # What a tick that died right after storing (before pulling the outbox entry) left behind.
+    webhooks.WebhookStore(db).store_delivery(sub, schedule, schedule["notify"][0], clock.now)
+    result = _evaluate(settings, clock)  # the restarted daemon's sensor
+    assert "1 delivered" in str(result.skip_reason)
+    [post] = receiver.posts("/paused")
+    assert post.error is None and post.verified["type"] == "schedule.paused"
+    assert db[webhooks.DELIVERIES].count_documents({"event": "schedule.paused"}) == 1
+    _evaluate(settings, clock)
+    assert len(receiver.posts("/paused")) == 1
+
+
+def test_schedules_of_other_campaigns_and_export_subscribers_get_no_schedule_paused(
+    db: Database, store: ExportStore, receiver: Receiver, clock: Clock
+):
+    subscribe(db, receiver, "/exports", list(webhooks.EXPORT_EVENTS))
+    db["campaigns"].insert_one({"_id": "other", "name": "Other"})
+    subscribe(db, receiver, "/other", ["schedule.paused"], campaign="other")
+    schedule, _ = paused_schedule(db)
+    deliver(db, allow_private=True, clock=clock)
+    assert receiver.posts("/other") == []
+    assert {p.verified["type"] for p in receiver.posts("/exports")} == {"export.failed"}
+    assert db["schedules"].find_one({"_id": schedule["_id"]})["notify"] == [], "drained all the same"
+
+
+def test_the_end_of_a_scheduled_run_carries_its_schedule(
+    db: Database, store: ExportStore, receiver: Receiver, clock: Clock
+):
+    subscribe(db, receiver, "/ends", list(webhooks.EXPORT_EVENTS))
+    schedules, schedule = new_schedule(db)
+    at = datetime(2026, 3, 2, 5, 0, tzinfo=clock.now.tzinfo)
+    tick = schedules.queue_run(schedule, at, campaign_name="Hook Tour").record
+    store.mark_triggered(tick["id"], run_id="run-t", preliminary_count=None)
+    store.mark_finished(tick["id"], key="codes/k.csv", count=4, meta={})
+    manual = schedules.queue_run(schedule, clock.now, campaign_name="Hook Tour", manual=True).record
+    store.mark_triggered(manual["id"], run_id="run-m", preliminary_count=None)
+    store.mark_expired(manual["id"], message="It ran longer than allowed.")
+    by_hand = failed_export(store)
+
+    deliver(db, allow_private=True, clock=clock)
+
+    events = {p.verified["data"]["id"]: p.verified for p in receiver.posts("/ends")}
+    assert all(p.error is None for p in receiver.posts("/ends"))
+    assert events[tick["id"]]["type"] == "export.finished"
+    assert events[tick["id"]]["data"]["schedule"] == {"id": schedule["id"], "scheduledFor": "2026-03-02T05:00:00.000Z"}
+    assert events[manual["id"]]["type"] == "export.expired"
+    assert events[manual["id"]]["data"]["schedule"] == {
+        "id": schedule["id"],
+        "scheduledFor": iso_utc(clock.now),
+        "manual": True,
+    }
+    assert "schedule" not in events[by_hand["id"]]["data"], "a hand-made request has none"

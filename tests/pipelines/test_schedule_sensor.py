@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,6 +70,34 @@ def test_an_evaluation_repeated_after_a_crash_queues_nothing_twice(db: Database,
     # Two sensors racing on the same tick: the unique index refuses the second record.
     result = schedules.queue_run(schedule, datetime(2026, 11, 1, 12, 1, tzinfo=UTC), campaign_name="Scheduled")
     assert not result.created and len(records(db, schedule)) == 1
+
+
+def test_two_overlapping_evaluations_queue_each_tick_once(db: Database, schedules: ScheduleStore):
+    """Two sensor evaluations at once (a daemon and a second one, or a slow tick overlapping the next)."""
+    every_minute = [add(schedules) for _ in range(4)]
+    every_five = [add(schedules, cron="*/5 * * * *") for _ in range(2)]
+    start = threading.Barrier(2)
+    rounds = [(T0 + timedelta(seconds=40), every_minute), (T0 + timedelta(minutes=11), every_minute + every_five)]
+    for now, due in rounds:
+
+        def evaluate(at: datetime = now) -> list[str]:
+            start.wait()
+            report, _ = evaluate_schedules(db, pause_after=5, now=at)
+            assert not report.errors
+            return report.queued
+
+        with ThreadPoolExecutor(2) as pool:
+            reports = list(pool.map(lambda _: evaluate(), range(2)))
+        created = [line for queued in reports for line in queued if not line.endswith("already queued")]
+        assert len(created) == len(due), "each due tick created by one of the two"
+    for schedule in every_minute:
+        ticks = [r["schedule"]["scheduledFor"] for r in records(db, schedule)]
+        assert ticks == [datetime(2026, 11, 1, 12, 1, tzinfo=UTC), datetime(2026, 11, 1, 12, 11, tzinfo=UTC)]
+        assert [r["outcome"] for r in schedules.runs(schedule["id"])] == ["queued", *["missed"] * 9, "queued"]
+    for schedule in every_five:
+        ticks = [r["schedule"]["scheduledFor"] for r in records(db, schedule)]
+        assert ticks == [datetime(2026, 11, 1, 12, 10, tzinfo=UTC)]
+        assert [r["outcome"] for r in schedules.runs(schedule["id"])] == ["queued", "missed"]
 
 
 def test_ticks_missed_while_down_give_one_catch_up_run_and_are_listed_missed(db: Database, schedules: ScheduleStore):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,8 +34,9 @@ RECOVERY_SECONDS = 120  # issue 22: within two minutes of the restart
 class Stack:
     """`python -m devstack` on one DATA_DIR and fixed ports, started as many times as the test asks."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, **env: str) -> None:
         self.tmp_path = tmp_path
+        self.env = env  # added to the environment of every start
         self.data_dir = tmp_path / "data"
         self.api_port, self.dagster_port = free_port(), free_port()
         self.api = f"http://127.0.0.1:{self.api_port}"
@@ -46,6 +48,7 @@ class Stack:
         """Start the stack, logging to `name`.log; returns when its banner appeared (time.monotonic())."""
         env = {k: v for k, v in os.environ.items() if k not in LOCAL_VARS and not k.startswith("AWS_")}
         env.update(DATA_DIR=str(self.data_dir), API_PORT=str(self.api_port), DAGSTER_PORT=str(self.dagster_port))
+        env.update(self.env)
         self.log = self.tmp_path / f"{name}.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "devstack"],
@@ -60,6 +63,12 @@ class Stack:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log else ""
+
+    def mongodb_uri(self) -> str:
+        """The database server of the latest start (its banner names it; the port may differ per start)."""
+        named = re.findall(r"MongoDB\s+(mongodb://\S+)", self.output())
+        assert named, self.output()[-3000:]
+        return f"{named[-1]}/?directConnection=true"
 
     def processes(self) -> dict[int, psutil.Process]:
         """The supervisor, all its descendants, and anything else started with this stack's DAGSTER_HOME."""

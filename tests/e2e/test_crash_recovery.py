@@ -116,9 +116,9 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         print(stack.output()[-3000:])
 
 
-def _token(api: str) -> dict[str, str]:
+def _token(api: str, campaign_id: str = "123") -> dict[str, str]:
     token = httpx.post(
-        f"{api}/dev/token", json={"userId": "admin", "campaignId": "123", "permissions": ["REPORT"]}
+        f"{api}/dev/token", json={"userId": "admin", "campaignId": campaign_id, "permissions": ["REPORT"]}
     ).json()["token"]
     return {"Authorization": f"Bearer {token}"}
 

@@ -1,8 +1,9 @@
 """A schedule across a power loss (SPEC §12): the whole local stack killed with SIGKILL shortly before a tick,
 kept down across two more, then `make run` again. No tick is queued twice, the latest missed one gets one
-catch-up run, the earlier ones are listed `missed`, and the runs are Dagster runs tagged with the schedule.
+catch-up run, the earlier ones are listed `missed` (GET of the schedule), and the runs are Dagster runs tagged
+with the schedule. The schedule (every minute) is made through the API.
 
-One scenario (about four minutes: it waits for minute boundaries), two tests reading it.
+One scenario (three to four minutes: it waits for minute boundaries), two tests reading it.
 """
 
 from __future__ import annotations
@@ -21,18 +22,16 @@ from pymongo.database import Database
 
 from devstack.seed import seed_campaign
 from export_core.records import FAILED, FINISHED
-from export_core.schedule_store import ScheduleStore
-from export_core.schedules import parse_schedule
 from export_core.settings import Settings
 from export_pipelines.jobs import SCHEDULE_ID_TAG
 from tests.e2e.conftest import wait_until
-from tests.e2e.test_crash_recovery import Stack
+from tests.e2e.test_crash_recovery import Stack, _token
 
 pytestmark = pytest.mark.daemon
 
 CAMPAIGN = "sched-e2e"
 ENTRIES = 200
-MIN_INTERVAL_MINUTES = 1  # SCHEDULE_MIN_INTERVAL_MINUTES of the stack: a schedule every minute is allowed
+MIN_INTERVAL_MINUTES = 1  # SCHEDULE_MIN_INTERVAL_MINUTES of the stack: its API accepts a schedule every minute
 MINUTE = timedelta(minutes=1)
 KILL_BEFORE_TICK = timedelta(seconds=2)
 SENSOR = {
@@ -63,7 +62,8 @@ query SensorTicks($selector: SensorSelector!) {
 class Scenario:
     stack: Stack
     db: Database
-    schedule: dict[str, Any]
+    auth: dict[str, str]
+    schedule: dict[str, Any]  # as POST answered it
     killed_at: datetime
     restarted_at: datetime  # when the second start began
     before_kill: list[datetime]  # the ticks queued (and FINISHED) before the kill
@@ -111,10 +111,11 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         stack.start("first")
         db = _database(stack)
         seed_campaign(db, campaign_id=CAMPAIGN, n_entries=ENTRIES)
-        request = parse_schedule(
-            {"exportType": "entries", "cron": "* * * * *"}, min_interval_minutes=MIN_INTERVAL_MINUTES
-        )
-        schedule = ScheduleStore(db).create(campaign_id=CAMPAIGN, request=request, created_by="admin", limit=20)
+        auth = _token(stack.api, CAMPAIGN)
+        body = {"exportType": "entries", "cron": "* * * * *"}
+        created = httpx.post(f"{stack.api}/campaigns/{CAMPAIGN}/schedules", json=body, headers=auth, timeout=30)
+        assert created.status_code == 201, created.text
+        schedule = created.json()
 
         # The first tick (the next whole minute) queued and FINISHED; then the kill, shortly before the
         # next tick. Too close to it to be sure the kill comes first: that tick runs too, and so on.
@@ -151,7 +152,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             f"started again {restarted_at:%H:%M:%S}, catch-up for {_scheduled_for(catch_up):%H:%M} FINISHED "
             f"{(finished - restarted_at).total_seconds():.0f} s after; {time.monotonic() - started:.0f} s in all"
         )
-        yield Scenario(stack, db, schedule, killed_at, restarted_at, before_kill, catch_up)
+        yield Scenario(stack, db, auth, schedule, killed_at, restarted_at, before_kill, catch_up)
     finally:
         with contextlib.suppress(Exception):
             stack.stop()
@@ -164,6 +165,7 @@ def test_after_the_crash_each_tick_has_one_record_and_the_latest_missed_one_a_ca
     records = _records(db, schedule)
     ticks = [_scheduled_for(r) for r in records]
     assert len(ticks) == len(set(ticks)), "no tick queued twice"
+    assert ticks[0] == datetime.fromisoformat(schedule["nextRuns"][0]["at"]), "the first run POST announced"
     assert all(t.second == 0 and t.microsecond == 0 for t in ticks), "whole minutes only"
     assert ticks[: len(scenario.before_kill)] == scenario.before_kill, "the ticks before the kill, once each"
 
@@ -182,7 +184,11 @@ def test_after_the_crash_each_tick_has_one_record_and_the_latest_missed_one_a_ca
         expected_missed.append(at)
         at += MINUTE
     assert len(expected_missed) >= 1
-    runs = ScheduleStore(db).runs(schedule["id"])
+    shown_schedule = httpx.get(
+        f"{scenario.stack.api}/campaigns/{CAMPAIGN}/schedules/{schedule['id']}", headers=scenario.auth, timeout=30
+    )
+    assert shown_schedule.status_code == 200, shown_schedule.text
+    runs = shown_schedule.json()["runs"]
     missed = sorted(datetime.fromisoformat(r["scheduledFor"]) for r in runs if r["outcome"] == "missed")
     assert missed == expected_missed
     shown = {r["exportId"]: r["outcome"] for r in runs if r["exportId"]}

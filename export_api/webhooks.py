@@ -248,13 +248,15 @@ def component_schemas() -> dict[str, Any]:
         },
         "WebhookDelivery": {
             "type": "object",
-            "description": "One export event for one subscription: `id` is its `webhook-id` header, the same on"
-            " every attempt. Retried after 5 s, 30 s, 2 min, 10 min and 1 h, then given up (`reason`).",
+            "description": "One event for one subscription: `id` is its `webhook-id` header, the same on"
+            " every attempt. Retried after 5 s, 30 s, 2 min, 10 min and 1 h, then given up (`reason`). For"
+            " `schedule.paused`, `scheduleId` is the schedule and `exportId` the run whose failure paused it.",
             "required": ["id", "event", "exportId", "status", "createdAt", "attempts"],
             "properties": {
                 "id": {"type": "string"},
                 "event": events,
                 "exportId": {"type": "string"},
+                "scheduleId": {"type": "string"},
                 "status": {"type": "string", "enum": [webhooks.PENDING, webhooks.DELIVERED, webhooks.GAVE_UP]},
                 "createdAt": date_time,
                 "nextAttemptAt": {**date_time, "nullable": True},

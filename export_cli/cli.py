@@ -437,7 +437,7 @@ def cmd_rerun(api: Api, args: argparse.Namespace) -> int:
     return _finish(api, args.campaign_id, str(record["id"]), args, None)
 
 
-WEBHOOK_EVENTS = ("export.finished", "export.failed", "export.expired")
+WEBHOOK_EVENTS = ("export.finished", "export.failed", "export.expired", "schedule.paused")
 
 
 def _table(header: list[str], rows: list[list[str]], footer: str) -> None:
@@ -724,7 +724,7 @@ def parser() -> argparse.ArgumentParser:
     hook.add_argument("campaign_id")
     # Not `url`: that is the API's own address (--url).
     hook.add_argument("webhook_url", metavar="URL", help="https:// URL that receives the signed POSTs")
-    hook.add_argument("--events", default=",".join(WEBHOOK_EVENTS), help="comma-separated (default: all three)")
+    hook.add_argument("--events", default=",".join(WEBHOOK_EVENTS), help="comma-separated (default: all of them)")
     hook.add_argument("--json", action="store_true", help="print the answer as JSON")
     hook.set_defaults(run=cmd_webhooks_add)
     hook = actions.add_parser("list", help="the campaign's webhooks (never their secrets)")

@@ -47,3 +47,10 @@ def test_refusals_are_one_line(live_api: LiveServer, make_token: TokenFactory):
     assert "only public addresses are allowed" in one_line_error(private, 3)
     no_token = run_cli(live_api, "webhooks", "list", CAMPAIGN)
     assert "no token" in one_line_error(no_token, 2)
+
+
+def test_the_cli_offers_every_event_the_service_does() -> None:
+    from export_cli import cli
+    from export_core import webhooks
+
+    assert cli.WEBHOOK_EVENTS == webhooks.EVENTS  # the CLI imports no server code: its copy must agree

@@ -32,6 +32,7 @@ class DeliveredRows:
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("exportId", ASCENDING), ("chunk", ASCENDING)], name="by_export")
+        self.collection.create_index([("scheduleId", ASCENDING)], name="by_schedule")
 
     def save(self, *, schedule_id: str, export_id: str, keys: Sequence[str]) -> None:
         """Store the keys of `export_id`'s file; a second save (a retried finish) replaces the first."""

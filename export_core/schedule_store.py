@@ -26,6 +26,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
 
+from export_core.delivered import DeliveredRows
 from export_core.records import (
     EXPIRED,
     FAILED,
@@ -115,14 +116,16 @@ class ScheduleStore:
         self.schedules = db[SCHEDULES]
         self.ticks = db[TICKS]
         self.exports = ExportStore(db)
+        self.delivered = DeliveredRows(db)
 
     def ensure_indexes(self) -> None:
-        """Idempotent: the per-campaign limit (slots), lists, missed ticks and the outbox; the export
-        records' one-per-tick index is ExportStore's."""
+        """Idempotent: the per-campaign limit (slots), lists, missed ticks, the outbox and the delivered
+        rows; the export records' one-per-tick index is ExportStore's."""
         self.schedules.create_index([("campaignId", ASCENDING), ("slot", ASCENDING)], name="one_per_slot", unique=True)
         self.schedules.create_index([("paused", ASCENDING)], name="by_paused")
         self.schedules.create_index([(f"{OUTBOX_FIELD}.at", ASCENDING)], name="schedule_outbox", sparse=True)
         self.ticks.create_index([("scheduleId", ASCENDING), ("scheduledFor", DESCENDING)], name="by_schedule")
+        self.delivered.ensure_indexes()
 
     # -- schedules --
 
@@ -174,10 +177,11 @@ class ScheduleStore:
         return self.schedules.find_one_and_update(query, {"$set": fields}, return_document=ReturnDocument.AFTER)
 
     def delete(self, campaign_id: str, schedule_id: str) -> bool:
-        """Remove the schedule and its missed ticks; its exports stay."""
+        """Remove the schedule, its missed ticks and the keys of the rows it delivered; its exports stay."""
         removed = self.schedules.delete_one({"_id": schedule_id, "campaignId": campaign_id}).deleted_count == 1
         if removed:
             self.ticks.delete_many({"scheduleId": schedule_id})
+            self.delivered.forget_schedule(schedule_id)
         return removed
 
     def unpaused(self) -> list[dict[str, Any]]:

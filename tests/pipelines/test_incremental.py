@@ -167,6 +167,9 @@ def test_a_run_records_its_window_and_an_empty_run_is_skipped(
     header_only = run_tick(seeded, without_skip, datetime(2027, 3, 15, 10, 0, tzinfo=UTC))
     assert header_only["count"] == 0 and header_only["key"] and rows_of(s3, settings, header_only) == []
 
+    assert seeded.delete(CAMPAIGN, sched["id"]) and not DeliveredRows(db).keys([first["_id"]])
+    assert seeded.exports.get(first["_id"]) is not None, "its exports stay"
+
 
 def test_since_sends_only_rows_created_after_it(db: Database, s3: Any, settings: Settings, seeded: ScheduleStore):
     stamps = sorted(d["date"]["created"] for d in db["entries"].find({"campaignId": CAMPAIGN}))

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 S3RVER := devstack/s3rver
 S3RVER_STAMP := $(S3RVER)/node_modules/.installed
 
-.PHONY: install chromium libreoffice system-deps run test lint typecheck pytest bench clean
+.PHONY: install chromium libreoffice openssh system-deps run test lint typecheck pytest bench clean
 
 install: $(STAMP) $(S3RVER_STAMP)
 
@@ -31,6 +31,10 @@ chromium:
 # engine (Debian package `libreoffice-calc`; needs root or sudo).
 libreoffice:
 	sh devstack/ensure_libreoffice.sh
+# The OpenSSH server for the SFTP destination tests, which run sshd of their own on a loopback port (Debian
+# package `openssh-server`; needs root or sudo).
+openssh:
+	sh devstack/ensure_openssh.sh
 # Debian packages the tests need: a PostgreSQL server for the Dagster-on-PostgreSQL e2e tests
 # (apt-get as root when missing; a no-op when installed).
 system-deps:
@@ -46,7 +50,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy export_core export_pipelines export_api export_cli devstack bench
 
-pytest: install chromium libreoffice system-deps
+pytest: install chromium libreoffice openssh system-deps
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest

@@ -59,8 +59,9 @@ def pgp_key(
         shutil.rmtree(home, ignore_errors=True)
 
 
-@pytest.fixture(name="pgp_key_pair")
+@pytest.fixture(scope="session", name="pgp_key_pair")
 def pgp_key_pair_fixture() -> Iterator[PgpKey]:
-    """A fresh key that can encrypt (secret key in its own home); import it into a test module to use it."""
+    """The session's key that can encrypt (its secret key in its own home: tests only read it); import it into
+    a test module, or a conftest, to use it."""
     with pgp_key() as key:
         yield key

@@ -8,8 +8,9 @@ one timestamp, is new because its key was never delivered, whatever its time say
   the schedule's FINISHED exports delivered (export_core/delivered.py), becomes `_id: {$in: new}`
   on the rows query, so the database sends only the new rows (none at all on an empty run). The
   first run, or one with more than MAX_IN_IDS new rows, reads every row instead.
-- transform (`new_rows`): every frame is anti-joined on ROW_KEY against the delivered keys, read
-  again (a re-execution from failure may follow another run that delivered since), and the keys
+- transform (`new_rows`): every frame is anti-joined on ROW_KEY against the keys the rows query did
+  not leave out — those of runs that FINISHED since the extract (a re-execution from failure may
+  follow another run of the schedule), or all of them when the extract read every row — and the keys
   written are staged beside the file.
 - finish (`save_delivered`): the staged keys are stored before the record is marked FINISHED; they
   count from then on. A run that FAILED or EXPIRED delivered nothing: the next one covers its rows.
@@ -45,10 +46,8 @@ def is_incremental(record: dict[str, Any]) -> bool:
     return bool(record.get("incremental")) and bool((record.get("schedule") or {}).get("id"))
 
 
-def _delivered(ctx: ExportContext) -> tuple[list[str], set[str]]:
-    store = DeliveredRows(ctx.db)
-    exports = store.delivered_exports(str(ctx.record["schedule"]["id"]), exclude=ctx.export_id)
-    return exports, store.keys(exports)
+def _delivered_exports(ctx: ExportContext) -> list[str]:
+    return DeliveredRows(ctx.db).delivered_exports(str(ctx.record["schedule"]["id"]), exclude=ctx.export_id)
 
 
 def row_filter(ctx: ExportContext, match: dict[str, Any]) -> dict[str, Any]:
@@ -65,9 +64,14 @@ def row_filter(ctx: ExportContext, match: dict[str, Any]) -> dict[str, Any]:
         if since is not None:
             _stage_window(ctx, {"since": since, "until": utcnow()})
         return extra
-    exports, delivered = _delivered(ctx)
-    until = utcnow()
-    window: dict[str, Any] = {"until": until, "previousExports": len(exports), "previouslyDelivered": len(delivered)}
+    exports = _delivered_exports(ctx)
+    delivered = DeliveredRows(ctx.db).keys(exports)
+    window: dict[str, Any] = {
+        "until": utcnow(),
+        "previousExports": len(exports),
+        "previouslyDelivered": len(delivered),
+        "excluded": [],  # the exports whose rows the rows query leaves out already
+    }
     if not delivered:
         _stage_window(ctx, window)
         return extra
@@ -78,9 +82,10 @@ def row_filter(ctx: ExportContext, match: dict[str, Any]) -> dict[str, Any]:
         for raw in cursor:
             new += [doc["_id"] for doc in bson.decode_all(raw) if str(doc["_id"]) not in delivered]
     window["newKeysScanned"] = len(new)
-    _stage_window(ctx, window)
     if len(new) > MAX_IN_IDS:
+        _stage_window(ctx, window)
         return extra
+    _stage_window(ctx, {**window, "excluded": exports})
     return {**extra, "_id": {"$in": new}}
 
 
@@ -100,7 +105,10 @@ def new_rows(ctx: ExportContext, frames: Iterable[pl.DataFrame]) -> Iterator[pl.
     if not is_incremental(ctx.record):
         yield from frames
         return
-    _, delivered = _delivered(ctx)
+    # Only the exports the rows query did not leave out: those that FINISHED since the extract (a
+    # re-execution after another run of the schedule), or all of them when the extract read every row.
+    excluded = set(json.loads((ctx.work_dir / WINDOW_FILE).read_text()).get("excluded", []))
+    delivered = DeliveredRows(ctx.db).keys(e for e in _delivered_exports(ctx) if e not in excluded)
     old = pl.Series(ROW_KEY, list(delivered), dtype=pl.String)
     written: dict[str, None] = {}
     for frame in frames:
@@ -117,6 +125,7 @@ def finish_fields(ctx: ExportContext) -> dict[str, Any]:
     if not window_path.exists():
         return {}
     window = json.loads(window_path.read_text())
+    window.pop("excluded", None)
     for field in ("since", "until"):
         if field in window:
             window[field] = datetime.fromisoformat(window[field])

@@ -211,3 +211,24 @@ def test_a_since_request_is_never_merged_with_a_whole_one(db: Database, seeded: 
     again = request_export(db, CAMPAIGN, "entries")
     assert part["_id"] != whole["_id"] and again["_id"] == whole["_id"]
     assert "active" not in part and part["since"] == since
+
+
+def test_a_run_resumed_after_another_run_delivered_sends_none_of_its_rows(
+    db: Database, s3: Any, settings: Settings, seeded: ScheduleStore
+):
+    """A re-execution from failure after its extract (the transform step failed) may follow a later
+    tick's run that delivered the same new rows: the resumed run's anti-join leaves them out."""
+    import logging
+
+    from export_pipelines import stages
+    from tests.pipelines.helpers import workspace
+
+    sched = schedule(seeded, "entries")
+    run_tick(seeded, sched, datetime(2027, 3, 14, 10, 0, tzinfo=UTC))
+    insert_rows(db, "entries", random.Random(5), 6)
+    resumed = seeded.queue_run(sched, datetime(2027, 3, 15, 10, 0, tzinfo=UTC), campaign_name="Incremental").record
+    ctx = stages.build_context(resumed, db, s3, workspace(settings), logging.getLogger("test"), run_id="r-resumed")
+    stages.extract(ctx)  # ... and its transform step failed here
+    later = run_tick(seeded, sched, datetime(2027, 3, 16, 10, 0, tzinfo=UTC))
+    assert later["count"] == 6
+    assert stages.transform(ctx) == {"data.csv": 0}, "the resumed run sends none of the rows the later one sent"

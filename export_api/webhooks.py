@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from export_api.errors import ApiError
 from export_api.routes import MAX_LIMIT, MAX_PAGE, NO_STORE, _int_param, api_state, authorize_report, json_body
-from export_core import webhooks
+from export_core import outbox, webhooks
 
 NOT_FOUND = "Webhook not found."
 
@@ -257,7 +257,7 @@ def component_schemas() -> dict[str, Any]:
                 "event": events,
                 "exportId": {"type": "string"},
                 "scheduleId": {"type": "string"},
-                "status": {"type": "string", "enum": [webhooks.PENDING, webhooks.DELIVERED, webhooks.GAVE_UP]},
+                "status": {"type": "string", "enum": [outbox.PENDING, outbox.DELIVERED, outbox.GAVE_UP]},
                 "createdAt": date_time,
                 "nextAttemptAt": {**date_time, "nullable": True},
                 "lastAttemptAt": {**date_time, "nullable": True},

@@ -1,42 +1,35 @@
-"""Webhooks (SPEC §11, Standard Webhooks): subscriptions, stored deliveries, and one signed delivery attempt.
+"""Webhooks (SPEC §11, Standard Webhooks): subscriptions, the events and their body, signing, one HTTP attempt.
 
 Dagster-free: the API creates and lists subscriptions; the webhook sensor
-(export_pipelines/webhook_delivery.py) stores deliveries from the `notify` outboxes (OUTBOXES: export
-records' ends, schedules' `schedule.paused`) and attempts the due ones with `attempt`.
+(export_pipelines/webhook_delivery.py) stores deliveries from the `notify` outboxes of export records
+and schedules (SOURCES) and attempts the due ones with `attempt`.
 
 - `webhooks`: one document per subscription `{id, campaignId, url, events, secret, slot, ...}`.
   A campaign has at most MAX_PER_CAMPAIGN: each subscription holds a `slot` 0..MAX-1 that a
   unique index keeps to one per campaign, so concurrent requests can never pass the limit.
   The `secret` (needed to sign) is stored, and only ever shown in the response that created it.
-- `webhook_deliveries`: one document per (subscription, outbox entry): its id is the `webhook-id`
-  header, derived from the subscription, the export (or schedule), the event and its time, so storing
-  it twice (a crash between storing and draining the outbox) is a no-op. It keeps the exact body,
-  every attempt, the next attempt's time, and the reason it was given up.
+- `webhook_deliveries`: a delivery queue (export_core/outbox.py, retried after RETRY_DELAYS) with one
+  document per (subscription, outbox entry): its id is the `webhook-id` header, derived from the
+  subscription, the export (or schedule), the event and its time. It keeps the exact body besides
+  what the queue keeps (every attempt, the next attempt's time, the reason it was given up).
 
 Addresses are checked when subscribing and again at each attempt, on the very addresses the
-attempt then connects to (DNS rebinding): https only and public addresses only, unless
-WEBHOOK_ALLOW_PRIVATE (local development, tests) also allows http and loopback/private/shared
-addresses; link-local (cloud metadata), unspecified, multicast and reserved addresses never.
-Redirects are not followed. Nothing here logs a URL or a secret.
+attempt then connects to (export_core/address_guard.py): https only and public addresses only, unless
+WEBHOOK_ALLOW_PRIVATE also allows http and loopback/private/shared addresses. Redirects are not
+followed. Nothing here logs a URL or a secret.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import hashlib
-import ipaddress
 import json
 import math
 import random
 import secrets
-import socket
 import ssl
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -48,6 +41,9 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 from standardwebhooks import Webhook
 
+from export_core import address_guard
+from export_core.address_guard import AddressRefused
+from export_core.outbox import DeliveryQueue, deterministic_id
 from export_core.records import utcnow
 from export_core.schedule_store import PAUSED_EVENT, SCHEDULES, schedule_view
 from export_core.views import iso_utc, record_view, to_json
@@ -66,14 +62,12 @@ RETRY_DELAYS = (
 )
 MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 ATTEMPT_TIMEOUT_SECONDS = 10.0  # the whole attempt: name lookup, connect, TLS, request, response headers
-RESOLVE_TIMEOUT_SECONDS = 5.0
 MAX_URL_LENGTH = 2048
 SECRET_BYTES = 32
 USER_AGENT = "export-service-webhooks/1"
 
 SUBSCRIPTIONS = "webhooks"
 DELIVERIES = "webhook_deliveries"
-PENDING, DELIVERED, GAVE_UP = "pending", "delivered", "failed"  # a delivery's status
 
 # Attempt error classes (the deliveries endpoint shows them; no URL, host or library text).
 TIMEOUT = "timeout"
@@ -84,8 +78,6 @@ ADDRESS_REFUSED = "address_refused"
 REDIRECT = "redirect_not_followed"
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-Clock = Callable[[], datetime]
 
 
 class InvalidWebhook(Exception):
@@ -169,120 +161,24 @@ def parse_url(url: str, *, allow_private: bool) -> Target:
     return Target(parsed, host, port or (443 if parsed.scheme == "https" else 80))
 
 
-# -- addresses ----------------------------------------------------------------------------------
+# -- addresses: the guard's rules, in the words a subscriber is told ---------------------------------
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-CGNAT = ipaddress.ip_network("100.64.0.0/10")
-THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
-NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
-LINK_LOCAL, SPECIAL, PRIVATE, PUBLIC = "link-local", "special", "private", "public"
-_REFUSALS = {
-    LINK_LOCAL: "The webhook URL's host resolves to a link-local address, which is never allowed.",
-    SPECIAL: "The webhook URL's host resolves to an address that cannot receive webhooks.",
-    PRIVATE: "The webhook URL's host resolves to a loopback, private or shared address; only public addresses"
-    " are allowed.",
+REFUSALS = {
+    address_guard.LINK_LOCAL: "The webhook URL's host resolves to a link-local address, which is never allowed.",
+    address_guard.SPECIAL: "The webhook URL's host resolves to an address that cannot receive webhooks.",
+    address_guard.PRIVATE: "The webhook URL's host resolves to a loopback, private or shared address; only public"
+    " addresses are allowed.",
+    address_guard.UNRESOLVED: "The webhook URL's host could not be resolved.",
 }
-
-
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 one carries to: IPv4-mapped, IPv4-compatible, NAT64 or 6to4 forms."""
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if any(ip in network for network in NAT64):
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    if int(ip) >> 32 == 0 and int(ip) > 1:  # ::a.b.c.d (deprecated IPv4-compatible)
-        return ipaddress.IPv4Address(int(ip))
-    return None
-
-
-def _kind(ip: IPAddress) -> str:
-    if ip.is_link_local:
-        return LINK_LOCAL
-    if ip.is_loopback:  # before "reserved": ::1 is inside the reserved ::/8
-        return PRIVATE
-    if ip.is_unspecified or ip.is_multicast or ip.is_reserved or (ip.version == 4 and ip in THIS_NETWORK):
-        return SPECIAL
-    if ip.version == 6 and ip.teredo is not None:  # tunnelled to an address it hides
-        return SPECIAL
-    if ip.is_private or (ip.version == 4 and ip in CGNAT) or not ip.is_global:
-        return PRIVATE
-    if ip.version == 6 and ip.is_site_local:
-        return PRIVATE
-    return PUBLIC
-
-
-def address_kind(address: str) -> str:
-    """link-local, special, private or public: what the address is, IPv4 forms inside IPv6 included."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # a scoped IPv6 address: its zone is no escape
-    if ip.version == 6:
-        embedded = _embedded_ipv4(ip)
-        if embedded is not None and ip.sixtofour is None:
-            return _kind(embedded)  # mapped, compatible, NAT64: the packets go to that IPv4 address
-        if embedded is not None:  # 6to4: through a relay, to the IPv4 address; the worse of both
-            return min((_kind(embedded), _kind(ip)), key=(LINK_LOCAL, SPECIAL, PRIVATE, PUBLIC).index)
-    return _kind(ip)
-
-
-def address_refusal(address: str, *, allow_private: bool) -> str | None:
-    """Why a webhook must not be sent to `address` (one sentence), or None when it may."""
-    kind = address_kind(address)
-    if kind == PUBLIC or (kind == PRIVATE and allow_private):
-        return None
-    return _REFUSALS[kind]
-
-
-UNRESOLVED = "The webhook URL's host could not be resolved."
-_resolver = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-dns")
-
-
-def _lookup(host: str, port: int) -> list[str]:
-    """The host's addresses (an IP literal is its own), in the resolver's order; InvalidWebhook if none."""
-    try:
-        return [str(ipaddress.ip_address(host))]
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        raise InvalidWebhook(UNRESOLVED) from None
-    addresses: list[str] = []
-    for info in infos:
-        address = str(info[4][0])
-        if address not in addresses:
-            addresses.append(address)
-    if not addresses:
-        raise InvalidWebhook(UNRESOLVED)
-    return addresses
-
-
-def resolve(host: str, port: int, timeout: float = RESOLVE_TIMEOUT_SECONDS) -> list[str]:
-    """`_lookup` within `timeout` (the system resolver has no timeout of its own to pass)."""
-    future = _resolver.submit(_lookup, host, port)
-    try:
-        return future.result(timeout=timeout)
-    except FutureTimeout:
-        raise InvalidWebhook(UNRESOLVED) from None
-
-
-def checked_addresses(target: Target, *, allow_private: bool) -> list[str]:
-    """Every address of the target's host, each allowed; InvalidWebhook (one sentence) otherwise.
-
-    One refused address refuses the host: which one a resolver hands out next is not ours to pick.
-    """
-    addresses = resolve(target.host, target.port)
-    for address in addresses:
-        refusal = address_refusal(address, allow_private=allow_private)
-        if refusal is not None:
-            raise InvalidWebhook(refusal)
-    return addresses
 
 
 def check_url(url: str, *, allow_private: bool) -> Target:
     """The whole check of a subscription's URL (scheme, form, resolved addresses); InvalidWebhook otherwise."""
     target = parse_url(url, allow_private=allow_private)
-    checked_addresses(target, allow_private=allow_private)
+    try:
+        address_guard.allowed_addresses(target.host, target.port, allow_private=allow_private)
+    except AddressRefused as refused:
+        raise InvalidWebhook(REFUSALS[refused.reason]) from None
     return target
 
 
@@ -297,9 +193,7 @@ def new_secret() -> str:
 def delivery_id(webhook_id: str, subject_id: str, event: str, at: datetime) -> str:
     """The `webhook-id` of one event of an export (or schedule) for one subscription: the same whoever
     computes it, whenever."""
-    millis = math.floor(at.timestamp() * 1000)
-    digest = hashlib.sha256(f"{webhook_id}\n{subject_id}\n{event}\n{millis}".encode()).hexdigest()
-    return f"msg_{digest[:32]}"
+    return deterministic_id("msg_", webhook_id, subject_id, event, str(math.floor(at.timestamp() * 1000)))
 
 
 def export_href(record: dict[str, Any]) -> str:
@@ -318,7 +212,7 @@ def schedule_data(schedule: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class Outbox:
+class EventSource:
     """A collection whose documents carry a `notify` outbox of `{event, at}` entries (SPEC §11–12).
 
     `subject` is the delivery's field naming the document; `data` renders it as the body's `data`.
@@ -330,20 +224,20 @@ class Outbox:
     data: Callable[[dict[str, Any]], dict[str, Any]]
 
 
-EXPORTS_OUTBOX = Outbox("exports", EXPORT_EVENTS, "exportId", export_data)
+EXPORT_SOURCE = EventSource("exports", EXPORT_EVENTS, "exportId", export_data)
 # A schedule that paused itself pushes `{event, at, exportId}`: the run whose failure paused it.
-SCHEDULES_OUTBOX = Outbox(SCHEDULES, SCHEDULE_EVENTS, "scheduleId", schedule_data)
-OUTBOXES = (EXPORTS_OUTBOX, SCHEDULES_OUTBOX)
-_OUTBOX_OF = {event: outbox for outbox in OUTBOXES for event in outbox.events}
+SCHEDULE_SOURCE = EventSource(SCHEDULES, SCHEDULE_EVENTS, "scheduleId", schedule_data)
+SOURCES = (EXPORT_SOURCE, SCHEDULE_SOURCE)
+_SOURCE_OF = {event: source for source in SOURCES for event in source.events}
 
 
-def outbox_of(event: str) -> Outbox:
-    return _OUTBOX_OF[event]
+def source_of(event: str) -> EventSource:
+    return _SOURCE_OF[event]
 
 
 def payload(document: dict[str, Any], event: str, at: datetime) -> str:
     """The body: `{type, timestamp, data}`, data the export record (or schedule) as GET shows it."""
-    body = {"type": event, "timestamp": iso_utc(at), "data": outbox_of(event).data(document)}
+    body = {"type": event, "timestamp": iso_utc(at), "data": source_of(event).data(document)}
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -373,6 +267,9 @@ class AttemptResult:
     @property
     def delivered(self) -> bool:
         return self.error is None and self.http_status is not None and 200 <= self.http_status < 300
+
+    def attempt_fields(self) -> dict[str, Any]:
+        return {"httpStatus": self.http_status, "error": self.error}
 
     def describe(self) -> str:
         if self.http_status is not None:
@@ -424,13 +321,10 @@ async def _attempt(
         target = parse_url(url, allow_private=allow_private)
     except InvalidWebhook:
         return AttemptResult(error=ADDRESS_REFUSED)
-    loop = asyncio.get_running_loop()
     try:
-        addresses = await loop.run_in_executor(_resolver, _lookup, target.host, target.port)
-    except InvalidWebhook:
-        return AttemptResult(error=DNS_ERROR)
-    if any(address_refusal(a, allow_private=allow_private) is not None for a in addresses):
-        return AttemptResult(error=ADDRESS_REFUSED)
+        addresses = await address_guard.allowed_addresses_async(target.host, target.port, allow_private=allow_private)
+    except AddressRefused as refused:
+        return AttemptResult(error=DNS_ERROR if refused.reason == address_guard.UNRESOLVED else ADDRESS_REFUSED)
     headers = {"host": target.host_header, **signed_headers(secret, message_id, body, sent_at or datetime.now(UTC))}
     extensions = {"sni_hostname": target.host} if target.https else {}
     content = body.encode("utf-8")
@@ -469,11 +363,6 @@ def _is_tls(exc: BaseException) -> bool:
     return False
 
 
-def next_attempt_delay(attempts_made: int) -> timedelta | None:
-    """How long after the `attempts_made`-th failed attempt the next one is due; None: give up."""
-    return RETRY_DELAYS[attempts_made - 1] if attempts_made <= len(RETRY_DELAYS) else None
-
-
 # -- the collections -----------------------------------------------------------------------------
 
 
@@ -482,20 +371,27 @@ def ensure_indexes(db: Database) -> None:
     WebhookStore(db).ensure_indexes()
 
 
+def delivery_queue(db: Database) -> DeliveryQueue:
+    """The webhook deliveries: `webhook_deliveries`, retried after RETRY_DELAYS."""
+    return DeliveryQueue(db, DELIVERIES, RETRY_DELAYS)
+
+
 class WebhookStore:
-    """Subscriptions and their deliveries."""
+    """Subscriptions, and what a delivery of theirs holds."""
 
     def __init__(self, db: Database) -> None:
         self.subscriptions = db[SUBSCRIPTIONS]
-        self.deliveries = db[DELIVERIES]
+        self.deliveries = delivery_queue(db)
         self.exports = db["exports"]
 
     def ensure_indexes(self) -> None:
         self.subscriptions.create_index(
             [("campaignId", ASCENDING), ("slot", ASCENDING)], name="one_per_slot", unique=True
         )
-        self.deliveries.create_index([("status", ASCENDING), ("nextAttemptAt", ASCENDING)], name="due")
-        self.deliveries.create_index([("webhookId", ASCENDING), ("createdAt", DESCENDING)], name="by_webhook")
+        self.deliveries.ensure_indexes()
+        self.deliveries.collection.create_index(
+            [("webhookId", ASCENDING), ("createdAt", DESCENDING)], name="by_webhook"
+        )
         # Sparse: only records whose end is not yet turned into deliveries are in it (a handful).
         self.exports.create_index([("notify.at", ASCENDING)], name="webhook_outbox", sparse=True)
 
@@ -540,7 +436,7 @@ class WebhookStore:
         """Remove the subscription and its deliveries (pending ones are not attempted any more)."""
         removed = self.subscriptions.delete_one({"_id": webhook_id, "campaignId": campaign_id}).deleted_count == 1
         if removed:
-            self.deliveries.delete_many({"webhookId": webhook_id})
+            self.deliveries.drop_matching({"webhookId": webhook_id})
         return removed
 
     def matching(self, campaign_id: str, event: str) -> list[dict[str, Any]]:
@@ -559,77 +455,19 @@ class WebhookStore:
         """Store the delivery of one outbox entry `{event, at, ...}` of an export record (or schedule), due
         at once; storing the same one again changes nothing."""
         event, at = str(entry["event"]), entry["at"]
-        outbox = outbox_of(event)
         subject_id = str(document["_id"])
-        message_id = delivery_id(str(subscription["_id"]), subject_id, event, at)
-        doc = {
-            "id": message_id,
+        fields = {
             "webhookId": subscription["_id"],
             "campaignId": document.get("campaignId"),
             "exportId": entry.get("exportId"),  # a schedule's entry names its run; an export's is the line below
-            outbox.subject: subject_id,
+            source_of(event).subject: subject_id,
             "event": event,
             "body": payload(document, event, at),
-            "status": PENDING,
-            "createdAt": now,
-            "nextAttemptAt": now,
-            "attempts": [],
         }
-        with contextlib.suppress(DuplicateKeyError):  # stored meanwhile by another writer: the same document
-            self.deliveries.update_one({"_id": message_id}, {"$setOnInsert": doc}, upsert=True)
-        return message_id
-
-    def due(self, now: datetime, limit: int) -> list[dict[str, Any]]:
-        query = {"status": PENDING, "nextAttemptAt": {"$lte": now}}
-        return list(self.deliveries.find(query).sort([("nextAttemptAt", ASCENDING), ("_id", ASCENDING)]).limit(limit))
-
-    def claim(self, delivery: dict[str, Any], now: datetime, lease: timedelta) -> bool:
-        """Take a due delivery for `lease`: if the process dies mid-attempt, it is due again after it."""
-        claimed = self.deliveries.update_one(
-            {"_id": delivery["_id"], "status": PENDING, "nextAttemptAt": delivery["nextAttemptAt"]},
-            {"$set": {"nextAttemptAt": now + lease}},
-        )
-        return claimed.modified_count == 1
-
-    def release(self, delivery: dict[str, Any]) -> None:
-        """A claimed delivery that was not attempted (the tick ran out of time): due again as before."""
-        self.deliveries.update_one(
-            {"_id": delivery["_id"], "status": PENDING}, {"$set": {"nextAttemptAt": delivery["nextAttemptAt"]}}
-        )
-
-    def record_attempt(self, delivery: dict[str, Any], at: datetime, result: AttemptResult) -> dict[str, Any]:
-        """Add the attempt; the delivery is delivered, due again after the next delay, or given up."""
-        made = len(delivery.get("attempts") or []) + 1
-        delay = None if result.delivered else next_attempt_delay(made)
-        next_at = at + delay if delay is not None else None
-        entry = {"at": at, "httpStatus": result.http_status, "error": result.error, "nextAttemptAt": next_at}
-        fields: dict[str, Any] = {"nextAttemptAt": next_at, "lastAttemptAt": at}
-        if result.delivered:
-            fields["status"] = DELIVERED
-        elif next_at is None:
-            fields["status"] = GAVE_UP
-            fields["reason"] = f"Gave up after {made} attempts; the last one failed with {result.describe()}."
-        self.deliveries.update_one(
-            {"_id": delivery["_id"], "status": PENDING}, {"$set": fields, "$push": {"attempts": entry}}
-        )
-        return {**entry, **fields}
-
-    def drop(self, delivery: dict[str, Any]) -> None:
-        self.deliveries.delete_one({"_id": delivery["_id"]})
+        return self.deliveries.store(delivery_id(str(subscription["_id"]), subject_id, event, at), fields, now)
 
     def list_deliveries(self, webhook_id: str, *, page: int, limit: int) -> list[dict[str, Any]]:
-        cursor = (
-            self.deliveries.find({"webhookId": webhook_id}, {"body": 0})
-            .sort([("createdAt", DESCENDING), ("_id", DESCENDING)])
-            .skip(page * limit)
-            .limit(limit)
-        )
-        return list(cursor)
-
-    def purge(self, before: datetime) -> int:
-        """Drop delivered and given-up deliveries stored before `before` (kept for DELIVERY_RETENTION)."""
-        query = {"status": {"$in": [DELIVERED, GAVE_UP]}, "createdAt": {"$lt": before}}
-        return int(self.deliveries.delete_many(query).deleted_count)
+        return self.deliveries.listing({"webhookId": webhook_id}, page=page, limit=limit, hidden=("body",))
 
 
 # -- what the API shows --------------------------------------------------------------------------

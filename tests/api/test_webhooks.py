@@ -228,7 +228,7 @@ def test_deliveries_list_attempts_newest_first_and_why_one_was_given_up(
     for i in range(webhooks.MAX_ATTEMPTS):
         delivery = db[webhooks.DELIVERIES].find_one({"_id": message_id})
         result = webhooks.AttemptResult(error=webhooks.TIMEOUT) if i % 2 else webhooks.AttemptResult(http_status=503)
-        store.record_attempt(delivery, at + timedelta(minutes=i), result)
+        store.deliveries.record_attempt(delivery, at + timedelta(minutes=i), result)
 
     response = client.get(f"{HOOKS}/{hook['id']}/deliveries", headers=headers)
     assert response.status_code == 200

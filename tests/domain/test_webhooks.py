@@ -1,5 +1,6 @@
-"""The webhook rules without a network: URL and address checks (literal IPs and `localhost` only: this
-machine has no external DNS), the body, the signature a Standard Webhooks verifier accepts, the schedule."""
+"""The webhook rules without a network: URL checks and the address refusals' wording (literal IPs and
+`localhost` only: this machine has no external DNS), the body, the signature a Standard Webhooks verifier
+accepts, the retry schedule."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import pytest
 from pymongo.database import Database
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from export_core import webhooks
-from export_core.webhooks import InvalidWebhook, address_refusal, check_url, parse_url
+from export_core import address_guard, outbox, webhooks
+from export_core.webhooks import InvalidWebhook, check_url, parse_url
 
 LINK_LOCAL = "The webhook URL's host resolves to a link-local address, which is never allowed."
 PRIVATE = "The webhook URL's host resolves to a loopback, private or shared address; only public addresses are allowed."
@@ -23,54 +24,9 @@ ALL_EVENTS = "export.finished, export.failed, export.expired, schedule.paused"
 EVENTS_NEEDED = f"'events' must be a non-empty list of: {ALL_EVENTS}."
 
 
-@pytest.mark.parametrize(
-    ("address", "kind"),
-    [
-        ("8.8.8.8", "public"),
-        ("2606:4700:4700::1111", "public"),
-        ("::ffff:8.8.8.8", "public"),
-        ("127.0.0.1", "private"),
-        ("127.8.9.10", "private"),
-        ("::1", "private"),
-        ("::ffff:127.0.0.1", "private"),
-        ("10.1.2.3", "private"),
-        ("172.16.0.1", "private"),
-        ("192.168.0.1", "private"),
-        ("100.64.0.1", "private"),  # CGNAT
-        ("100.127.255.254", "private"),
-        ("fc00::1", "private"),  # unique local
-        ("fd12:3456::1", "private"),
-        ("169.254.169.254", "link-local"),  # cloud metadata
-        ("169.254.0.1", "link-local"),
-        ("fe80::1", "link-local"),
-        ("fe80::1%eth0", "link-local"),
-        ("febf::1", "link-local"),
-        ("::ffff:169.254.169.254", "link-local"),  # IPv4-mapped
-        ("::169.254.169.254", "link-local"),  # IPv4-compatible
-        ("64:ff9b::a9fe:a9fe", "link-local"),  # NAT64 of 169.254.169.254
-        ("2002:a9fe:a9fe::1", "link-local"),  # 6to4 of 169.254.169.254
-        ("0.0.0.0", "special"),  # noqa: S104 (an address to refuse, not to bind)
-        ("0.1.2.3", "special"),
-        ("::", "special"),
-        ("224.0.0.1", "special"),
-        ("ff02::1", "special"),
-        ("255.255.255.255", "special"),
-        ("240.0.0.1", "special"),
-    ],
-)
-def test_every_address_is_classified(address: str, kind: str):
-    assert webhooks.address_kind(address) == kind
-
-
-def test_private_addresses_are_allowed_only_with_the_setting_and_link_local_never():
-    assert address_refusal("127.0.0.1", allow_private=False) == PRIVATE
-    assert address_refusal("127.0.0.1", allow_private=True) is None
-    assert address_refusal("100.64.0.1", allow_private=True) is None
-    assert address_refusal("8.8.8.8", allow_private=False) is None
-    for address in ("169.254.169.254", "fe80::1", "::ffff:169.254.169.254"):
-        assert address_refusal(address, allow_private=True) == LINK_LOCAL
-    for address in ("0.0.0.0", "::", "224.0.0.1"):  # noqa: S104
-        assert address_refusal(address, allow_private=True) == SPECIAL
+def test_every_refusal_of_the_guard_has_its_webhook_sentence():
+    """The guard's rules (tests/domain/test_address_guard.py) in the words the API answers with (below)."""
+    assert set(webhooks.REFUSALS) == set(address_guard.REFUSALS)
 
 
 @pytest.mark.parametrize(
@@ -211,7 +167,7 @@ def test_the_payload_is_the_record_as_get_shows_it_without_links_or_storage_fiel
 
 
 def test_the_retry_schedule_grows_and_ends_after_the_sixth_attempt():
-    delays = [webhooks.next_attempt_delay(n) for n in range(1, 7)]
+    delays = [outbox.next_attempt_delay(webhooks.RETRY_DELAYS, n) for n in range(1, 7)]
     minutes = [None if d is None else d.total_seconds() / 60 for d in delays]
     assert minutes == [5 / 60, 0.5, 2, 10, 60, None]
 

@@ -13,15 +13,16 @@ import pytest
 from dagster import DagsterInstance, SensorResult, build_sensor_context
 from pymongo.database import Database
 
-from export_core import webhooks
+from export_core import outbox, webhooks
 from export_core.records import ExportStore, utcnow
 from export_core.schedule_store import ScheduleStore, schedule_view
 from export_core.schedules import parse_schedule
 from export_core.settings import Settings
 from export_core.views import iso_utc
+from export_pipelines.deliveries import LEASE, Channel, attempt_due, deliver
 from export_pipelines.resources import MongoResource
 from export_pipelines.schedule_ticks import evaluate_schedules
-from export_pipelines.webhook_delivery import LEASE, attempt_due, build_webhook_sensor, deliver, store_deliveries
+from export_pipelines.webhook_delivery import build_webhook_sensor, store_deliveries, webhook_channel
 from tests.conftest import free_port
 from tests.webhook_receiver import Receiver, receiver_fixture  # noqa: F401 (the fixture)
 
@@ -53,6 +54,11 @@ def store(db: Database) -> ExportStore:
     webhooks.ensure_indexes(db)
     db["campaigns"].insert_one({"_id": CAMPAIGN, "name": "Hook Tour"})
     return store
+
+
+def channel(db: Database, *, allow_private: bool = True) -> Channel:
+    """The webhook channel as the sensor builds it (WEBHOOK_ALLOW_PRIVATE=1 unless told: the receiver is local)."""
+    return webhook_channel(db, allow_private=allow_private)
 
 
 def subscribe(db: Database, receiver: Receiver, path: str, events: list[str], campaign: str = CAMPAIGN) -> dict:
@@ -94,7 +100,7 @@ def test_an_ended_export_reaches_its_subscriber_signed_and_verifiable(
     record = finished_export(store)
     assert record["notify"][0]["event"] == "export.finished", "the end state wrote its outbox entry in the same update"
 
-    report, _ = deliver(db, allow_private=True, clock=clock)
+    report, _ = deliver(channel(db), clock=clock)
 
     assert (report.stored, report.attempted, report.delivered) == (1, 1, 1)
     [post] = receiver.posts()
@@ -114,12 +120,12 @@ def test_an_ended_export_reaches_its_subscriber_signed_and_verifiable(
     assert post.headers["host"] == f"127.0.0.1:{receiver.port}"
 
     stored = delivery(db, expected_id)
-    assert stored["status"] == webhooks.DELIVERED and stored["nextAttemptAt"] is None
+    assert stored["status"] == outbox.DELIVERED and stored["nextAttemptAt"] is None
     [attempt] = stored["attempts"]
     assert attempt["httpStatus"] == 204 and attempt["error"] is None and attempt["at"] == clock.now
     assert db["exports"].find_one({"_id": record["id"]})["notify"] == [], "the outbox entry was drained"
 
-    again, _ = deliver(db, allow_private=True, clock=clock)
+    again, _ = deliver(channel(db), clock=clock)
     assert (again.stored, again.attempted) == (0, 0) and len(receiver.posts()) == 1
 
 
@@ -131,7 +137,7 @@ def test_the_host_name_of_the_url_is_sent_while_the_checked_address_is_connected
     )
     receiver.secrets["/named"] = created["secret"]
     finished_export(store)
-    deliver(db, allow_private=True, clock=clock)
+    deliver(channel(db), clock=clock)
     [post] = receiver.posts()
     assert post.error is None and post.headers["host"] == f"localhost:{receiver.port}"
 
@@ -142,27 +148,27 @@ def test_a_failure_is_retried_later_with_the_same_webhook_id(
     subscribe(db, receiver, "/h", ["export.failed"])
     failed_export(store)
     receiver.mode = "fail"
-    deliver(db, allow_private=True, clock=clock)
+    deliver(channel(db), clock=clock)
     [first] = receiver.posts()
     stored = delivery(db, first.message_id)
-    assert stored["status"] == webhooks.PENDING
+    assert stored["status"] == outbox.PENDING
     assert stored["attempts"][0]["httpStatus"] == 500
     assert stored["nextAttemptAt"] == clock.now + timedelta(seconds=5)
 
     clock.advance(timedelta(seconds=4))
-    deliver(db, allow_private=True, clock=clock)
+    deliver(channel(db), clock=clock)
     assert len(receiver.posts()) == 1, "not due before its delay"
 
     receiver.mode = "ok"
     clock.advance(timedelta(seconds=1))
-    deliver(db, allow_private=True, clock=clock)
+    deliver(channel(db), clock=clock)
     first_again, second = receiver.posts()
     assert second.message_id == first.message_id and second.error is None
     assert second.body == first.body, "the same body on every attempt"
     assert second.verified["type"] == "export.failed"
     assert second.verified["data"]["error"]["message"].startswith("The database was unavailable")
     stored = delivery(db, first.message_id)
-    assert stored["status"] == webhooks.DELIVERED
+    assert stored["status"] == outbox.DELIVERED
     assert [a["httpStatus"] for a in stored["attempts"]] == [500, 204]
 
 
@@ -170,10 +176,10 @@ def test_a_redirect_is_an_answer_not_followed(db: Database, store: ExportStore, 
     subscribe(db, receiver, "/moved", ["export.finished"])
     finished_export(store)
     receiver.mode = "redirect"
-    deliver(db, allow_private=True, clock=clock)
+    deliver(channel(db), clock=clock)
     assert [p.path for p in receiver.posts()] == ["/moved"], "nothing was sent to the redirect's target"
     [stored] = db[webhooks.DELIVERIES].find()
-    assert stored["status"] == webhooks.PENDING
+    assert stored["status"] == outbox.PENDING
     assert stored["attempts"][0]["httpStatus"] == 302 and stored["attempts"][0]["error"] == webhooks.REDIRECT
 
 
@@ -183,9 +189,9 @@ def test_a_receiver_that_does_not_answer_in_time_is_a_timeout(
     subscribe(db, receiver, "/slow", ["export.finished"])
     finished_export(store)
     receiver.mode, receiver.hang_seconds = "hang", 3.0
-    assert attempt_due(db, allow_private=True, clock=clock).attempted == 0, "nothing stored yet"
+    assert attempt_due(channel(db), clock=clock).attempted == 0, "nothing stored yet"
     store_deliveries(db, clock=clock)
-    report = attempt_due(db, allow_private=True, clock=clock, attempt_timeout=0.5)
+    report = attempt_due(channel(db), clock=clock, attempt_timeout=0.5)
     assert (report.attempted, report.delivered) == (1, 0)
     [stored] = db[webhooks.DELIVERIES].find()
     attempt = stored["attempts"][0]
@@ -199,7 +205,7 @@ def test_a_closed_port_is_a_connection_error(db: Database, store: ExportStore, c
         campaign_id=CAMPAIGN, url=f"http://127.0.0.1:{free_port()}/x", events=["export.finished"], created_by="t"
     )
     finished_export(store)
-    deliver(db, allow_private=True, clock=clock)
+    deliver(channel(db), clock=clock)
     [stored] = db[webhooks.DELIVERIES].find()
     assert stored["attempts"][0]["error"] == webhooks.CONNECTION_ERROR
 
@@ -211,22 +217,22 @@ def test_after_the_last_delay_it_is_given_up_with_the_reason_kept(
     finished_export(store)
     receiver.mode = "fail"
     started = clock.now
-    deliver(db, allow_private=True, clock=clock)
+    deliver(channel(db), clock=clock)
     for delay in webhooks.RETRY_DELAYS:
         clock.advance(delay)
-        deliver(db, allow_private=True, clock=clock)
+        deliver(channel(db), clock=clock)
     posts = receiver.posts()
     assert len(posts) == webhooks.MAX_ATTEMPTS == 6
     assert len({p.message_id for p in posts}) == 1 and all(p.error is None for p in posts)
     [stored] = db[webhooks.DELIVERIES].find()
-    assert stored["status"] == webhooks.GAVE_UP and stored["nextAttemptAt"] is None
+    assert stored["status"] == outbox.GAVE_UP and stored["nextAttemptAt"] is None
     assert stored["reason"] == "Gave up after 6 attempts; the last one failed with HTTP 500."
     times = [a["at"] - started for a in stored["attempts"]]
     assert times == [timedelta(0), *(sum(webhooks.RETRY_DELAYS[: i + 1], timedelta(0)) for i in range(5))]
     assert [a["nextAttemptAt"] is None for a in stored["attempts"]] == [False] * 5 + [True]
 
     clock.advance(timedelta(days=1))
-    deliver(db, allow_private=True, clock=clock)
+    deliver(channel(db), clock=clock)
     assert len(receiver.posts()) == 6, "nothing after giving up"
 
 
@@ -238,7 +244,7 @@ def test_the_address_is_checked_again_at_each_delivery(
     url = f"https://{host}:{receiver.port}/private"  # https: only the address can be what refuses it
     webhooks.WebhookStore(db).create(campaign_id=CAMPAIGN, url=url, events=["export.finished"], created_by="t")
     finished_export(store)
-    deliver(db, allow_private=False, clock=clock)
+    deliver(channel(db, allow_private=False), clock=clock)
     assert receiver.posts() == [], "no connection was made"
     [stored] = db[webhooks.DELIVERIES].find()
     assert stored["attempts"][0]["error"] == webhooks.ADDRESS_REFUSED
@@ -256,7 +262,7 @@ def test_link_local_is_never_connected_to_even_when_private_addresses_are_allowe
          "secret": webhooks.new_secret(), "createdAt": clock.now}
     )  # fmt: skip
     finished_export(store)
-    deliver(db, allow_private=True, clock=clock)
+    deliver(channel(db), clock=clock)
     [stored] = db[webhooks.DELIVERIES].find()
     assert stored["attempts"][0]["error"] == webhooks.ADDRESS_REFUSED
 
@@ -269,7 +275,7 @@ def test_an_end_that_ends_again_before_the_sensor_looks_is_delivered_twice_in_or
     failed = failed_export(store, export_type="entries")
     store.mark_triggered(failed["id"], run_id="run-3", preliminary_count=None)
     store.mark_finished(failed["id"], key="k.csv", count=0, meta={})
-    deliver(db, allow_private=True, clock=clock)
+    deliver(channel(db), clock=clock)
     assert sorted(p.verified["type"] for p in receiver.posts()) == ["export.failed", "export.finished"]
     assert all(p.verified["data"]["status"] == "FINISHED" for p in receiver.posts())
 
@@ -283,7 +289,7 @@ def test_storing_again_after_a_crash_before_the_outbox_was_drained_duplicates_no
     hooks = webhooks.WebhookStore(db)
     hooks.store_delivery(sub, record, record["notify"][0], clock.now)
     assert db["exports"].find_one({"_id": record["id"]})["notify"], "the entry is still there"
-    report, _ = deliver(db, allow_private=True, clock=clock)
+    report, _ = deliver(channel(db), clock=clock)
     assert report.attempted == 1 and len(receiver.posts()) == 1
     assert db[webhooks.DELIVERIES].count_documents({}) == 1
 
@@ -316,8 +322,8 @@ def test_a_delivery_claimed_by_a_process_that_died_mid_attempt_is_attempted_afte
     finished_export(store)
     store_deliveries(db, clock=clock)
     hooks = webhooks.WebhookStore(db)
-    [due] = hooks.due(clock.now, 10)
-    assert hooks.claim(due, clock.now, LEASE)  # claimed, then the process was killed
+    [due] = hooks.deliveries.due(clock.now, 10)
+    assert hooks.deliveries.claim(due, clock.now, LEASE)  # claimed, then the process was killed
 
     _evaluate(settings, clock)
     assert receiver.posts() == [], "still leased"
@@ -337,7 +343,7 @@ def test_a_tick_attempts_a_few_at_a_time_and_leaves_what_its_budget_cannot_fit(
         finished_export(store)
     store_deliveries(db, clock=clock)
     receiver.mode, receiver.hang_seconds = "hang", 2.0
-    report = attempt_due(db, allow_private=True, clock=clock, attempt_timeout=0.4, budget_seconds=0.6, concurrency=2)
+    report = attempt_due(channel(db), clock=clock, attempt_timeout=0.4, budget_seconds=0.6, concurrency=2)
     assert (report.attempted, report.deferred) == (2, 3)
     pending = list(db[webhooks.DELIVERIES].find({"attempts": []}))
     assert len(pending) == 3 and all(d["nextAttemptAt"] <= clock.now for d in pending), "due again at once"
@@ -348,7 +354,7 @@ def test_a_removed_subscription_gets_nothing_more(db: Database, store: ExportSto
     finished_export(store)
     store_deliveries(db, clock=clock)
     assert webhooks.WebhookStore(db).delete(CAMPAIGN, sub["id"])
-    report = attempt_due(db, allow_private=True, clock=clock)
+    report = attempt_due(channel(db), clock=clock)
     assert report.attempted == 0 and receiver.posts() == []
     assert db[webhooks.DELIVERIES].count_documents({}) == 0
 
@@ -360,7 +366,7 @@ def test_exports_of_other_campaigns_and_unsubscribed_events_are_not_sent(
     subscribe(db, receiver, "/mine", ["export.finished"])
     finished_export(store, campaign="other")
     failed_export(store)
-    report, _ = deliver(db, allow_private=True, clock=clock)
+    report, _ = deliver(channel(db), clock=clock)
     assert report.stored == 0 and receiver.posts() == []
     assert db["exports"].count_documents({"notify.at": {"$exists": True}}) == 0, "both outbox entries drained"
 
@@ -399,7 +405,7 @@ def test_a_schedule_that_paused_itself_reaches_its_subscribers_once_without_stor
     schedule, failed = paused_schedule(db)
     [entry] = schedule["notify"]
 
-    report, _ = deliver(db, allow_private=True, clock=clock)
+    report, _ = deliver(channel(db), clock=clock)
 
     assert (report.stored, report.delivered) == (3, 3), "one schedule.paused, two export.failed"
     assert len(receiver.posts("/failed")) == 2
@@ -417,11 +423,11 @@ def test_a_schedule_that_paused_itself_reaches_its_subscribers_once_without_stor
     assert post.message_id == webhooks.delivery_id(sub["id"], schedule["id"], "schedule.paused", entry["at"])
 
     stored = delivery(db, post.message_id)
-    assert stored["status"] == webhooks.DELIVERED
+    assert stored["status"] == outbox.DELIVERED
     shown = webhooks.delivery_view(stored)
     assert shown["scheduleId"] == schedule["id"] and shown["exportId"] == failed[-1]["id"], "the run that paused it"
     assert db["schedules"].find_one({"_id": schedule["_id"]})["notify"] == [], "the outbox entry was drained"
-    again, _ = deliver(db, allow_private=True, clock=clock)
+    again, _ = deliver(channel(db), clock=clock)
     assert (again.stored, again.attempted) == (0, 0) and len(receiver.posts("/paused")) == 1
 
 
@@ -448,7 +454,7 @@ def test_schedules_of_other_campaigns_and_export_subscribers_get_no_schedule_pau
     db["campaigns"].insert_one({"_id": "other", "name": "Other"})
     subscribe(db, receiver, "/other", ["schedule.paused"], campaign="other")
     schedule, _ = paused_schedule(db)
-    deliver(db, allow_private=True, clock=clock)
+    deliver(channel(db), clock=clock)
     assert receiver.posts("/other") == []
     assert {p.verified["type"] for p in receiver.posts("/exports")} == {"export.failed"}
     assert db["schedules"].find_one({"_id": schedule["_id"]})["notify"] == [], "drained all the same"
@@ -468,7 +474,7 @@ def test_the_end_of_a_scheduled_run_carries_its_schedule(
     store.mark_expired(manual["id"], message="It ran longer than allowed.")
     by_hand = failed_export(store)
 
-    deliver(db, allow_private=True, clock=clock)
+    deliver(channel(db), clock=clock)
 
     events = {p.verified["data"]["id"]: p.verified for p in receiver.posts("/ends")}
     assert all(p.error is None for p in receiver.posts("/ends"))

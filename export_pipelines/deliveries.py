@@ -1,0 +1,220 @@
+"""Deliveries on the Dagster side: one sensor per kind of delivery, storing, then attempting, its deliveries.
+
+A kind of delivery is a `Channel`: its queue (export_core/outbox.py), what turns new events into stored
+deliveries, and how one delivery is sent. Webhooks (export_pipelines/webhook_delivery.py) are one;
+another kind plugs in its own `store_new`, `target` and `send` and gets the rest from here. Each tick:
+
+1. New events → deliveries (`store_new`): stored under deterministic ids before anything is attempted,
+   so a crash in between stores the same ones again next time: no duplicate, no loss.
+2. Due deliveries are claimed (a lease: a process that dies mid-attempt leaves them due again
+   shortly) and attempted, a few at a time, within a time budget so a slow receiver never holds
+   the tick for long; each attempt is recorded with its outcome and the next attempt's time.
+3. Now and then, delivered and given-up deliveries older than DELIVERY_RETENTION are dropped.
+
+Delivery is therefore at least once. Log lines name ids only (`label`), never an address or a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from dagster import DefaultSensorStatus, SensorDefinition, SensorEvaluationContext, SensorResult, sensor
+from pymongo.database import Database
+
+from export_core.outbox import DeliveryQueue, Outcome
+from export_core.records import utcnow
+from export_pipelines.resources import MongoResource
+
+SENSOR_INTERVAL_SECONDS = 2
+TICK_BUDGET_SECONDS = 25.0  # attempts start only while one more fits: a tick ends within this (+ a little)
+CONCURRENCY = 4  # attempts in flight at once
+STORE_BATCH = 200  # documents whose events are turned into deliveries per tick (per source)
+DUE_BATCH = 40  # deliveries claimed per tick
+LEASE = timedelta(seconds=90)  # longer than any tick: a claimed delivery is never attempted twice at once
+DELIVERY_RETENTION = timedelta(days=30)  # delivered and given-up deliveries are dropped after this
+PURGE_EVERY = timedelta(hours=1)
+
+Clock = Callable[[], datetime]
+Log = Callable[[str], None]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Channel(Generic[T]):
+    """One kind of delivery.
+
+    - `store_new(clock, limit)`: store the deliveries new events ask for; returns how many were stored.
+    - `target(delivery)`: what sending it needs, read before the attempts start; None when what it was
+      for is gone (the delivery is then dropped).
+    - `send(delivery, target, timeout)`: one attempt, bounded by `timeout`.
+    - `label(delivery)`: its ids for the log line (no address, no secret).
+    """
+
+    name: str  # "webhook": log lines say "webhook delivery …", the tick's summary "webhooks: …"
+    queue: DeliveryQueue
+    ensure_indexes: Callable[[], None]
+    store_new: Callable[[Clock, int], int]
+    target: Callable[[dict[str, Any]], T | None]
+    send: Callable[[dict[str, Any], T, float], Awaitable[Outcome]]
+    label: Callable[[dict[str, Any]], str]
+    attempt_timeout: float
+
+
+@dataclass
+class TickReport:
+    name: str
+    stored: int = 0
+    attempted: int = 0
+    delivered: int = 0
+    deferred: int = 0  # claimed but not attempted: the tick's time ran out
+
+    def summary(self) -> str:
+        return (
+            f"{self.name}s: {self.stored} delivery(ies) stored, {self.attempted} attempted, {self.delivered} delivered"
+            + (f", {self.deferred} left for the next tick" if self.deferred else "")
+        )
+
+
+def attempt_due(
+    channel: Channel[Any],
+    *,
+    clock: Clock = utcnow,
+    budget_seconds: float = TICK_BUDGET_SECONDS,
+    attempt_timeout: float | None = None,
+    concurrency: int = CONCURRENCY,
+    limit: int = DUE_BATCH,
+    log: Log = _quiet,
+) -> TickReport:
+    """Claim the due deliveries and attempt them, at most `concurrency` at once, within `budget_seconds`."""
+    queue = channel.queue
+    report = TickReport(channel.name)
+    now = clock()
+    jobs: list[tuple[dict[str, Any], Any]] = []
+    for delivery in queue.due(now, limit):
+        if not queue.claim(delivery, now, LEASE):
+            continue
+        target = channel.target(delivery)
+        if target is None:  # removed meanwhile: nothing to send it to
+            queue.drop(delivery)
+            continue
+        jobs.append((delivery, target))
+    if not jobs:
+        return report
+
+    timeout = channel.attempt_timeout if attempt_timeout is None else attempt_timeout
+    started = time.monotonic()
+    results = _run(_attempt_all(channel, jobs, clock, started, budget_seconds, timeout, concurrency))
+    for (delivery, _), outcome in zip(jobs, results, strict=True):
+        if outcome is None:
+            queue.release(delivery)
+            report.deferred += 1
+            continue
+        at, result = outcome
+        recorded = queue.record_attempt(delivery, at, result)
+        report.attempted += 1
+        report.delivered += int(result.delivered)
+        next_at = recorded.get("nextAttemptAt")
+        state = "delivered" if result.delivered else f"next attempt at {next_at}" if next_at else "given up"
+        log(
+            f"{channel.name} delivery {delivery['_id']} ({channel.label(delivery)}) attempt "
+            f"{len(delivery.get('attempts') or []) + 1}: {result.describe()}; {state}"
+        )
+    return report
+
+
+async def _attempt_all(
+    channel: Channel[Any],
+    jobs: list[tuple[dict[str, Any], Any]],
+    clock: Clock,
+    started: float,
+    budget_seconds: float,
+    attempt_timeout: float,
+    concurrency: int,
+) -> list[tuple[datetime, Outcome] | None]:
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(delivery: dict[str, Any], target: Any) -> tuple[datetime, Outcome] | None:
+        async with slots:
+            if time.monotonic() - started + attempt_timeout > budget_seconds:
+                return None  # would not end within the budget: the next tick takes it
+            at = clock()
+            return at, await channel.send(delivery, target, attempt_timeout)
+
+    return list(await asyncio.gather(*(one(*job) for job in jobs)))
+
+
+def _run(coroutine: Coroutine[Any, Any, R]) -> R:
+    """Run the attempts on an event loop of their own (in a thread of their own if this one has a loop)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    box: list[R] = []
+    thread = threading.Thread(target=lambda: box.append(asyncio.run(coroutine)), name="delivery-attempts")
+    thread.start()
+    thread.join()
+    return box[0]
+
+
+_indexed: set[tuple[str, str, str]] = set()
+
+
+def deliver(
+    channel: Channel[Any],
+    *,
+    clock: Clock = utcnow,
+    last_purge: datetime | None = None,
+    log: Log = _quiet,
+    **options: Any,
+) -> tuple[TickReport, datetime | None]:
+    """One tick: store new deliveries, attempt the due ones, now and then drop old ones.
+
+    Returns the report and when old deliveries were last dropped (the sensor keeps it in its cursor).
+    """
+    db = channel.queue.collection.database
+    key = (repr(db.client.address), db.name, channel.name)
+    if key not in _indexed:  # once per process, database and channel: the queries rely on the indexes
+        channel.ensure_indexes()
+        _indexed.add(key)
+    stored = channel.store_new(clock, STORE_BATCH)
+    report = attempt_due(channel, clock=clock, log=log, **options)
+    report.stored = stored
+    now = clock()
+    if last_purge is None or now - last_purge >= PURGE_EVERY:
+        channel.queue.purge(now - DELIVERY_RETENTION)
+        last_purge = now
+    return report, last_purge
+
+
+def build_delivery_sensor(
+    name: str, description: str, channel: Callable[[Database], Channel[Any]], *, clock: Clock = utcnow
+) -> SensorDefinition:
+    """A sensor that runs `deliver` for the channel `channel(db)` every SENSOR_INTERVAL_SECONDS."""
+
+    @sensor(
+        name=name,
+        description=description,
+        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        default_status=DefaultSensorStatus.RUNNING,
+    )
+    def delivery_sensor(context: SensorEvaluationContext, mongo: MongoResource) -> SensorResult:
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        last_purge = datetime.fromisoformat(cursor["purged"]) if cursor.get("purged") else None
+        report, purged = deliver(channel(mongo.db()), clock=clock, last_purge=last_purge, log=context.log.info)
+        return SensorResult(
+            skip_reason=report.summary(), cursor=json.dumps({"purged": purged.isoformat() if purged else None})
+        )
+
+    return delivery_sensor

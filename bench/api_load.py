@@ -202,6 +202,7 @@ def main() -> int:
     import logging
 
     import jwt
+    from cryptography.fernet import Fernet
 
     from bench.stack import LocalServers, free_port, wait_for_port
     from devstack.supervisor import Supervisor, api_command, rsa_pem_pair
@@ -218,6 +219,7 @@ def main() -> int:
         MONGODB_DB=f"api_load_{int(time.time())}",
         DATA_DIR=str(work),
         JWT_PUBLIC_KEY=public,
+        SECRETS_KEY=Fernet.generate_key().decode(),  # outside DEV_MODE the API needs one
         DEV_MODE="0",
         API_PORT=str(api_port),
         DAGSTER_GRAPHQL_URL=f"http://127.0.0.1:{free_port()}/graphql",  # no Dagster: run status degrades

@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import jwt
 import uvicorn
+from cryptography.fernet import Fernet
 from pymongo import MongoClient
 
 from devstack.supervisor import rsa_pem_pair
@@ -150,7 +151,9 @@ def run(settings: Settings, runs: int = 15) -> dict[str, Any]:
     private, public = rsa_pem_pair()
     tag = f"bench-ccpa-{uuid.uuid4().hex[:8]}"
     database = tag.replace("-", "_")
-    settings = settings.model_copy(update={"mongodb_db": database, "jwt_public_key": public, "dev_mode": False})
+    # A production-like API: no dev mode, its own token key and SECRETS_KEY.
+    production = {"jwt_public_key": public, "secrets_key": Fernet.generate_key().decode(), "dev_mode": False}
+    settings = settings.model_copy(update={"mongodb_db": database, **production})
     ensure_buckets(settings)
     s3 = s3_client(settings)
     mongo: MongoClient = MongoClient(settings.mongodb_uri, tz_aware=True)

@@ -26,6 +26,7 @@ from export_core import webhooks as webhooks_domain
 from export_core.clients import mongo_client, s3_client
 from export_core.records import ExportStore
 from export_core.schedule_store import ScheduleStore
+from export_core.secrets import SecretBox, SecretsKeyMissing
 from export_core.settings import Settings
 
 logger = logging.getLogger("export_api")
@@ -44,6 +45,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     if not settings.jwt_public_key and not settings.dev_mode:
         raise ConfigurationError("JWT_PUBLIC_KEY is not set; outside DEV_MODE the API needs it to verify tokens.")
+    try:
+        secret_box = SecretBox.from_settings(settings)  # in dev mode the dev key file stands in for SECRETS_KEY
+    except SecretsKeyMissing as exc:
+        raise ConfigurationError(str(exc)) from None
     verifier = TokenVerifier(
         settings.jwt_public_key,
         audience=settings.jwt_audience,
@@ -72,7 +77,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             runs = dagster_status.RunStatusReader(http, settings.dagster_graphql_url)
             campaigns = routes.CampaignNames(db)
             signer = routes.DownloadSigner(s3, settings.signed_url_ttl_seconds)
-            app.state.api = routes.ApiState(settings, verifier, metrics, db, store, s3, http, runs, campaigns, signer)
+            app.state.api = routes.ApiState(
+                settings, verifier, metrics, db, store, s3, http, runs, campaigns, signer, secret_box
+            )
             yield
         finally:
             metrics.exports.store = None

@@ -35,6 +35,7 @@ from export_core.export_types import (
     parse_export_request,
 )
 from export_core.records import ACTIVE, FINISHED, SORT_FIELDS, ExportStore, RequestOptions, TooManyPending, utcnow
+from export_core.secrets import SecretBox
 from export_core.settings import Settings
 from export_core.views import HIDDEN_FIELDS, iso_utc, record_view, to_json  # noqa: F401 (shared)
 
@@ -145,6 +146,7 @@ class ApiState:
     runs: RunStatusReader
     campaigns: CampaignNames
     signer: DownloadSigner
+    secret_box: SecretBox  # SECRETS_KEY: encrypts the secrets stored (webhooks')
 
 
 def api_state(request: Request) -> ApiState:

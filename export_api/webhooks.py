@@ -1,7 +1,8 @@
 """Webhook subscriptions (SPEC §6, §11): subscribe, list, unsubscribe, and read a subscription's deliveries.
 
-REPORT on the campaign, as for its exports. The signing secret is in the 201 answer only; lists
-never carry it, and no log line or error names it (or the URL, which may carry tokens of its own).
+REPORT on the campaign, as for its exports. The signing secret is stored encrypted (SECRETS_KEY) and
+is in the 201 answer only; lists never carry it, and no log line or error names it (or the URL, which
+may carry tokens of its own).
 A campaign has at most 10 subscriptions; one more is a 409 (a conflict with the campaign's state,
 not a malformed request). Deliveries are made by the Dagster sensor (export_pipelines/webhook_delivery.py),
 never inside a request.
@@ -98,7 +99,10 @@ class CampaignWebhooks(HTTPEndpoint):
 
 def _create(request: Request, campaign_id: str, url: str, events: list[str], user_id: str) -> dict[str, Any]:
     api_state(request).campaigns.name(campaign_id)  # 400 for a campaign that does not exist
-    return _store(request).create(campaign_id=campaign_id, url=url, events=events, created_by=user_id)
+    state = api_state(request)
+    return _store(request).create(
+        campaign_id=campaign_id, url=url, events=events, created_by=user_id, secret_box=state.secret_box
+    )
 
 
 def delete_webhook(request: Request) -> Response:

@@ -4,10 +4,13 @@ Dagster-free: the API creates and lists subscriptions; the webhook sensor
 (export_pipelines/webhook_delivery.py) stores deliveries from the `notify` outboxes of export records
 and schedules (SOURCES) and attempts the due ones with `attempt`.
 
-- `webhooks`: one document per subscription `{id, campaignId, url, events, secret, slot, ...}`.
+- `webhooks`: one document per subscription `{id, campaignId, url, events, encryptedSecret, slot, ...}`.
   A campaign has at most MAX_PER_CAMPAIGN: each subscription holds a `slot` 0..MAX-1 that a
   unique index keeps to one per campaign, so concurrent requests can never pass the limit.
-  The `secret` (needed to sign) is stored, and only ever shown in the response that created it.
+  The secret (needed to sign) is stored encrypted (export_core/secrets.py), decrypted only to sign,
+  and only ever shown in the response that created it. Subscriptions made before secrets were
+  encrypted hold a plain `secret` until `python -m export_pipelines.indexes` encrypts it
+  (`encrypt_stored_secrets`).
 - `webhook_deliveries`: a delivery queue (export_core/outbox.py, retried after RETRY_DELAYS) with one
   document per (subscription, outbox entry): its id is the `webhook-id` header, derived from the
   subscription, the export (or schedule), the event and its time. It keeps the exact body besides
@@ -30,7 +33,7 @@ import secrets
 import ssl
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -46,6 +49,7 @@ from export_core.address_guard import AddressRefused
 from export_core.outbox import DeliveryQueue, deterministic_id
 from export_core.records import utcnow
 from export_core.schedule_store import PAUSED_EVENT, SCHEDULES, schedule_view
+from export_core.secrets import SecretBox, UnreadableSecret
 from export_core.views import iso_utc, record_view, to_json
 
 EXPORT_EVENTS = ("export.finished", "export.failed", "export.expired")
@@ -78,6 +82,7 @@ ADDRESS_REFUSED = "address_refused"
 REDIRECT = "redirect_not_followed"
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SECRET_FIELDS = {"secret": 0, "encryptedSecret": 0}  # the plain one of old subscriptions, and the encrypted one
 
 
 class InvalidWebhook(Exception):
@@ -376,6 +381,16 @@ def delivery_queue(db: Database) -> DeliveryQueue:
     return DeliveryQueue(db, DELIVERIES, RETRY_DELAYS)
 
 
+@dataclass
+class SecretsMigration:
+    """What `encrypt_stored_secrets` did: plain secrets encrypted, secrets made anew with the first key, and
+    the ids of subscriptions whose secret no key decrypts."""
+
+    encrypted: int = 0
+    rotated: int = 0
+    unreadable: list[str] = field(default_factory=list)
+
+
 class WebhookStore:
     """Subscriptions, and what a delivery of theirs holds."""
 
@@ -397,8 +412,12 @@ class WebhookStore:
 
     # -- subscriptions --
 
-    def create(self, *, campaign_id: str, url: str, events: Sequence[str], created_by: str) -> dict[str, Any]:
-        """Insert a subscription with a fresh secret in a free slot; TooManyWebhooks when none is free."""
+    def create(
+        self, *, campaign_id: str, url: str, events: Sequence[str], created_by: str, secret_box: SecretBox
+    ) -> dict[str, Any]:
+        """Insert a subscription with a fresh secret, encrypted, in a free slot; TooManyWebhooks when none is
+        free. Returns the stored document and the plain `secret`, for the one answer that shows it."""
+        secret = new_secret()
         for _ in range(MAX_PER_CAMPAIGN * 2):
             taken = {d.get("slot") for d in self.subscriptions.find({"campaignId": campaign_id}, {"slot": 1})}
             free = sorted(set(range(MAX_PER_CAMPAIGN)) - taken)
@@ -411,26 +430,26 @@ class WebhookStore:
                 "campaignId": campaign_id,
                 "url": url,
                 "events": list(events),
-                "secret": new_secret(),
+                "encryptedSecret": secret_box.encrypt(secret),
                 "slot": random.choice(free),  # random: concurrent requests rarely pick the same one
                 "createdBy": created_by,
                 "createdAt": utcnow(),
             }
             try:
                 self.subscriptions.insert_one(doc)
-                return doc
+                return {**doc, "secret": secret}
             except DuplicateKeyError:
                 continue  # a concurrent request took that slot: look again
         raise RuntimeError("could not create webhook: concurrent requests kept taking its slot")
 
     def for_campaign(self, campaign_id: str) -> list[dict[str, Any]]:
         """The campaign's subscriptions, oldest first, without their secrets."""
-        found = self.subscriptions.find({"campaignId": campaign_id}, {"secret": 0})
+        found = self.subscriptions.find({"campaignId": campaign_id}, SECRET_FIELDS)
         return sorted(found, key=lambda d: (d.get("createdAt") or EPOCH, str(d["_id"])))
 
     def get(self, campaign_id: str, webhook_id: str) -> dict[str, Any] | None:
         """One of the campaign's subscriptions (never another campaign's), without its secret."""
-        return self.subscriptions.find_one({"_id": webhook_id, "campaignId": campaign_id}, {"secret": 0})
+        return self.subscriptions.find_one({"_id": webhook_id, "campaignId": campaign_id}, SECRET_FIELDS)
 
     def delete(self, campaign_id: str, webhook_id: str) -> bool:
         """Remove the subscription and its deliveries (pending ones are not attempted any more)."""
@@ -440,12 +459,44 @@ class WebhookStore:
         return removed
 
     def matching(self, campaign_id: str, event: str) -> list[dict[str, Any]]:
-        return list(self.subscriptions.find({"campaignId": campaign_id, "events": event}))
+        """The campaign's subscriptions to `event`, without their secrets."""
+        return list(self.subscriptions.find({"campaignId": campaign_id, "events": event}, SECRET_FIELDS))
 
-    def secret(self, webhook_id: str) -> tuple[str, str] | None:
-        """(url, secret) of a subscription, or None when it was removed."""
-        doc = self.subscriptions.find_one({"_id": webhook_id}, {"url": 1, "secret": 1})
-        return None if doc is None else (str(doc["url"]), str(doc["secret"]))
+    def signing(self, webhook_id: str, secret_box: SecretBox) -> tuple[str, str] | None:
+        """(url, secret) of a subscription, decrypted to sign with; None when it was removed.
+        UnreadableSecret when no key of SECRETS_KEY decrypts its secret."""
+        doc = self.subscriptions.find_one({"_id": webhook_id}, {"url": 1, "secret": 1, "encryptedSecret": 1})
+        if doc is None:
+            return None
+        if "encryptedSecret" in doc:
+            return str(doc["url"]), secret_box.decrypt(str(doc["encryptedSecret"]))
+        return str(doc["url"]), str(doc["secret"])  # made before secrets were encrypted, not migrated yet
+
+    def encrypt_stored_secrets(self, secret_box: SecretBox, now: datetime) -> SecretsMigration:
+        """Encrypt the plain secrets of subscriptions made before secrets were encrypted (marked
+        `secretMigratedAt`), and make anew with the first key of SECRETS_KEY the secrets another key made
+        (rotation). Idempotent: a second run finds nothing to do. A secret that no key decrypts is left
+        as it is and reported by the subscription's id."""
+        report = SecretsMigration()
+        for doc in self.subscriptions.find({"secret": {"$type": "string"}}, {"secret": 1}):
+            update = {
+                "$set": {"encryptedSecret": secret_box.encrypt(doc["secret"]), "secretMigratedAt": now},
+                "$unset": {"secret": ""},
+            }
+            report.encrypted += self.subscriptions.update_one(
+                {"_id": doc["_id"], "secret": doc["secret"]}, update
+            ).modified_count
+        for doc in self.subscriptions.find({"encryptedSecret": {"$exists": True}}, {"encryptedSecret": 1}):
+            try:
+                token = secret_box.rotated(str(doc["encryptedSecret"]))
+            except UnreadableSecret:
+                report.unreadable.append(str(doc["_id"]))
+                continue
+            if token is not None:
+                report.rotated += self.subscriptions.update_one(
+                    {"_id": doc["_id"], "encryptedSecret": doc["encryptedSecret"]}, {"$set": {"encryptedSecret": token}}
+                ).modified_count
+        return report
 
     # -- deliveries --
 

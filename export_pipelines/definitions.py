@@ -1,8 +1,8 @@
 """The Dagster code location: every export job, the sensors that drive them, the retention schedule, resources.
 
 The environment (SPEC §8) is read here, once, into `Settings` when the code location loads: the
-job tag for TIMEOUT_MILLIS, the sensors' polling interval, WEBHOOK_ALLOW_PRIVATE (webhook
-sensor) and SCHEDULE_PAUSE_AFTER_FAILURES (schedule sensor) must be known then. Resources take
+job tag for TIMEOUT_MILLIS, the sensors' polling interval, WEBHOOK_ALLOW_PRIVATE and SECRETS_KEY
+(webhook sensor) and SCHEDULE_PAUSE_AFTER_FAILURES (schedule sensor) must be known then. Resources take
 what may be secret or differ per process as `EnvVar` when the environment set it (resolved when a
 run starts, never shown in the UI), else the default.
 """
@@ -14,6 +14,7 @@ from typing import Any
 from dagster import BetaWarning, Definitions, EnvVar
 
 from export_core.clients import local_s3_credentials
+from export_core.secrets import SecretBox
 from export_core.settings import Settings
 from export_pipelines.jobs import build_export_jobs
 from export_pipelines.resources import ExportFilesResource, ExportRunResource, MongoResource, S3Resource
@@ -60,17 +61,30 @@ def build_resources(settings: Settings) -> dict[str, Any]:
 
 
 def build_definitions(settings: Settings) -> Definitions:
+    secret_box = SecretBox.from_settings(settings)  # SecretsKeyMissing outside DEV_MODE without SECRETS_KEY
     jobs = build_export_jobs(settings.timeout_millis)
     return Definitions(
         jobs=[*jobs.values(), export_retention_job],
         schedules=[export_retention_schedule],
         sensors=[
             *build_sensors(jobs, poll_seconds=max(1, math.ceil(settings.polling_interval_ms / 1000))),
-            build_webhook_sensor(allow_private=settings.webhook_allow_private),  # SPEC §11
+            build_webhook_sensor(allow_private=settings.webhook_allow_private, secret_box=secret_box),  # SPEC §11
             build_schedule_sensor(pause_after=settings.schedule_pause_after_failures),  # SPEC §12
         ],
         resources=build_resources(settings),
     )
 
 
-defs = build_definitions(Settings.from_env())
+_defs: Definitions | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """`export_pipelines.definitions.defs` (the code location's `-a defs`), built from the environment on first
+    use, so importing this module for `build_definitions` never reads it. Outside DEV_MODE without SECRETS_KEY
+    it raises SecretsKeyMissing: the code location does not load."""
+    global _defs
+    if name != "defs":
+        raise AttributeError(name)
+    if _defs is None:
+        _defs = build_definitions(Settings.from_env())
+    return _defs

@@ -30,6 +30,7 @@ from pymongo.database import Database
 
 from export_core.outbox import DeliveryQueue, Outcome
 from export_core.records import utcnow
+from export_core.secrets import UnreadableSecret
 from export_pipelines.resources import MongoResource
 
 SENSOR_INTERVAL_SECONDS = 2
@@ -57,7 +58,8 @@ class Channel(Generic[T]):
 
     - `store_new(clock, limit)`: store the deliveries new events ask for; returns how many were stored.
     - `target(delivery)`: what sending it needs, read before the attempts start; None when what it was
-      for is gone (the delivery is then dropped).
+      for is gone (the delivery is then dropped). UnreadableSecret leaves it unattempted until its lease
+      ends (a key missing from SECRETS_KEY is a configuration to mend, not a failed attempt).
     - `send(delivery, target, timeout)`: one attempt, bounded by `timeout`.
     - `label(delivery)`: its ids for the log line (no address, no secret).
     """
@@ -105,7 +107,11 @@ def attempt_due(
     for delivery in queue.due(now, limit):
         if not queue.claim(delivery, now, LEASE):
             continue
-        target = channel.target(delivery)
+        try:
+            target = channel.target(delivery)
+        except UnreadableSecret as exc:  # SECRETS_KEY lost its key: burn no attempt, say so once a lease
+            log(f"{channel.name} delivery {delivery['_id']} ({channel.label(delivery)}) not attempted: {exc}")
+            continue
         if target is None:  # removed meanwhile: nothing to send it to
             queue.drop(delivery)
             continue

@@ -6,8 +6,8 @@ onto the schedule's (export_core/schedule_store.py). For each entry, one deliver
 subscription is stored (upserted under a deterministic id, the `webhook-id`), then the entry is
 pulled. A crash in between stores the same deliveries again next time: no duplicate, no loss.
 
-Sending: the subscription's URL and secret are read as the delivery is claimed (a removed subscription
-gets nothing), and `webhooks.attempt` POSTs the stored body, signed anew. A receiver may see a
+Sending: the subscription's URL and secret (decrypted) are read as the delivery is claimed (a removed
+subscription gets nothing), and `webhooks.attempt` POSTs the stored body, signed anew. A receiver may see a
 `webhook-id` twice and should ignore the second. Nothing here logs a URL or a secret.
 """
 
@@ -23,6 +23,7 @@ from pymongo.database import Database
 from export_core import webhooks
 from export_core.outbox import Outcome
 from export_core.records import OUTBOX_FIELD, utcnow
+from export_core.secrets import SecretBox
 from export_pipelines.deliveries import STORE_BATCH, Channel, Clock, build_delivery_sensor
 
 Signing = tuple[str, str]  # (url, secret) of a subscription
@@ -54,8 +55,9 @@ def _drain(
     return stored
 
 
-def webhook_channel(db: Database, *, allow_private: bool) -> Channel[Signing]:
-    """Webhook deliveries as the delivery sensor drains and sends them."""
+def webhook_channel(db: Database, *, allow_private: bool, secret_box: SecretBox) -> Channel[Signing]:
+    """Webhook deliveries as the delivery sensor drains and sends them, signed with secrets `secret_box`
+    decrypts."""
     store = webhooks.WebhookStore(db)
 
     async def send(delivery: dict[str, Any], signing: Signing, timeout: float) -> Outcome:
@@ -74,7 +76,7 @@ def webhook_channel(db: Database, *, allow_private: bool) -> Channel[Signing]:
         queue=store.deliveries,
         ensure_indexes=store.ensure_indexes,
         store_new=lambda clock, limit: store_deliveries(db, clock=clock, limit=limit),
-        target=lambda delivery: store.secret(str(delivery["webhookId"])),
+        target=lambda delivery: store.signing(str(delivery["webhookId"]), secret_box),
         send=send,
         label=_label,
         attempt_timeout=webhooks.ATTEMPT_TIMEOUT_SECONDS,
@@ -90,12 +92,13 @@ def _label(delivery: dict[str, Any]) -> str:
     return f"{delivery['event']}, {subject}, webhook {delivery['webhookId']}"
 
 
-def build_webhook_sensor(*, allow_private: bool, clock: Clock = utcnow) -> SensorDefinition:
-    """The sensor; `allow_private` is WEBHOOK_ALLOW_PRIVATE, read once when the code location loads."""
+def build_webhook_sensor(*, allow_private: bool, secret_box: SecretBox, clock: Clock = utcnow) -> SensorDefinition:
+    """The sensor; `allow_private` (WEBHOOK_ALLOW_PRIVATE) and `secret_box` (SECRETS_KEY) are read once when
+    the code location loads."""
     return build_delivery_sensor(
         "webhook_delivery_sensor",
         "Store a delivery for every export end (and paused schedule) a webhook subscribed to, and attempt the"
         " due ones (SPEC §11).",
-        lambda db: webhook_channel(db, allow_private=allow_private),
+        lambda db: webhook_channel(db, allow_private=allow_private, secret_box=secret_box),
         clock=clock,
     )

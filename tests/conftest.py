@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from pymongo import MongoClient
 from pymongo.database import Database
 
 from devstack.supervisor import rsa_pem_pair
 from export_core.clients import ensure_buckets, s3_client
+from export_core.secrets import SecretBox
 from export_core.settings import Settings
 
 
@@ -55,6 +57,12 @@ def jwt_keys() -> tuple[str, str]:
     return rsa_pem_pair()
 
 
+@pytest.fixture(scope="session")
+def secrets_key() -> str:
+    """The SECRETS_KEY of the tests' processes (as production sets it: dev mode would generate one)."""
+    return Fernet.generate_key().decode()
+
+
 def server_env(mongo_uri: str, s3_endpoint: str, data_dir: Path) -> dict[str, str]:
     """The variables that point a process at the suite's servers, with a fresh database name."""
     return {
@@ -70,13 +78,19 @@ def server_env(mongo_uri: str, s3_endpoint: str, data_dir: Path) -> dict[str, st
 
 @pytest.fixture
 def env(
-    mongo_uri: str, s3_endpoint: str, jwt_keys: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mongo_uri: str,
+    s3_endpoint: str,
+    jwt_keys: tuple[str, str],
+    secrets_key: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, str]:
     """Environment of one test: its own database, the shared servers, a scratch DATA_DIR."""
     values = {
         **server_env(mongo_uri, s3_endpoint, tmp_path / "data"),
         "JWT_PRIVATE_KEY": jwt_keys[0],
         "JWT_PUBLIC_KEY": jwt_keys[1],
+        "SECRETS_KEY": secrets_key,
         "DEV_MODE": "1",
         # Nothing listens here: the API must degrade to the record's own status.
         "DAGSTER_GRAPHQL_URL": f"http://127.0.0.1:{free_port()}/graphql",
@@ -91,6 +105,11 @@ def settings(env: dict[str, str]) -> Settings:
     settings = Settings.from_env()
     ensure_buckets(settings)
     return settings
+
+
+@pytest.fixture
+def secret_box(settings: Settings) -> SecretBox:
+    return SecretBox.from_settings(settings)
 
 
 @pytest.fixture

@@ -13,11 +13,15 @@ from devstack.seed import seed_campaign
 from export_core.settings import REPO_ROOT
 
 
-def _run(env: dict[str, str]) -> str:
-    done = subprocess.run(
+def _command(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "export_pipelines.indexes"],
         env={**os.environ, **env}, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
+
+
+def _run(env: dict[str, str]) -> str:
+    done = _command(env)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -133,3 +137,70 @@ def test_an_existing_database_is_migrated_to_the_duplicate_rule_with_formats(env
     before = {ix["name"]: ix for ix in exports.list_indexes()}
     _run(env)  # a second run changes nothing
     assert {ix["name"]: ix for ix in exports.list_indexes()} == before
+
+
+def test_plain_webhook_secrets_are_encrypted_once_rotated_to_the_first_key_and_an_unreadable_one_reported(
+    env: dict[str, str], db: Database
+) -> None:
+    from cryptography.fernet import Fernet
+
+    from export_core.secrets import SecretBox
+    from export_core.webhooks import SUBSCRIPTIONS, new_secret
+
+    key_a, key_b, lost = env["SECRETS_KEY"], Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    by_a, by_lost = SecretBox([key_a]), SecretBox([lost])
+    plain, recent, unreadable = new_secret(), new_secret(), new_secret()
+    hooks = db[SUBSCRIPTIONS]
+    base = {"campaignId": "c1", "url": "https://8.8.8.8/", "events": ["export.finished"]}
+    hooks.insert_many(
+        [
+            {**base, "_id": "w-plain", "id": "w-plain", "slot": 0, "secret": plain},  # from before SECRETS_KEY
+            {**base, "_id": "w-new", "id": "w-new", "slot": 1, "encryptedSecret": by_a.encrypt(recent)},
+            {**base, "_id": "w-lost", "id": "w-lost", "slot": 2, "encryptedSecret": by_lost.encrypt(unreadable)},
+        ]
+    )
+    warning = (
+        "warning: webhook w-lost: its stored secret cannot be decrypted with any key of SECRETS_KEY; left as it is,"
+        " and its deliveries wait (put the key that encrypted it back into SECRETS_KEY, or remove the webhook and"
+        " subscribe again)"
+    )
+
+    first = _command(env)
+    assert first.returncode == 0, "an unreadable secret is reported, not crashed on"
+    assert f"{env['MONGODB_DB']}.webhooks: 1 plain secret(s) encrypted, 0 made anew with the first key" in first.stdout
+    assert first.stderr.strip() == warning
+    migrated = {d["_id"]: d for d in hooks.find()}
+    assert "secret" not in migrated["w-plain"] and migrated["w-plain"]["secretMigratedAt"]
+    assert by_a.decrypt(migrated["w-plain"]["encryptedSecret"]) == plain
+    assert "secretMigratedAt" not in migrated["w-new"]
+    for secret in (plain, recent, unreadable):
+        assert secret not in first.stdout + first.stderr and secret not in str(migrated["w-plain"])
+
+    again = _command(env)
+    assert "1 plain" not in again.stdout and "0 plain secret(s) encrypted, 0 made anew" in again.stdout
+    assert again.stderr.strip() == warning
+    assert {d["_id"]: d for d in hooks.find()} == migrated, "a second run changes nothing"
+
+    rotating = {**env, "SECRETS_KEY": f"{key_b},{key_a}"}
+    assert "0 plain secret(s) encrypted, 2 made anew with the first key" in _run(rotating)
+    assert "0 plain secret(s) encrypted, 0 made anew" in _run(rotating)
+    only_b = SecretBox([key_b])
+    rotated = {d["_id"]: d for d in hooks.find()}
+    assert only_b.decrypt(rotated["w-plain"]["encryptedSecret"]) == plain
+    assert only_b.decrypt(rotated["w-new"]["encryptedSecret"]) == recent
+    assert rotated["w-lost"] == migrated["w-lost"], "left as it is"
+
+
+def test_outside_dev_mode_it_refuses_without_secrets_key(env: dict[str, str], db: Database) -> None:
+    child = {k: v for k, v in env.items() if k != "SECRETS_KEY"}
+    os_env = {k: v for k, v in os.environ.items() if k != "SECRETS_KEY"}
+    done = subprocess.run(
+        [sys.executable, "-m", "export_pipelines.indexes"], env={**os_env, **child, "DEV_MODE": "0"}, cwd=REPO_ROOT,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1 and done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (
+        "python -m export_pipelines.indexes: SECRETS_KEY is not set; outside DEV_MODE the service needs it to"
+        " encrypt and decrypt stored secrets."
+    )
+    assert db.list_collection_names() == [], "nothing done without it"

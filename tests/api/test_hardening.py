@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 from export_api.app import ConfigurationError, create_app
 from export_api.auth import MAX_TOKEN_BYTES
 from export_core.records import ExportStore
-from export_core.settings import Settings
+from export_core.settings import DEV_SECRETS_KEY_FILE, Settings
 from tests.api.conftest import CAMPAIGN, EXPORTS, OTHER_CAMPAIGN, FakeDagster, LiveServer, assert_error
 
 # -- tokens -----------------------------------------------------------------------------------
@@ -99,6 +99,31 @@ def test_outside_dev_mode_the_service_refuses_to_start_without_a_public_key(
     child_env["DEV_MODE"] = "1"
     ok = subprocess.run([sys.executable, "-c", "import export_api.app as m; m.app"], env=child_env)
     assert ok.returncode == 0
+
+
+def test_outside_dev_mode_the_service_refuses_to_start_without_secrets_key(
+    settings: Settings, env: dict[str, str]
+) -> None:
+    # A generated dev key sits in DATA_DIR: outside DEV_MODE it must not be picked up.
+    keys = Path(env["DATA_DIR"]) / "keys"
+    keys.mkdir(parents=True)
+    (keys / DEV_SECRETS_KEY_FILE).write_text(env["SECRETS_KEY"])
+    child_env = {k: v for k, v in os.environ.items() if k != "SECRETS_KEY"}
+    child_env["DEV_MODE"] = "0"
+    app = [sys.executable, "-c", "import export_api.app as m; m.app"]
+    result = subprocess.run(app, env=child_env, capture_output=True, text=True)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "export-service API: SECRETS_KEY is not set; outside DEV_MODE the service needs it to encrypt and decrypt"
+        " stored secrets."
+    )
+    with pytest.raises(ConfigurationError, match="SECRETS_KEY is not set"):
+        create_app(settings.model_copy(update={"dev_mode": False, "secrets_key": None}))
+    # In dev mode the dev key stands in for it, generated when missing.
+    (keys / DEV_SECRETS_KEY_FILE).unlink()
+    child_env["DEV_MODE"] = "1"
+    assert subprocess.run(app, env=child_env).returncode == 0
+    assert (keys / DEV_SECRETS_KEY_FILE).stat().st_mode & 0o777 == 0o600
 
 
 # -- MAX_PENDING_PER_CAMPAIGN -----------------------------------------------------------------

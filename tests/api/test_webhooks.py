@@ -21,6 +21,7 @@ from starlette.testclient import TestClient
 from export_api.app import create_app
 from export_core import webhooks
 from export_core.records import ExportStore, utcnow
+from export_core.secrets import SecretBox
 from export_core.settings import Settings
 from tests.api.conftest import CAMPAIGN, OTHER_CAMPAIGN, LiveServer, TokenFactory, assert_error
 
@@ -62,6 +63,24 @@ def test_subscribing_shows_the_secret_once_and_lists_never_do(client: TestClient
     assert deliveries.status_code == 200 and deliveries.json() == {"deliveries": [], "page": 0, "limit": 20}
     for response in (listed, deliveries):
         assert secret not in response.text and "whsec_" not in response.text
+
+
+def test_the_secret_is_stored_encrypted_and_never_comes_back(
+    client: TestClient, headers: dict[str, str], db: Database, secret_box: SecretBox
+):
+    created = subscribe(client, headers).json()
+    secret = created["secret"]
+    stored = db[webhooks.SUBSCRIPTIONS].find_one({"_id": created["id"]})
+    assert stored is not None and "secret" not in stored
+    assert secret not in str(stored) and secret.removeprefix("whsec_") not in str(stored)
+    assert secret_box.decrypt(stored["encryptedSecret"]) == secret, "SECRETS_KEY decrypts it to sign"
+    for response in (
+        client.get(HOOKS, headers=headers),
+        client.get(f"{HOOKS}/{created['id']}/deliveries", headers=headers),
+    ):
+        assert response.status_code == 200
+        assert "encryptedSecret" not in response.text and stored["encryptedSecret"] not in response.text
+        assert secret not in response.text
 
 
 def test_a_webhook_may_subscribe_to_schedule_paused(client: TestClient, headers: dict[str, str]):

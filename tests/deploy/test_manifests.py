@@ -115,7 +115,7 @@ def test_api_deployment(api: dict[str, dict[str, Any]], monkeypatch: pytest.Monk
     assert container["resources"]["requests"]["cpu"] and container["resources"]["requests"]["memory"]
     assert container["resources"]["limits"]["memory"]
     env = {e["name"]: e for e in container["env"]}
-    for name in ("JWT_PUBLIC_KEY", "MONGODB_URI"):
+    for name in ("JWT_PUBLIC_KEY", "MONGODB_URI", "SECRETS_KEY"):
         assert set(env[name]["valueFrom"]) == {"secretKeyRef"}, f"{name} comes from a Secret"
         assert env[name]["valueFrom"]["secretKeyRef"]["key"] == name
     # DEV_MODE as the service itself reads it.

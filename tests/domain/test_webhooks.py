@@ -14,6 +14,7 @@ from pymongo.database import Database
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from export_core import address_guard, outbox, webhooks
+from export_core.secrets import SecretBox
 from export_core.webhooks import InvalidWebhook, check_url, parse_url
 
 LINK_LOCAL = "The webhook URL's host resolves to a link-local address, which is never allowed."
@@ -172,13 +173,16 @@ def test_the_retry_schedule_grows_and_ends_after_the_sixth_attempt():
     assert minutes == [5 / 60, 0.5, 2, 10, 60, None]
 
 
-def test_a_campaign_never_gets_more_than_ten_subscriptions_even_when_asked_at_once(db: Database):
+def test_a_campaign_never_gets_more_than_ten_subscriptions_even_when_asked_at_once(db: Database, secret_box: SecretBox):
     store = webhooks.WebhookStore(db)
     store.ensure_indexes()
 
     def subscribe(i: int) -> str:
         try:
-            store.create(campaign_id="c", url=f"https://8.8.8.8/{i}", events=["export.finished"], created_by="u")
+            store.create(
+                campaign_id="c", url=f"https://8.8.8.8/{i}", events=["export.finished"], created_by="u",
+                secret_box=secret_box,
+            )  # fmt: skip
             return "created"
         except webhooks.TooManyWebhooks:
             return "refused"
@@ -187,5 +191,8 @@ def test_a_campaign_never_gets_more_than_ten_subscriptions_even_when_asked_at_on
         outcomes = list(pool.map(subscribe, range(16)))
     assert outcomes.count("created") == 10 and outcomes.count("refused") == 6
     assert sorted(d["slot"] for d in db[webhooks.SUBSCRIPTIONS].find()) == list(range(10))
-    store.create(campaign_id="other", url="https://8.8.8.8/", events=["export.failed"], created_by="u")
-    assert all("secret" not in d for d in store.for_campaign("c")) and len(store.for_campaign("c")) == 10
+    store.create(
+        campaign_id="other", url="https://8.8.8.8/", events=["export.failed"], created_by="u", secret_box=secret_box
+    )
+    listed = store.for_campaign("c")
+    assert len(listed) == 10 and not any({"secret", "encryptedSecret"} & set(d) for d in listed)

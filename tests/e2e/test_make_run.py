@@ -10,6 +10,7 @@ import os
 import re
 import select
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ LOCAL_VARS = (
     "DAGSTER_HOME",
     "JWT_PUBLIC_KEY",
     "JWT_PRIVATE_KEY",
+    "SECRETS_KEY",
     "SEED_DEMO",
     "LOG_DIR",
     "DAGSTER_GRAPHQL_URL",
@@ -102,6 +104,8 @@ def test_local_stack_serves_exports_keeps_its_files_and_stops_without_orphans(tm
         waves = re.search(r"Demo campaign 123: seeded just now.*dateKeys (\d+) and (\d+)", text)
         assert waves, text
         assert "rerun 123 EXPORT_ID" in text and f"export EXPORT_SERVICE_URL={api}" in text
+        dev_secrets_key = data / "keys" / "dev_secrets.key"  # no SECRETS_KEY: generated, private to its owner
+        assert stat.S_IMODE(dev_secrets_key.stat().st_mode) == 0o600
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 5, "database, S3, daemon, webserver, API"
         assert httpx.get(f"{api}/heartbeat").status_code == 200
@@ -127,6 +131,8 @@ def test_local_stack_serves_exports_keeps_its_files_and_stops_without_orphans(tm
         )
         assert wave.status_code == 201
         assert finished(api, auth, wave.json()["id"])["count"] > 0
+        hook = {"url": "https://8.8.8.8/hooks", "events": ["export.finished"]}  # its secret stored encrypted
+        assert httpx.post(f"{api}/campaigns/123/webhooks", json=hook, headers=auth).status_code == 201
 
         # The README's curl block, pasted whole, waits for FINISHED and saves the file.
         assert readme_curl_block() == curl_example("http://127.0.0.1:8000") + "\n"
@@ -148,12 +154,14 @@ def test_local_stack_serves_exports_keeps_its_files_and_stops_without_orphans(tm
             text = (logs / name).read_text()
             assert token not in text and not EMAIL_PATTERN.search(text), name
 
+        dev_secrets_key_text = dev_secrets_key.read_text()
         stop(proc, children)
 
         # Again on the same DATA_DIR: the same database, keys and files; nothing seeded twice.
         proc = start(env, log)
         text = wait_for_banner(log, 2)
         assert "Demo campaign 123: already in the database" in text
+        assert dev_secrets_key.read_text() == dev_secrets_key_text, "the same key: stored secrets still decrypt"
         assert f"dateKeys {waves.group(1)} and {waves.group(2)}" in text
         children = psutil.Process(proc.pid).children(recursive=True)
         again = httpx.get(f"{api}/campaigns/123/exports/{done['id']}", headers=auth).json()

@@ -33,7 +33,8 @@ from pymongo.database import Database
 from devstack.supervisor import write_instance_config
 from export_core.failures import RUN_FAILED, WORKER_LOST
 from export_core.records import EXPIRED, FAILED, FINISHED, PENDING, TRIGGERED, ExportStore
-from export_core.settings import REPO_ROOT, Settings
+from export_core.secrets import MISSING_KEY, SecretsKeyMissing
+from export_core.settings import DEV_SECRETS_KEY_FILE, REPO_ROOT, Settings
 from export_pipelines.definitions import build_definitions
 from export_pipelines.end_states import MAX_RUNTIME_TAG, close_ended_runs
 from export_pipelines.jobs import CAMPAIGN_TAG, EXPORT_ID_TAG, REQUEST_ID_TAG, partitions_name
@@ -80,15 +81,34 @@ def test_the_definitions_load_with_every_job_sensor_and_resource(settings: Setti
     assert set(defs.resources or {}) == {"mongo", "s3", "files", "export"}
 
 
-def test_loading_the_code_location_imports_no_data_library():
+def test_outside_dev_mode_the_code_location_does_not_load_without_secrets_key(settings: Settings, env: dict[str, str]):
+    with pytest.raises(SecretsKeyMissing) as missing:
+        build_definitions(settings.model_copy(update={"dev_mode": False, "secrets_key": None}))
+    assert str(missing.value) == MISSING_KEY
+    # As Dagster loads it (`-m export_pipelines.definitions -a defs`): importing reads nothing, `defs` refuses.
+    child_env = {k: v for k, v in os.environ.items() if k != "SECRETS_KEY"}
+    child_env["DEV_MODE"] = "0"
+    load = [sys.executable, "-c", "import export_pipelines.definitions as m; m.defs"]
+    refused = subprocess.run(load, env=child_env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and f"SecretsKeyMissing: {MISSING_KEY}" in refused.stderr
+    child_env["DEV_MODE"] = "1"  # in dev mode the dev key is generated into DATA_DIR
+    loaded = subprocess.run(load, env=child_env, capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    assert (Path(env["DATA_DIR"]) / "keys" / DEV_SECRETS_KEY_FILE).exists()
+
+
+def test_loading_the_code_location_imports_no_data_library(secrets_key: str):
     """A run worker loads the code location before its export can be TRIGGERED: polars, pyarrow,
     pymongoarrow and boto3 are imported by the steps that use them (docs/performance.md, the queue)."""
     heavy = "{'polars', 'pyarrow', 'pymongoarrow', 'boto3', 'numpy'}"
     probe = (
-        "import sys, dagster; import export_pipelines.definitions; "
+        "import sys, dagster; from export_pipelines.definitions import defs; "
         f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {heavy}))"
     )
-    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    env = {**os.environ, "SECRETS_KEY": secrets_key}  # as production runs it
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True, timeout=120
+    )
     assert loaded.stdout.strip() == "[]"
 
 

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from dagster import DagsterInstance, SensorResult, build_sensor_context
 from pymongo.database import Database
 
@@ -17,6 +18,7 @@ from export_core import outbox, webhooks
 from export_core.records import ExportStore, utcnow
 from export_core.schedule_store import ScheduleStore, schedule_view
 from export_core.schedules import parse_schedule
+from export_core.secrets import SecretBox
 from export_core.settings import Settings
 from export_core.views import iso_utc
 from export_pipelines.deliveries import LEASE, Channel, attempt_due, deliver
@@ -56,14 +58,19 @@ def store(db: Database) -> ExportStore:
     return store
 
 
+def secret_box() -> SecretBox:
+    """SECRETS_KEY's box, as the code location builds it from the environment."""
+    return SecretBox.from_settings(Settings.from_env())
+
+
 def channel(db: Database, *, allow_private: bool = True) -> Channel:
     """The webhook channel as the sensor builds it (WEBHOOK_ALLOW_PRIVATE=1 unless told: the receiver is local)."""
-    return webhook_channel(db, allow_private=allow_private)
+    return webhook_channel(db, allow_private=allow_private, secret_box=secret_box())
 
 
 def subscribe(db: Database, receiver: Receiver, path: str, events: list[str], campaign: str = CAMPAIGN) -> dict:
     created = webhooks.WebhookStore(db).create(
-        campaign_id=campaign, url=receiver.url(path), events=events, created_by="tester"
+        campaign_id=campaign, url=receiver.url(path), events=events, created_by="tester", secret_box=secret_box()
     )
     receiver.secrets[path] = created["secret"]
     return created
@@ -133,7 +140,11 @@ def test_the_host_name_of_the_url_is_sent_while_the_checked_address_is_connected
     db: Database, store: ExportStore, receiver: Receiver, clock: Clock
 ):
     created = webhooks.WebhookStore(db).create(
-        campaign_id=CAMPAIGN, url=receiver.url("/named", host="localhost"), events=["export.finished"], created_by="t"
+        campaign_id=CAMPAIGN,
+        url=receiver.url("/named", host="localhost"),
+        events=["export.finished"],
+        created_by="t",
+        secret_box=secret_box(),
     )
     receiver.secrets["/named"] = created["secret"]
     finished_export(store)
@@ -202,7 +213,11 @@ def test_a_receiver_that_does_not_answer_in_time_is_a_timeout(
 
 def test_a_closed_port_is_a_connection_error(db: Database, store: ExportStore, clock: Clock):
     webhooks.WebhookStore(db).create(
-        campaign_id=CAMPAIGN, url=f"http://127.0.0.1:{free_port()}/x", events=["export.finished"], created_by="t"
+        campaign_id=CAMPAIGN,
+        url=f"http://127.0.0.1:{free_port()}/x",
+        events=["export.finished"],
+        created_by="t",
+        secret_box=secret_box(),
     )
     finished_export(store)
     deliver(channel(db), clock=clock)
@@ -242,7 +257,9 @@ def test_the_address_is_checked_again_at_each_delivery(
 ):
     """A subscription whose host resolves to a private address by the time of the delivery is not sent to."""
     url = f"https://{host}:{receiver.port}/private"  # https: only the address can be what refuses it
-    webhooks.WebhookStore(db).create(campaign_id=CAMPAIGN, url=url, events=["export.finished"], created_by="t")
+    webhooks.WebhookStore(db).create(
+        campaign_id=CAMPAIGN, url=url, events=["export.finished"], created_by="t", secret_box=secret_box()
+    )
     finished_export(store)
     deliver(channel(db, allow_private=False), clock=clock)
     assert receiver.posts() == [], "no connection was made"
@@ -296,7 +313,7 @@ def test_storing_again_after_a_crash_before_the_outbox_was_drained_duplicates_no
 
 def _evaluate(settings: Settings, clock: Clock, cursor: str | None = None) -> SensorResult:
     """One tick of a freshly built sensor, as a restarted daemon would evaluate it."""
-    sensor = build_webhook_sensor(allow_private=True, clock=clock)
+    sensor = build_webhook_sensor(allow_private=True, secret_box=secret_box(), clock=clock)
     mongo = MongoResource(uri=settings.mongodb_uri, database=settings.mongodb_db)
     with build_sensor_context(instance=DagsterInstance.ephemeral(), cursor=cursor, resources={"mongo": mongo}) as ctx:
         result = sensor(ctx)
@@ -487,3 +504,95 @@ def test_the_end_of_a_scheduled_run_carries_its_schedule(
         "manual": True,
     }
     assert "schedule" not in events[by_hand["id"]]["data"], "a hand-made request has none"
+
+
+# -- secrets at rest (SPEC §8) ------------------------------------------------------------------
+
+
+def legacy_subscription(db: Database, receiver: Receiver, path: str) -> str:
+    """A subscription as the version before encrypted secrets stored it: its secret in plain text."""
+    secret = webhooks.new_secret()
+    db[webhooks.SUBSCRIPTIONS].insert_one(
+        {"_id": "legacy", "id": "legacy", "campaignId": CAMPAIGN, "url": receiver.url(path),
+         "events": ["export.finished"], "slot": 0, "secret": secret, "createdAt": utcnow()}
+    )  # fmt: skip
+    receiver.secrets[path] = secret
+    return secret
+
+
+def test_a_plain_secret_from_before_signs_until_migrated_and_the_same_secret_signs_after(
+    db: Database, store: ExportStore, receiver: Receiver, clock: Clock
+):
+    plain = legacy_subscription(db, receiver, "/legacy")
+    finished_export(store)
+    deliver(channel(db), clock=clock)
+    [before] = receiver.posts("/legacy")
+    assert before.error is None, "signed with the plain secret it found"
+
+    migrated = webhooks.WebhookStore(db).encrypt_stored_secrets(secret_box(), clock.now)
+    assert (migrated.encrypted, migrated.rotated, migrated.unreadable) == (1, 0, [])
+    doc = db[webhooks.SUBSCRIPTIONS].find_one({"_id": "legacy"})
+    assert doc is not None and "secret" not in doc and doc["secretMigratedAt"] == clock.now
+    assert secret_box().decrypt(doc["encryptedSecret"]) == plain
+    finished_export(store)
+    deliver(channel(db), clock=clock)
+    assert [p.error for p in receiver.posts("/legacy")] == [None, None], "the receiver's secret is unchanged"
+
+    again = webhooks.WebhookStore(db).encrypt_stored_secrets(secret_box(), clock.now + timedelta(hours=1))
+    assert (again.encrypted, again.rotated, again.unreadable) == (0, 0, [])
+    assert db[webhooks.SUBSCRIPTIONS].find_one({"_id": "legacy"}) == doc, "a second run changes nothing"
+
+
+def test_a_secret_no_key_decrypts_waits_unattempted_and_the_log_says_so_without_it(
+    db: Database, store: ExportStore, receiver: Receiver, clock: Clock
+):
+    lost = Fernet.generate_key().decode()  # a key SECRETS_KEY no longer holds
+    created = webhooks.WebhookStore(db).create(
+        campaign_id=CAMPAIGN, url=receiver.url("/lost"), events=["export.finished"], created_by="t",
+        secret_box=SecretBox([lost]),
+    )  # fmt: skip
+    receiver.secrets["/lost"] = created["secret"]
+    finished_export(store)
+    lines: list[str] = []
+    report, _ = deliver(channel(db), clock=clock, log=lines.append)
+    assert (report.stored, report.attempted) == (1, 0) and receiver.posts() == []
+    [waiting] = db[webhooks.DELIVERIES].find()
+    assert waiting["status"] == outbox.PENDING and waiting["attempts"] == [], "no attempt burnt"
+    assert waiting["nextAttemptAt"] == clock.now + LEASE, "looked at again after its lease"
+    assert lines == [
+        f"webhook delivery {waiting['_id']} (export.finished, export {waiting['exportId']}, webhook {created['id']})"
+        " not attempted: The stored secret cannot be decrypted with any key of SECRETS_KEY."
+    ]
+    stored = db[webhooks.SUBSCRIPTIONS].find_one({"_id": created["id"]})
+    assert stored is not None and stored["encryptedSecret"] not in lines[0] and created["secret"] not in lines[0]
+
+    clock.advance(LEASE)  # the operator put the key back (second: still decrypts)
+    mended = webhook_channel(db, allow_private=True, secret_box=SecretBox([Fernet.generate_key().decode(), lost]))
+    report, _ = deliver(mended, clock=clock)
+    assert report.delivered == 1 and receiver.posts("/lost")[0].error is None
+
+
+def test_after_a_key_rotation_old_secrets_still_sign_and_new_ones_are_made_with_the_new_key(
+    db: Database, store: ExportStore, receiver: Receiver, clock: Clock
+):
+    old_key = Settings.from_env().secrets_key
+    assert old_key is not None
+    subscribe(db, receiver, "/old", ["export.finished"])  # SECRETS_KEY=A
+    new_key = Fernet.generate_key().decode()
+    rotating = SecretBox([new_key, old_key])  # SECRETS_KEY="B,A"
+    created = webhooks.WebhookStore(db).create(
+        campaign_id=CAMPAIGN, url=receiver.url("/new"), events=["export.finished"], created_by="t",
+        secret_box=rotating,
+    )  # fmt: skip
+    receiver.secrets["/new"] = created["secret"]
+    token = db[webhooks.SUBSCRIPTIONS].find_one({"_id": created["id"]})["encryptedSecret"]
+    assert SecretBox([new_key]).decrypt(token) == created["secret"], "encrypted with B, the first key"
+    finished_export(store)
+    deliver(webhook_channel(db, allow_private=True, secret_box=rotating), clock=clock)
+    assert [p.error for p in receiver.posts()] == [None, None], "A's secret and B's both sign"
+
+    done = webhooks.WebhookStore(db).encrypt_stored_secrets(rotating, clock.now)
+    assert (done.encrypted, done.rotated, done.unreadable) == (0, 1, []), "A's made anew with B"
+    finished_export(store)
+    deliver(webhook_channel(db, allow_private=True, secret_box=SecretBox([new_key])), clock=clock)
+    assert [p.error for p in receiver.posts()] == [None] * 4, "A removed from SECRETS_KEY: everything still signs"

@@ -43,8 +43,8 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from export_core.address_guard import LINK_LOCAL, PRIVATE, UNRESOLVED, AddressRefused, allowed_addresses
 from export_core.destinations import Delivered, PermanentDeliveryError, RetryableDeliveryError
-from export_core.webhooks import LINK_LOCAL, PRIVATE, InvalidWebhook, address_kind, address_refusal, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -162,17 +162,16 @@ def generate_key_pair() -> tuple[str, str]:
 
 
 def checked_addresses(host: str, port: int, *, allow_private: bool) -> list[str]:
-    """The host's addresses, each allowed by the webhook address rules; a DeliveryError otherwise."""
+    """The host's addresses, each allowed by the address rules (export_core/address_guard.py); a
+    DeliveryError otherwise."""
     try:
-        addresses = resolve(host, port)
-    except InvalidWebhook:
-        raise RetryableDeliveryError(f"The SFTP host name {host} could not be resolved.") from None
-    for address in addresses:
-        if address_refusal(address, allow_private=allow_private) is not None:
-            raise PermanentDeliveryError(
-                _REFUSED_ADDRESS.get(address_kind(address), _UNUSABLE_ADDRESS).format(host=host)
-            )
-    return addresses
+        return allowed_addresses(host, port, allow_private=allow_private)
+    except AddressRefused as refused:
+        if refused.reason == UNRESOLVED:
+            raise RetryableDeliveryError(f"The SFTP host name {host} could not be resolved.") from None
+        raise PermanentDeliveryError(
+            _REFUSED_ADDRESS.get(refused.reason, _UNUSABLE_ADDRESS).format(host=host)
+        ) from None
 
 
 def _open_socket(target: SftpTarget, addresses: list[str], timeout: float) -> socket.socket:

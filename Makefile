@@ -51,7 +51,7 @@ typecheck: install
 	$(BIN)/mypy export_core export_pipelines export_api export_cli devstack bench
 
 pytest: install chromium libreoffice openssh system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 test: lint typecheck pytest
 

@@ -233,10 +233,18 @@ def test_after_the_crash_each_tick_has_one_record_and_the_latest_missed_one_a_ca
 def test_the_sensor_ticks_and_its_runs_are_dagster_runs_tagged_with_the_schedule(scenario: Scenario):
     graphql, schedule = scenario.stack.graphql, scenario.schedule
     tag = {"key": SCHEDULE_ID_TAG, "value": schedule["id"]}
-    answer = httpx.post(graphql, json={"query": RUNS_WITH_TAG, "variables": tag}, timeout=30).json()
-    runs = {run["runId"]: run for run in answer["data"]["runsOrError"]["results"]}
     # The runs of the records that ended before the kill and after it; a tick queued meanwhile may be running.
     ended = [r for r in _records(scenario.db, schedule) if r["status"] == FINISHED]
+
+    def tagged_runs() -> dict[str, Any] | None:
+        """The tagged runs, once each FINISHED record's run has ended too (a record is FINISHED by the
+        run's last step, a moment before Dagster ends the run)."""
+        answer = httpx.post(graphql, json={"query": RUNS_WITH_TAG, "variables": tag}, timeout=30).json()
+        runs = {run["runId"]: run for run in answer["data"]["runsOrError"]["results"]}
+        done = all(runs.get(r["runId"], {}).get("status") not in (None, "STARTED", "STARTING") for r in ended)
+        return runs if done else None
+
+    runs = wait_until(tagged_runs, 60, "the FINISHED records' runs ended")
     assert {r["runId"] for r in ended} <= set(runs), "each FINISHED record's run, across the restart"
     for record in ended:
         run = runs[record["runId"]]

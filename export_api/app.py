@@ -24,6 +24,7 @@ from export_api.observability import RequestContextMiddleware, install_log_handl
 from export_core import ccpa as ccpa_domain
 from export_core import webhooks as webhooks_domain
 from export_core.clients import mongo_client, s3_client
+from export_core.destination_store import DestinationStore
 from export_core.records import ExportStore
 from export_core.schedule_store import ScheduleStore
 from export_core.secrets import SecretBox, SecretsKeyMissing
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await run_in_threadpool(ccpa_domain.ensure_indexes, db)  # membership, tombstones, audit
             await run_in_threadpool(webhooks_domain.ensure_indexes, db)  # subscription slots, deliveries
             await run_in_threadpool(ScheduleStore(db).ensure_indexes)  # schedule slots (the limit)
+            await run_in_threadpool(DestinationStore(db).ensure_indexes)  # destination slots (the limit)
             s3 = await run_in_threadpool(s3_client, settings)
             metrics.exports.store = store
             runs = dagster_status.RunStatusReader(http, settings.dagster_graphql_url)

@@ -25,6 +25,7 @@ from pymongo.database import Database
 
 from export_core import ccpa, webhooks
 from export_core.clients import mongo_client
+from export_core.destination_store import DestinationStore
 from export_core.records import ExportStore, utcnow
 from export_core.schedule_store import ScheduleStore
 from export_core.secrets import SecretBox, SecretsKeyMissing
@@ -49,12 +50,14 @@ def ensure_data_indexes(db: Database[Any]) -> None:
 
 def ensure_indexes(db: Database[Any]) -> None:
     """Every index: campaign data, export records (the race-free dedupe, one record per schedule tick), CCPA
-    membership/tombstones/audit, webhooks (subscription slots, due deliveries, the exports' outbox), schedules."""
+    membership/tombstones/audit, webhooks (subscription slots, due deliveries, the exports' outbox), schedules,
+    destinations (their slots)."""
     ensure_data_indexes(db)
     ExportStore(db).ensure_indexes()
     ccpa.ensure_indexes(db)
     webhooks.ensure_indexes(db)
     ScheduleStore(db).ensure_indexes()
+    DestinationStore(db).ensure_indexes()
 
 
 def encrypt_secrets(db: Database[Any], secret_box: SecretBox) -> list[str]:

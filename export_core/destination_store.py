@@ -1,0 +1,357 @@
+"""The `destinations` collection (SPEC §13): where a campaign's finished files are pushed.
+
+One document per destination: `id`, `campaignId`, `type` (`sftp`, `s3`, `sfmc`), `name`, the type's fields
+as the API names them, the optional `pgpPublicKey` (with its `pgpFingerprint`) and `fileName`, `createdBy`,
+`createdAt`, a `slot` (0..MAX_PER_CAMPAIGN-1, unique per campaign: concurrent POSTs never pass the limit,
+export_core/slots.py) and `secrets`, the one sub-document holding what is write-only: an SFTP `password`
+or the `privateKey` of a key pair the service generated (`generateKey: true`; its public half is `publicKey`,
+shown to the partner). Nothing outside this module reads `secrets` but `login_secrets`, and no view
+carries it.
+
+`parse_destination` checks a POST body field by field (DestinationInvalid names the field for the 400);
+the SFTP host's addresses are checked separately (`check_host`), since that needs DNS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import string
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.database import Database
+
+from export_core.destinations import DeliveryError, pgp, sftp
+from export_core.destinations.s3 import ACLS
+from export_core.records import utcnow
+from export_core.slots import insert_in_free_slot
+from export_core.views import to_json
+
+DESTINATIONS = "destinations"
+MAX_PER_CAMPAIGN = 10
+SFTP, S3, SFMC = "sftp", "s3", "sfmc"
+TYPES = (SFTP, S3, SFMC)
+PASSWORD, KEY = "password", "key"  # how an SFTP destination logs in (`auth`)
+DEFAULT_PORT = 22
+MAX_NAME_LENGTH = 100
+MAX_HOST_LENGTH = 253
+MAX_USERNAME_LENGTH = 128
+MAX_PASSWORD_LENGTH = 1024
+MAX_PATH_LENGTH = 1024
+MAX_HOST_KEY_LENGTH = 16 * 1024
+MAX_PREFIX_LENGTH = 1024
+MAX_FILE_NAME_LENGTH = 200
+
+# fileName placeholders: what a delivered name may be built from (rendered by `delivered_name`).
+FILE_NAME_FIELDS = ("name", "ext", "exportId", "exportType", "campaignId", "date", "time")
+DEFAULT_FILE_NAME = "{name}_{exportId}.{ext}"
+_FILE_NAME_SAMPLE = {
+    "name": "Summer Tour - entries",
+    "ext": "csv",
+    "exportId": "0" * 32,
+    "exportType": "entries",
+    "campaignId": "123",
+    "date": "20240115",
+    "time": "103000",
+}
+
+COMMON_FIELDS = ("type", "name", "pgpPublicKey", "fileName")
+SFTP_FIELDS = ("host", "port", "username", "path", "hostKey", "password", "generateKey")
+S3_FIELDS = ("bucket", "prefix", "region", "roleArn", "externalId", "acl")
+FIELDS = {SFTP: SFTP_FIELDS, SFMC: SFTP_FIELDS, S3: S3_FIELDS}
+
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"({_LABEL}\.)*{_LABEL}\.?")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}")
+_EXTERNAL_ID = re.compile(r"[A-Za-z0-9+=,.@:/_-]{2,1224}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A storage detail the API never shows, and the write-only sub-document.
+HIDDEN = ("_id", "slot", "secrets")
+
+
+class DestinationInvalid(ValueError):
+    """A destination the service refuses; `field` is the one to blame (a 400 names it)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class TooManyDestinations(Exception):
+    """The campaign has its maximum of destinations already."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"This campaign already has {limit} destinations; remove one before adding another.")
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class DestinationRequest:
+    """A checked POST body: the fields shown as given, and `generate_key` or the password (write-only)."""
+
+    type: str
+    fields: dict[str, Any]
+    password: str | None = None
+    generate_key: bool = False
+
+
+# -- checking a POST body ---------------------------------------------------------------------------
+
+
+def _text(body: dict[str, Any], field: str, *, max_length: int, required: bool = True, default: str = "") -> str:
+    value = body.get(field, None if required else default)
+    if not isinstance(value, str) or (required and not value.strip()) or len(value) > max_length:
+        wanted = "a non-empty string" if required else "a string"
+        raise DestinationInvalid(field, f"'{field}' must be {wanted} of at most {max_length} characters.")
+    if _CONTROL.search(value):
+        raise DestinationInvalid(field, f"'{field}' must not contain control characters.")
+    return value
+
+
+def _host(body: dict[str, Any]) -> str:
+    host = _text(body, "host", max_length=MAX_HOST_LENGTH).strip()
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        pass
+    if not _HOST_NAME.fullmatch(host):
+        raise DestinationInvalid("host", "'host' must be a host name or an IP address, without a port or user.")
+    return host.rstrip(".").lower()
+
+
+def _port(body: dict[str, Any]) -> int:
+    port = body.get("port", DEFAULT_PORT)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise DestinationInvalid("port", "'port' must be an integer from 1 to 65535.")
+    return port
+
+
+def _folder(path: str) -> str:
+    """The folder without a trailing `/` (but `/` itself); "" is the login folder."""
+    return path.rstrip("/") or ("/" if path.startswith("/") else "")
+
+
+def _sftp_fields(body: dict[str, Any]) -> tuple[dict[str, Any], str | None, bool]:
+    fields: dict[str, Any] = {
+        "host": _host(body),
+        "port": _port(body),
+        "username": _text(body, "username", max_length=MAX_USERNAME_LENGTH),
+        "path": _folder(_text(body, "path", max_length=MAX_PATH_LENGTH, required=False)),
+    }
+    if "hostKey" not in body:
+        raise DestinationInvalid("hostKey", "'hostKey' is required: the server's host key, pinned (see ssh-keyscan).")
+    host_key = _text(body, "hostKey", max_length=MAX_HOST_KEY_LENGTH).strip()
+    try:
+        sftp.parse_host_key(host_key)
+    except ValueError as exc:
+        raise DestinationInvalid("hostKey", str(exc)) from None
+    fields["hostKey"] = host_key
+    generate = body.get("generateKey", False)
+    if not isinstance(generate, bool):
+        raise DestinationInvalid("generateKey", "'generateKey' must be true or false.")
+    has_password = "password" in body
+    if has_password and generate:
+        raise DestinationInvalid("generateKey", "Give either 'password' or 'generateKey': true, not both.")
+    if not has_password and not generate:
+        raise DestinationInvalid("password", "An SFTP destination needs 'password' or 'generateKey': true.")
+    password = None
+    if has_password:
+        password = body["password"]
+        if not isinstance(password, str) or not password or len(password) > MAX_PASSWORD_LENGTH:
+            raise DestinationInvalid(
+                "password", f"'password' must be a string of 1 to {MAX_PASSWORD_LENGTH} characters."
+            )
+    fields["auth"] = KEY if generate else PASSWORD
+    return fields, password, generate
+
+
+def _s3_fields(body: dict[str, Any]) -> dict[str, Any]:
+    bucket = _text(body, "bucket", max_length=63)
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise DestinationInvalid(
+            "bucket", "'bucket' must be an S3 bucket name (3 to 63 lower-case letters, digits, . or -)."
+        )
+    region = _text(body, "region", max_length=32)
+    if not _REGION.fullmatch(region):
+        raise DestinationInvalid("region", "'region' must be an AWS region name, e.g. 'us-east-1'.")
+    fields: dict[str, Any] = {
+        "bucket": bucket,
+        "prefix": _text(body, "prefix", max_length=MAX_PREFIX_LENGTH, required=False).strip("/"),
+        "region": region,
+        "acl": body.get("acl", ACLS[0]),
+    }
+    if fields["acl"] not in ACLS:
+        raise DestinationInvalid("acl", f"'acl' must be one of: {', '.join(ACLS)}.")
+    if "roleArn" in body:
+        role = _text(body, "roleArn", max_length=2048)
+        if not _ROLE_ARN.fullmatch(role):
+            raise DestinationInvalid(
+                "roleArn", "'roleArn' must be an IAM role ARN, e.g. 'arn:aws:iam::123456789012:role/x'."
+            )
+        fields["roleArn"] = role
+    if "externalId" in body:
+        if "roleArn" not in fields:
+            raise DestinationInvalid("externalId", "'externalId' is only used with a 'roleArn'.")
+        external = _text(body, "externalId", max_length=1224)
+        if not _EXTERNAL_ID.fullmatch(external):
+            raise DestinationInvalid(
+                "externalId", "'externalId' must be 2 to 1224 letters, digits or any of +=,.@:/_-."
+            )
+        fields["externalId"] = external
+    return fields
+
+
+def check_file_name(template: object, destination_type: str) -> str:
+    """A `fileName` template: placeholders among FILE_NAME_FIELDS, a plain file name once rendered. For `sfmc`
+    it must carry `{name}` and `{exportId}`: a run's several files, and two runs, never share a name."""
+    if not isinstance(template, str) or not template or len(template) > MAX_FILE_NAME_LENGTH:
+        raise DestinationInvalid("fileName", f"'fileName' must be a string of 1 to {MAX_FILE_NAME_LENGTH} characters.")
+    try:
+        used = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+    except ValueError:
+        raise DestinationInvalid("fileName", "'fileName' has an unbalanced '{' or '}'.") from None
+    unknown = sorted(used - set(FILE_NAME_FIELDS))
+    if unknown:
+        raise DestinationInvalid(
+            "fileName",
+            f"'fileName' may use {', '.join('{' + f + '}' for f in FILE_NAME_FIELDS)}; not '{{{unknown[0][:50]}}}'.",
+        )
+    if destination_type == SFMC and not {"name", "exportId"} <= used:
+        raise DestinationInvalid(
+            "fileName", "An sfmc destination's 'fileName' must use {name} and {exportId}, so files never collide."
+        )
+    sample = template.format(**_FILE_NAME_SAMPLE)
+    if "/" in sample or "\\" in sample or _CONTROL.search(sample) or sample.strip(". ") == "":
+        raise DestinationInvalid("fileName", "'fileName' must give a plain file name, without '/' or '\\'.")
+    return template
+
+
+def parse_destination(body: object) -> DestinationRequest:
+    """Validate a POST body (SPEC §13) into a DestinationRequest, or raise DestinationInvalid naming the field.
+
+    A `pgpPublicKey` is checked with gpg (export_core/destinations/pgp.py): an expired, revoked, private,
+    signing-only or unreadable key is refused here, not at the first delivery.
+    """
+    if not isinstance(body, dict):
+        raise DestinationInvalid("body", "Request body must be a JSON object.")
+    kind = body.get("type")
+    if kind not in TYPES:
+        raise DestinationInvalid("type", f"'type' must be one of: {', '.join(TYPES)}.")
+    unknown = sorted(str(k) for k in body if k not in COMMON_FIELDS + FIELDS[kind])
+    if unknown:
+        raise DestinationInvalid(unknown[0][:100], f"Unknown field for a {kind} destination: '{unknown[0][:100]}'.")
+    password, generate = None, False
+    if kind == S3:
+        fields = _s3_fields(body)
+        default_name = f"s3://{fields['bucket']}/{fields['prefix']}".rstrip("/")
+    else:
+        fields, password, generate = _sftp_fields(body)
+        default_name = f"{fields['host']}:{fields['path'] or '.'}"
+    fields = {"name": _text(body, "name", max_length=MAX_NAME_LENGTH) if "name" in body else default_name, **fields}
+    if "fileName" in body:
+        fields["fileName"] = check_file_name(body["fileName"], kind)
+    if "pgpPublicKey" in body:
+        armored = body["pgpPublicKey"]
+        try:
+            fields["pgpFingerprint"] = pgp.check_public_key(armored)
+        except ValueError as exc:
+            raise DestinationInvalid("pgpPublicKey", str(exc)) from None
+        fields["pgpPublicKey"] = armored.strip()
+    return DestinationRequest(kind, fields, password, generate)
+
+
+def check_host(request: DestinationRequest, *, allow_private: bool) -> None:
+    """An SFTP host must resolve to addresses the webhook rules allow (SPEC §11, §13); DestinationInvalid('host')."""
+    if request.type == S3:
+        return
+    host, port = request.fields["host"], request.fields["port"]
+    try:
+        sftp.checked_addresses(host, port, allow_private=allow_private)
+    except DeliveryError as exc:
+        raise DestinationInvalid("host", str(exc)) from None
+
+
+# -- the store ----------------------------------------------------------------------------------------
+
+
+def destination_view(doc: dict[str, Any]) -> dict[str, Any]:
+    """A destination as the API shows it: never `secrets`."""
+    return dict(to_json({k: v for k, v in doc.items() if k not in HIDDEN}))
+
+
+class DestinationStore:
+    """Create, list, read and remove a campaign's destinations; the login secrets for a delivery."""
+
+    def __init__(self, db: Database) -> None:
+        self.destinations = db[DESTINATIONS]
+        self.schedules = db["schedules"]
+
+    def ensure_indexes(self) -> None:
+        """Idempotent: the per-campaign limit (slots)."""
+        self.destinations.create_index(
+            [("campaignId", ASCENDING), ("slot", ASCENDING)], name="one_per_slot", unique=True
+        )
+
+    def create(self, *, campaign_id: str, request: DestinationRequest, created_by: str) -> dict[str, Any]:
+        """Insert a destination in a free slot (TooManyDestinations when none is free); with `generateKey`, a new
+        ed25519 key pair: the private key in `secrets`, the OpenSSH public line in `publicKey`."""
+        secrets: dict[str, str] = {}
+        extra: dict[str, Any] = {}
+        if request.password is not None:
+            secrets["password"] = request.password
+        if request.generate_key:
+            secrets["privateKey"], extra["publicKey"] = sftp.generate_key_pair()
+
+        def doc() -> dict[str, Any]:
+            destination_id = uuid.uuid4().hex
+            return {
+                "_id": destination_id,
+                "id": destination_id,
+                "campaignId": campaign_id,
+                "type": request.type,
+                **request.fields,
+                **extra,
+                "createdBy": created_by,
+                "createdAt": utcnow(),
+                "secrets": secrets,
+            }
+
+        return insert_in_free_slot(
+            self.destinations, campaign_id, MAX_PER_CAMPAIGN, doc, TooManyDestinations(MAX_PER_CAMPAIGN)
+        )
+
+    def for_campaign(self, campaign_id: str) -> list[dict[str, Any]]:
+        """The campaign's destinations, oldest first, without their secrets."""
+        found = self.destinations.find({"campaignId": campaign_id}, {"secrets": 0})
+        return list(found.sort([("createdAt", ASCENDING), ("_id", ASCENDING)]))
+
+    def get(self, campaign_id: str, destination_id: str) -> dict[str, Any] | None:
+        """One of the campaign's destinations (never another campaign's), without its secrets."""
+        return self.destinations.find_one({"_id": destination_id, "campaignId": campaign_id}, {"secrets": 0})
+
+    def unknown_ids(self, campaign_id: str, ids: list[str] | tuple[str, ...]) -> list[str]:
+        """The ids among `ids` that are not destinations of the campaign, in their order."""
+        found = {
+            d["_id"] for d in self.destinations.find({"campaignId": campaign_id, "_id": {"$in": list(ids)}}, {"_id": 1})
+        }
+        return [i for i in ids if i not in found]
+
+    def login_secrets(self, destination_id: str) -> dict[str, str]:
+        """The write-only part of a destination (`password` or `privateKey`), for a delivery or a test only."""
+        doc = self.destinations.find_one({"_id": destination_id}, {"secrets": 1})
+        return dict((doc or {}).get("secrets") or {})
+
+    def delete(self, campaign_id: str, destination_id: str) -> bool:
+        """Remove the destination and take it out of the campaign's schedules (their later runs no longer name it)."""
+        removed = self.destinations.delete_one({"_id": destination_id, "campaignId": campaign_id}).deleted_count == 1
+        if removed:
+            self.schedules.update_many(
+                {"campaignId": campaign_id, "destinations": destination_id},
+                {"$pull": {"destinations": destination_id}, "$set": {"updatedAt": utcnow()}},
+            )
+        return removed

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from export_api import ccpa, dagster_status, openapi, routes, schedules, webhooks
+from export_api import ccpa, dagster_status, destinations, openapi, routes, schedules, webhooks
 from export_api.auth import TokenVerifier
 from export_api.errors import exception_handlers
 from export_api.metrics import ApiMetrics, RequestMetricsMiddleware
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app_routes += ccpa.routes  # DELETE /ccpa/users/{userId} (SPEC §7), supreme tokens only
     app_routes += webhooks.routes  # /campaigns/{campaignId}/webhooks... (SPEC §11)
     app_routes += schedules.routes  # /campaigns/{campaignId}/schedules... (SPEC §12)
+    app_routes += destinations.routes  # /campaigns/{campaignId}/destinations..., an export's deliveries (SPEC §13)
     app_routes += openapi.routes  # /openapi.json and /docs, generated from the routes above
     return Starlette(
         routes=app_routes,

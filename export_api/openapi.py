@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 
-from export_api import schedules, webhooks
+from export_api import destinations, schedules, webhooks
 from export_api.routes import MAX_DATE_TIME_LENGTH, MAX_DEV_TOKEN_SECONDS, MAX_LIMIT, MAX_PAGE
 from export_core.export_types import EXPORT_TYPES, ExportType
 from export_core.formats import DEFAULT_FORMAT, FORMATS
@@ -57,6 +57,12 @@ RESOURCE_ERRORS = {
         " preview date that does not parse), campaign not found, or a malformed body.",
     ),
     "ScheduleNotFound": (404, "No such schedule in this campaign (also: another campaign's schedule)."),
+    "DestinationBadRequest": (
+        400,
+        "A field the service refuses (`payload` names it: e.g. `hostKey` that is not a host key, `pgpPublicKey`"
+        " that has expired, `host` that resolves to a private address), campaign not found, or a malformed body.",
+    ),
+    "DestinationNotFound": (404, "No such destination in this campaign (also: another campaign's destination)."),
 }
 
 
@@ -108,8 +114,10 @@ def export_request_variants(*, schedule: bool = False) -> list[dict[str, Any]]:
                     variant["required"].append("cron")
                     if "example" in variant:
                         variant["example"] = {"exportType": "entries", "cron": "0 6 * * *", "timezone": "UTC"}
-                elif extra:
-                    variant["properties"]["since"] = since
+                else:
+                    variant["properties"]["destinations"] = schedules.schedule_fields()["destinations"]
+                    if extra:
+                        variant["properties"]["since"] = since
                 variants.append(variant)
     return variants
 
@@ -341,6 +349,7 @@ def component_schemas(max_limit: int, max_page: int) -> dict[str, Any]:
         },
         **webhooks.component_schemas(),  # SPEC §11, next to their operations in export_api/webhooks.py
         **schedules.component_schemas(export_request_variants(schedule=True)),  # SPEC §12, export_api/schedules.py
+        **destinations.component_schemas(),  # SPEC §13, export_api/destinations.py
     }
 
 
@@ -379,6 +388,7 @@ def components(max_limit: int, max_page: int) -> dict[str, Any]:
             },
             "exportId": {"name": "exportId", "in": "path", "required": True, "schema": {"type": "string"}},
             "scheduleId": {"name": "scheduleId", "in": "path", "required": True, "schema": {"type": "string"}},
+            "destinationId": {"name": "destinationId", "in": "path", "required": True, "schema": {"type": "string"}},
             "RequestId": {
                 "name": "X-Request-ID",
                 "in": "header",

@@ -28,13 +28,24 @@ from export_api import auth, dagster_launch, observability
 from export_api.dagster_status import RunStatusReader
 from export_api.errors import SCOPE_KEY, UNAVAILABLE_MESSAGE, ApiError, error_response
 from export_api.metrics import ApiMetrics
+from export_core.destination_store import DestinationStore
 from export_core.export_types import (
     EXPORT_TYPES,
     ExportRequest,
     InvalidExportRequest,
     parse_export_request,
 )
-from export_core.records import ACTIVE, FINISHED, SORT_FIELDS, ExportStore, RequestOptions, TooManyPending, utcnow
+from export_core.records import (
+    ACTIVE,
+    FINISHED,
+    SORT_FIELDS,
+    CreateResult,
+    ExportStore,
+    RequestOptions,
+    TooManyPending,
+    utcnow,
+)
+from export_core.schedules import InvalidSchedule, parse_destinations
 from export_core.secrets import SecretBox
 from export_core.settings import Settings
 from export_core.views import HIDDEN_FIELDS, iso_utc, record_view, to_json  # noqa: F401 (shared)
@@ -229,18 +240,19 @@ def parse_date_time(value: object, field: str) -> datetime:
         raise refused from None
 
 
-def parse_export_post(body: object) -> tuple[ExportRequest, datetime | None]:
-    """An export POST's request and its optional `since` (SPEC §12): an instant not in the future, only
-    for the types whose rows say when they were created (ExportType.since_field); 400 naming the field."""
-    has_since = isinstance(body, dict) and "since" in body
-    raw_since = body.pop("since") if isinstance(body, dict) and has_since else None
+def parse_export_post(body: object) -> tuple[ExportRequest, RequestOptions]:
+    """An export POST's request and its options: `since` (SPEC §12), an instant not in the future, only for
+    the types whose rows say when they were created (ExportType.since_field), and `destinations` (SPEC §13),
+    ids checked against the campaign's by `refuse_unknown_destinations`; 400 naming the field."""
+    extra = {k: body.pop(k) for k in ("since", "destinations") if k in body} if isinstance(body, dict) else {}
     try:
         request = parse_export_request(body)
-    except InvalidExportRequest as exc:
+        destinations = parse_destinations(extra.get("destinations", []))
+    except (InvalidExportRequest, InvalidSchedule) as exc:
         raise ApiError(400, str(exc), exc.field) from None
-    if not has_since:
-        return request, None
-    since = parse_date_time(raw_since, "since")
+    if "since" not in extra:
+        return request, RequestOptions(destinations=destinations)
+    since = parse_date_time(extra["since"], "since")
     if since > utcnow():
         raise ApiError(400, "'since' must not be in the future.", "since")
     if request.export_type.since_field is None:
@@ -248,7 +260,14 @@ def parse_export_post(body: object) -> tuple[ExportRequest, datetime | None]:
         raise ApiError(
             400, f"exportType '{request.export_type.name}' does not take 'since'; these do: {offered}.", "since"
         )
-    return request, since
+    return request, RequestOptions(since=since, destinations=destinations)
+
+
+def refuse_unknown_destinations(db: Database, campaign_id: str, ids: tuple[str, ...] | list[str]) -> None:
+    """400 naming `destinations` when an id is not one of the campaign's destinations (SPEC §13)."""
+    unknown = DestinationStore(db).unknown_ids(campaign_id, ids) if ids else []
+    if unknown:
+        raise ApiError(400, f"'{unknown[0][:100]}' is not a destination of this campaign.", "destinations")
 
 
 def list_params(params: QueryParams) -> dict[str, Any]:
@@ -307,11 +326,11 @@ class CampaignExports(HTTPEndpoint):
         state = api_state(request)
         campaign_id = request.path_params["campaignId"]
         principal = authorize_report(request, campaign_id)
-        export_request, since = parse_export_post(await json_body(request))
+        export_request, options = parse_export_post(await json_body(request))
         request_id = request.scope.get(SCOPE_KEY)
         try:
             result = await run_in_threadpool(
-                _create_export, state, campaign_id, export_request, principal.user_id, request_id, since
+                _create_export, state, campaign_id, export_request, principal.user_id, request_id, options
             )
         except TooManyPending as exc:
             raise queue_full(exc) from None
@@ -355,20 +374,30 @@ def _create_export(
     request: ExportRequest,
     user_id: str,
     request_id: str | None,
-    since: datetime | None,
-) -> Any:
-    return state.store.create(
-        campaign_id=campaign_id,
-        campaign_name=state.campaigns.name(campaign_id),
-        export_type=request.export_type.name,
-        requester_user_id=user_id,
-        date_key=request.date_key,
-        include_all_markets=request.include_all_markets,
-        request_id=request_id,
-        max_pending=state.settings.max_pending_per_campaign,
-        format=request.format,
-        options=RequestOptions(since=since),
-    )
+    options: RequestOptions,
+) -> CreateResult:
+    """The new record, or the identical PENDING/TRIGGERED one, which then takes the request's destinations
+    too (a record that ended meanwhile is no duplicate any more: a new one is made)."""
+    campaign_name = state.campaigns.name(campaign_id)
+    refuse_unknown_destinations(state.db, campaign_id, options.destinations)
+    while True:
+        result = state.store.create(
+            campaign_id=campaign_id,
+            campaign_name=campaign_name,
+            export_type=request.export_type.name,
+            requester_user_id=user_id,
+            date_key=request.date_key,
+            include_all_markets=request.include_all_markets,
+            request_id=request_id,
+            max_pending=state.settings.max_pending_per_campaign,
+            format=request.format,
+            options=options,
+        )
+        if result.created or not options.destinations:
+            return result
+        joined = state.store.add_destinations(str(result.record["_id"]), options.destinations)
+        if joined is not None:
+            return CreateResult(joined, False)
 
 
 async def get_export(request: Request) -> Response:

@@ -18,7 +18,15 @@ from starlette.routing import Route
 
 from export_api import observability
 from export_api.errors import SCOPE_KEY, ApiError
-from export_api.routes import ApiState, api_state, authorize_report, json_body, parse_date_time, queue_full
+from export_api.routes import (
+    ApiState,
+    api_state,
+    authorize_report,
+    json_body,
+    parse_date_time,
+    queue_full,
+    refuse_unknown_destinations,
+)
 from export_core.records import STATUSES, TooManyPending, utcnow
 from export_core.schedule_store import OUTCOMES, RUNS_SHOWN, ScheduleStore, TooManySchedules, schedule_view
 from export_core.schedules import (
@@ -88,6 +96,7 @@ class CampaignSchedules(HTTPEndpoint):
 
         def create() -> dict[str, Any]:
             state.campaigns.name(campaign_id)  # 400 for a campaign that does not exist
+            refuse_unknown_destinations(state.db, campaign_id, schedule.destinations)
             return _store(request).create(
                 campaign_id=campaign_id,
                 request=schedule,
@@ -193,7 +202,12 @@ class OneSchedule(HTTPEndpoint):
             )
         except InvalidSchedule as exc:
             raise _invalid(exc) from None
-        updated = await run_in_threadpool(_store(request).update, campaign_id, schedule_id, changes)
+
+        def update() -> dict[str, Any] | None:
+            refuse_unknown_destinations(state.db, campaign_id, changes.get("destinations", []))
+            return _store(request).update(campaign_id, schedule_id, changes)
+
+        updated = await run_in_threadpool(update)
         return JSONResponse(schedule_view(_found(updated, schedule_id)))
 
     def delete(self, request: Request) -> Response:

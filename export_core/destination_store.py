@@ -26,11 +26,13 @@ from pymongo.database import Database
 
 from export_core.destinations import DeliveryError, pgp, sftp
 from export_core.destinations.s3 import ACLS
-from export_core.records import utcnow
+from export_core.records import DELIVERY_OUTBOX_FIELD, utcnow
 from export_core.slots import insert_in_free_slot
 from export_core.views import to_json
 
 DESTINATIONS = "destinations"
+DELIVERIES = "destination_deliveries"  # one document per (export, destination), see export_core/outbox.py
+PENDING = "pending"  # a delivery's status until it is `delivered` or `failed`
 MAX_PER_CAMPAIGN = 10
 SFTP, S3, SFMC = "sftp", "s3", "sfmc"
 TYPES = (SFTP, S3, SFMC)
@@ -103,12 +105,15 @@ class DestinationRequest:
 # -- checking a POST body ---------------------------------------------------------------------------
 
 
-def _text(body: dict[str, Any], field: str, *, max_length: int, required: bool = True, default: str = "") -> str:
+def _text(
+    body: dict[str, Any], field: str, *, max_length: int, required: bool = True, default: str = "", lines: bool = False
+) -> str:
+    """A string field; `lines` lets it hold several lines (what ssh-keyscan prints)."""
     value = body.get(field, None if required else default)
     if not isinstance(value, str) or (required and not value.strip()) or len(value) > max_length:
         wanted = "a non-empty string" if required else "a string"
         raise DestinationInvalid(field, f"'{field}' must be {wanted} of at most {max_length} characters.")
-    if _CONTROL.search(value):
+    if _CONTROL.search(value.replace("\r\n", "\n").replace("\n", "").replace("\t", " ") if lines else value):
         raise DestinationInvalid(field, f"'{field}' must not contain control characters.")
     return value
 
@@ -145,7 +150,7 @@ def _sftp_fields(body: dict[str, Any]) -> tuple[dict[str, Any], str | None, bool
     }
     if "hostKey" not in body:
         raise DestinationInvalid("hostKey", "'hostKey' is required: the server's host key, pinned (see ssh-keyscan).")
-    host_key = _text(body, "hostKey", max_length=MAX_HOST_KEY_LENGTH).strip()
+    host_key = _text(body, "hostKey", max_length=MAX_HOST_KEY_LENGTH, lines=True).strip()
     try:
         sftp.parse_host_key(host_key)
     except ValueError as exc:
@@ -276,6 +281,28 @@ def check_host(request: DestinationRequest, *, allow_private: bool) -> None:
         raise DestinationInvalid("host", str(exc)) from None
 
 
+def delivery_view(doc: dict[str, Any]) -> dict[str, Any]:
+    """A delivery as GET .../deliveries shows it: `remotePath`, `bytes`, `sha256` of what was sent (for several
+    files, e.g. sfmc's regional CSVs: their folder, their total and no single sha256; `files` lists each), and
+    its attempts, newest first, each `{at, error}`; `reason` when it failed."""
+    files = list(doc.get("files") or [])
+    single = files[0] if len(files) == 1 else None
+    view: dict[str, Any] = {
+        "destinationId": doc.get("destinationId"),
+        "status": doc.get("status", PENDING),
+        "remotePath": single["remotePath"] if single else doc.get("folder"),
+        "bytes": sum(int(f["bytes"]) for f in files) if files else None,
+        "sha256": single["sha256"] if single else None,
+        "files": files,
+        "attempts": [{"at": a.get("at"), "error": a.get("error")} for a in reversed(doc.get("attempts") or [])],
+        "createdAt": doc.get("createdAt"),
+        "nextAttemptAt": doc.get("nextAttemptAt"),
+    }
+    if doc.get("reason"):
+        view["reason"] = doc["reason"]
+    return dict(to_json(view))
+
+
 # -- the store ----------------------------------------------------------------------------------------
 
 
@@ -288,14 +315,18 @@ class DestinationStore:
     """Create, list, read and remove a campaign's destinations; the login secrets for a delivery."""
 
     def __init__(self, db: Database) -> None:
+        self.db = db
         self.destinations = db[DESTINATIONS]
         self.schedules = db["schedules"]
+        self.exports = db["exports"]
 
     def ensure_indexes(self) -> None:
-        """Idempotent: the per-campaign limit (slots)."""
+        """Idempotent: the per-campaign limit (slots) and the export records' destination outbox."""
         self.destinations.create_index(
             [("campaignId", ASCENDING), ("slot", ASCENDING)], name="one_per_slot", unique=True
         )
+        # Sparse: only records whose deliveries are not yet stored are in it (a handful).
+        self.exports.create_index([(f"{DELIVERY_OUTBOX_FIELD}.at", ASCENDING)], name="destination_outbox", sparse=True)
 
     def create(self, *, campaign_id: str, request: DestinationRequest, created_by: str) -> dict[str, Any]:
         """Insert a destination in a free slot (TooManyDestinations when none is free); with `generateKey`, a new
@@ -340,6 +371,16 @@ class DestinationStore:
             d["_id"] for d in self.destinations.find({"campaignId": campaign_id, "_id": {"$in": list(ids)}}, {"_id": 1})
         }
         return [i for i in ids if i not in found]
+
+    def deliveries(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+        """The deliveries of an export, in the order of its destinations: stored ones, and those its outbox still
+        holds (stored with FINISHED, not yet handed to the delivery sensor: pending, no attempt yet)."""
+        stored = {d["destinationId"]: d for d in self.db[DELIVERIES].find({"exportId": record["_id"]})}
+        for entry in record.get(DELIVERY_OUTBOX_FIELD) or []:
+            stored.setdefault(entry["destinationId"], {**entry, "status": PENDING, "createdAt": entry["at"]})
+        order = {d: i for i, d in enumerate(record.get("destinations") or [])}
+        found = sorted(stored.values(), key=lambda d: (order.get(d["destinationId"], len(order)), d["createdAt"]))
+        return [delivery_view(d) for d in found]
 
     def login_secrets(self, destination_id: str) -> dict[str, str]:
         """The write-only part of a destination (`password` or `privateKey`), for a delivery or a test only."""

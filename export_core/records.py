@@ -48,6 +48,10 @@ TAKES_SLOT = {"schedule": {"$exists": False}, "since": {"$exists": False}}
 # sets the status, so no end is ever lost between two writes; the webhook sensor turns each entry
 # into deliveries and then pulls it (export_pipelines/webhook_delivery.py).
 OUTBOX_FIELD = "notify"
+# Destination outbox (SPEC §13): FINISHED pushes {destinationId, at} per destination of the record onto
+# `deliver` in that same update (none for a run skipped empty: no file); the delivery sensor stores a
+# delivery per entry and then pulls it (export_pipelines/destination_delivery.py).
+DELIVERY_OUTBOX_FIELD = "deliver"
 
 
 def outbox_entry(status: str, at: datetime) -> dict[str, Any]:
@@ -306,10 +310,16 @@ class ExportStore:
     # -- transitions --------------------------------------------------------------------
 
     def _transition(
-        self, export_id: str, allowed_from: tuple[str, ...], update: dict[str, Any], run_id: str | None = None
+        self,
+        export_id: str,
+        allowed_from: tuple[str, ...],
+        update: dict[str, Any],
+        run_id: str | None = None,
+        match: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Apply `update` if the record is in one of `allowed_from` (and, given `run_id`, still that run's)."""
-        query: dict[str, Any] = {}
+        """Apply `update` if the record is in one of `allowed_from` (and, given `run_id`, still that run's;
+        given `match`, still matches it)."""
+        query: dict[str, Any] = dict(match or {})
         if run_id is not None:
             # A record not yet started has no run: word of its run still applies. Not so for a re-run
             # claimed through the API (`rerun`, no run yet either): that word is of its old run.
@@ -471,14 +481,29 @@ class ExportStore:
         }
         if window is not None:
             fields["window"] = window
-        return self._transition(
-            export_id,
-            (TRIGGERED,),
-            {
-                "$set": fields,
-                "$unset": {"active": ""},
-                "$push": {OUTBOX_FIELD: outbox_entry(FINISHED, now)},
-            },
+        while True:
+            # The destinations as they are in this very update: a duplicate request may add some
+            # (add_destinations) until the record ends; one added meanwhile fails the match, so read again.
+            current = self.get(export_id)
+            destinations = (current or {}).get("destinations")
+            push: dict[str, Any] = {OUTBOX_FIELD: outbox_entry(FINISHED, now)}
+            if destinations and key and meta.get("skipped") != "empty":
+                entries = [{"destinationId": d, "at": now} for d in destinations]
+                push[DELIVERY_OUTBOX_FIELD] = {"$each": entries}
+            update = {"$set": fields, "$unset": {"active": ""}, "$push": push}
+            try:
+                return self._transition(export_id, (TRIGGERED,), update, match={"destinations": destinations})
+            except IllegalTransition:
+                now_destinations = (self.get(export_id) or {}).get("destinations")
+                if current is None or current.get("status") != TRIGGERED or now_destinations == destinations:
+                    raise
+
+    def add_destinations(self, export_id: str, destinations: tuple[str, ...]) -> dict[str, Any] | None:
+        """A duplicate request's destinations (SPEC §13) join its PENDING/TRIGGERED record; None once it ended."""
+        return self.collection.find_one_and_update(
+            {"_id": export_id, "status": {"$in": list(ACTIVE)}},
+            {"$addToSet": {"destinations": {"$each": list(destinations)}}},
+            return_document=ReturnDocument.AFTER,
         )
 
     def mark_failed(

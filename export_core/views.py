@@ -8,9 +8,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, cast
 
-# Storage details, not part of the record users see: the dedupe slot, the queue slot, a re-run's claim and the
-# webhook outbox (export_core/records.py writes `notify` with each end state; the sensor drains it).
-HIDDEN_FIELDS = ("_id", "active", "pendingSlot", "rerun", "notify")
+# Storage details, not part of the record users see: the dedupe slot, the queue slot, a re-run's claim, the
+# webhook outbox (export_core/records.py writes `notify` with each end state; the sensor drains it) and the
+# destination outbox (`deliver`, written with FINISHED; GET .../deliveries shows the deliveries).
+HIDDEN_FIELDS = ("_id", "active", "pendingSlot", "rerun", "notify", "deliver")
 
 
 def iso_utc(value: datetime) -> str:

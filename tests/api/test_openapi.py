@@ -36,6 +36,12 @@ AUTHENTICATED = {
     ("/campaigns/{campaignId}/schedules/{scheduleId}", "patch"),
     ("/campaigns/{campaignId}/schedules/{scheduleId}", "delete"),
     ("/campaigns/{campaignId}/schedules/{scheduleId}/run", "post"),
+    ("/campaigns/{campaignId}/destinations", "get"),
+    ("/campaigns/{campaignId}/destinations", "post"),
+    ("/campaigns/{campaignId}/destinations/{destinationId}", "get"),
+    ("/campaigns/{campaignId}/destinations/{destinationId}", "delete"),
+    ("/campaigns/{campaignId}/destinations/{destinationId}/test", "post"),
+    ("/campaigns/{campaignId}/exports/{exportId}/deliveries", "get"),
 }
 
 

@@ -33,6 +33,14 @@ def iso(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
+def add_destination(client: TestClient, headers: dict[str, str]) -> str:
+    """A destination of the campaign (an S3 one: nothing is reached when it is added)."""
+    body = {"type": "s3", "bucket": "partner-drop", "region": "eu-west-1"}
+    response = client.post(f"/campaigns/{CAMPAIGN}/destinations", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
 @pytest.fixture
 def limited(settings: Settings, campaigns: None) -> Iterator[TestClient]:
     """The API with 3 schedules per campaign and 2 PENDING exports per campaign."""
@@ -48,7 +56,8 @@ def test_create_answers_the_schedule_with_its_next_runs_and_list_and_get_show_it
     client: TestClient, headers: dict[str, str]
 ):
     before = utcnow()
-    created = create(client, headers, timezone="America/New_York", incremental=True, destinations=["d1"])
+    destination = add_destination(client, headers)
+    created = create(client, headers, timezone="America/New_York", incremental=True, destinations=[destination])
     assert set(created) == {
         "id", "campaignId", "exportType", "format", "cron", "timezone", "incremental", "skipEmpty", "destinations",
         "paused", "pausedReason", "createdBy", "createdAt", "nextRuns",
@@ -56,7 +65,7 @@ def test_create_answers_the_schedule_with_its_next_runs_and_list_and_get_show_it
     assert created["campaignId"] == CAMPAIGN and created["createdBy"] == "user-1"
     assert (created["exportType"], created["format"], created["cron"]) == ("entries", "csv", "0 6 * * *")
     assert created["incremental"] is True and created["skipEmpty"] is True, "skipEmpty defaults to incremental"
-    assert created["paused"] is False and created["pausedReason"] is None and created["destinations"] == ["d1"]
+    assert created["paused"] is False and created["pausedReason"] is None and created["destinations"] == [destination]
     runs = created["nextRuns"]
     assert len(runs) == 5
     for run in runs:
@@ -106,6 +115,7 @@ def test_defaults_and_the_saved_request(client: TestClient, headers: dict[str, s
         ({**DAILY, "paused": 1}, "paused"),
         ({**DAILY, "destinations": "d1"}, "destinations"),
         ({**DAILY, "destinations": ["d1", "d1"]}, "destinations"),
+        ({**DAILY, "destinations": ["d1"]}, "destinations"),  # not a destination of the campaign
         ({**DAILY, "since": "2027-01-01T00:00:00Z"}, "since"),
         (["not", "an", "object"], "body"),
     ],
@@ -224,8 +234,11 @@ def test_patch_changes_cron_and_time_zone_and_refuses_naming_the_field(client: T
     assert (body["cron"], body["timezone"]) == ("0 7 * * *", "Europe/London")
     assert all(iso(run["local"]).strftime("%H:%M") == "07:00" for run in body["nextRuns"])
     assert body["exportType"] == "entries" and "updatedAt" in body
-    assert client.patch(path, json={"skipEmpty": True, "destinations": ["d2"]}, headers=headers).json()["skipEmpty"]
+    destination = add_destination(client, headers)
+    patched = client.patch(path, json={"skipEmpty": True, "destinations": [destination]}, headers=headers)
+    assert patched.json()["skipEmpty"] is True
     for patch, field in [
+        ({"destinations": ["d2"]}, "destinations"),  # not a destination of the campaign
         ({"cron": "* * * * *"}, "cron"),
         ({"cron": "nope"}, "cron"),
         ({"timezone": "Nowhere/Land"}, "timezone"),
@@ -238,7 +251,7 @@ def test_patch_changes_cron_and_time_zone_and_refuses_naming_the_field(client: T
         error = assert_error(client.patch(path, json=patch, headers=headers), 400)
         assert error["payload"] == field, (patch, error)
     shown = client.get(path, headers=headers).json()
-    assert (shown["cron"], shown["timezone"], shown["destinations"]) == ("0 7 * * *", "Europe/London", ["d2"])
+    assert (shown["cron"], shown["timezone"], shown["destinations"]) == ("0 7 * * *", "Europe/London", [destination])
 
 
 def test_pause_then_resume_clears_the_paused_reason(client: TestClient, headers: dict[str, str], db: Database):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,25 +28,13 @@ from export_core.destinations.s3 import (
     verify_stored,
 )
 from tests.conftest import free_port
+from tests.partner_bucket import PARTNER_REGION, partner_bucket_fixture  # noqa: F401 (the fixture)
 
-REGION = "eu-west-1"
+REGION = PARTNER_REGION
 MiB = 1024 * 1024
 # Multipart from 1 MiB: boto3 then sends parts of S3's smallest part size, 5 MiB.
 SMALL_MULTIPART = TransferConfig(multipart_threshold=MiB, multipart_chunksize=MiB, max_concurrency=2)
 ROLE = "arn:aws:iam::210987654321:role/export-service-delivery"
-
-
-@pytest.fixture
-def partner_bucket(s3_endpoint: str) -> Iterator[str]:
-    """A bucket of its own on the suite's S3 server, as a partner's would be (another region than ours)."""
-    client = partner_client(S3Target("unused", "", REGION), endpoint_url=s3_endpoint, local_credentials=True)
-    name = f"partner-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
-    yield name
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-        for item in page.get("Contents", []):
-            client.delete_object(Bucket=name, Key=item["Key"])
-    client.delete_bucket(Bucket=name)
 
 
 def client_for(target: S3Target, s3_endpoint: str) -> Any:

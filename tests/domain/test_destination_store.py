@@ -139,6 +139,14 @@ def test_sftp_refusals_name_their_field(change: dict[str, Any], field: str):
     assert refusal(body).field == field
 
 
+def test_a_host_key_may_be_what_ssh_keyscan_prints():
+    second = " ".join(generate_key_pair()[1].split()[:2])
+    banner = "# sftp.partner.example:22 SSH-2.0-OpenSSH_9.2"
+    scanned = f"{banner}\r\nsftp.partner.example {HOST_KEY}\nsftp.partner.example {second}\n"
+    assert parse_destination({**SFTP, "hostKey": scanned}).fields["hostKey"] == scanned.strip()
+    assert refusal({**SFTP, "hostKey": f"{HOST_KEY}\x00"}).field == "hostKey"
+
+
 def test_password_or_generate_key_and_the_types_own_fields():
     without = {k: v for k, v in SFTP.items() if k != "password"}
     assert refusal(without).field == "password"

@@ -13,6 +13,12 @@
     export-service schedules add 123 --type entries --cron '0 6 * * *' --timezone America/New_York --incremental
     export-service schedules list 123 | show 123 SCHEDULE_ID [--from 2027-03-13T12:00:00Z]
     export-service schedules pause|resume|run|remove 123 SCHEDULE_ID
+    export-service destinations add 123 --type sftp --host sftp.partner.example --username vf --path /incoming \
+        --host-key-file partner.pub --generate-key          # or --password-stdin; prints the key to authorize
+    export-service destinations add 123 --type s3 --bucket partner-drop --prefix vf --region eu-west-1
+    export-service destinations list 123 | test 123 DESTINATION_ID | remove 123 DESTINATION_ID
+    export-service request 123 codes --destination DESTINATION_ID     # pushed there once FINISHED
+    export-service destinations deliveries 123 EXPORT_ID                # what was sent where
 
 The API is found at `--url` / EXPORT_SERVICE_URL (default http://127.0.0.1:8000) with the
 token of `--token` / EXPORT_SERVICE_TOKEN. Exit status: 0 when the command did what it says
@@ -350,6 +356,8 @@ def cmd_request(api: Api, args: argparse.Namespace) -> int:
         body["format"] = args.format  # the API says which formats the type is offered in
     if args.since is not None:
         body["since"] = args.since  # the API says what it reads as a date-time
+    if args.destination:
+        body["destinations"] = args.destination
     record = api.request("POST", f"/campaigns/{_seg(args.campaign_id)}/exports", json=body)
     _print(f"{'queued' if api.last_status == 201 else 'existing'} {_summary(record)}")
     if not (args.wait or args.download):
@@ -518,11 +526,16 @@ def cmd_webhooks_deliveries(api: Api, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _schedules_path(campaign_id: str, schedule_id: str | None = None, action: str = "") -> str:
-    path = f"/campaigns/{_seg(campaign_id)}/schedules"
-    if schedule_id is not None:
-        path += f"/{_seg(schedule_id)}"
+def _campaign_path(campaign_id: str, collection: str, item_id: str | None = None, action: str = "") -> str:
+    """`/campaigns/{c}/{collection}[/{item}][/{action}]`, ids percent-encoded."""
+    path = f"/campaigns/{_seg(campaign_id)}/{collection}"
+    if item_id is not None:
+        path += f"/{_seg(item_id)}"
     return path + (f"/{action}" if action else "")
+
+
+def _schedules_path(campaign_id: str, schedule_id: str | None = None, action: str = "") -> str:
+    return _campaign_path(campaign_id, "schedules", schedule_id, action)
 
 
 def _request_text(schedule: dict[str, Any]) -> str:
@@ -637,6 +650,117 @@ def cmd_schedules_remove(api: Api, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _destinations_path(campaign_id: str, destination_id: str | None = None, action: str = "") -> str:
+    return _campaign_path(campaign_id, "destinations", destination_id, action)
+
+
+def _read_text_file(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as exc:
+        raise CliError(f"cannot read the {what} file {path} ({type(exc).__name__})", EXIT_USAGE) from None
+
+
+def _password_from_stdin() -> str:
+    """The password, never from the command line (it would show in `ps` and the shell's history): typed without
+    echo on a terminal, else the first line of stdin."""
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass("SFTP password: ")
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _where(destination: dict[str, Any]) -> str:
+    if destination.get("type") == "s3":
+        return f"s3://{destination.get('bucket')}/{destination.get('prefix') or ''}"
+    return f"{destination.get('username')}@{destination.get('host')}:{destination.get('port')}{destination.get('path')}"
+
+
+def cmd_destinations_add(api: Api, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"type": args.type}
+    fields = {
+        "name": args.name,
+        "host": args.host,
+        "port": args.port,
+        "username": args.username,
+        "path": args.path,
+        "hostKey": _read_text_file(args.host_key_file, "host key") if args.host_key_file else args.host_key,
+        "bucket": args.bucket,
+        "prefix": args.prefix,
+        "region": args.region,
+        "roleArn": args.role_arn,
+        "externalId": args.external_id,
+        "acl": args.acl,
+        "fileName": args.file_name,
+        "pgpPublicKey": _read_text_file(args.pgp_key_file, "PGP key") if args.pgp_key_file else None,
+    }
+    body.update({field: value for field, value in fields.items() if value is not None})
+    if args.generate_key:
+        body["generateKey"] = True
+    if args.password_stdin:
+        body["password"] = _password_from_stdin()
+    created = api.request("POST", _destinations_path(args.campaign_id), json=body)
+    if args.json:
+        _print(json.dumps(created, indent=2))
+        return EXIT_OK
+    _print(f"destination {created['id']}  {created['type']}  {_where(created)}  {created['name']}")
+    if created.get("publicKey"):
+        _print(f"public key {created['publicKey']}")
+        with contextlib.suppress(OSError):
+            print("export-service: the partner authorizes this key for the account (authorized_keys)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_destinations_list(api: Api, args: argparse.Namespace) -> int:
+    found = api.request("GET", _destinations_path(args.campaign_id))
+    if args.json:
+        _print(json.dumps(found, indent=2))
+        return EXIT_OK
+    rows = [
+        [str(d["id"]), str(d["type"]), _where(d), str(d.get("auth") or ""), "pgp" if d.get("pgpFingerprint") else "",
+         str(d["name"])]
+        for d in found["destinations"]
+    ]  # fmt: skip
+    _table(["id", "type", "where", "login", "encrypted", "name"], rows, f"{len(rows)} destination(s)")
+    return EXIT_OK
+
+
+def cmd_destinations_test(api: Api, args: argparse.Namespace) -> int:
+    answer = api.request("POST", _destinations_path(args.campaign_id, args.destination_id, "test"))
+    message = " ".join(str(answer["message"]).split())
+    if not answer["ok"]:
+        raise CliError(f"destination {args.destination_id} failed its test: {message}", EXIT_EXPORT_FAILED)
+    _print(f"ok  {message}")
+    return EXIT_OK
+
+
+def cmd_destinations_remove(api: Api, args: argparse.Namespace) -> int:
+    api.request("DELETE", _destinations_path(args.campaign_id, args.destination_id))
+    _print(f"removed destination {args.destination_id}")
+    return EXIT_OK
+
+
+def cmd_destinations_deliveries(api: Api, args: argparse.Namespace) -> int:
+    path = f"/campaigns/{_seg(args.campaign_id)}/exports/{_seg(args.export_id)}/deliveries"
+    found = api.request("GET", path)
+    if args.json:
+        _print(json.dumps(found, indent=2))
+        return EXIT_OK
+    rows = []
+    for delivery in found["deliveries"]:
+        attempts = delivery.get("attempts") or []
+        last = " ".join(str(delivery.get("reason") or (attempts[0]["error"] if attempts else "") or "").split())
+        rows.append(
+            [str(delivery["destinationId"]), str(delivery["status"]), str(delivery.get("remotePath") or ""),
+             "" if delivery.get("bytes") is None else str(delivery["bytes"]), str(len(attempts)), last]
+        )  # fmt: skip
+    _table(
+        ["destination", "status", "remote path", "bytes", "attempts", "last error"], rows, f"{len(rows)} delivery(ies)"
+    )
+    return EXIT_OK
+
+
 def cmd_token(api: Api, args: argparse.Namespace) -> int:
     body = {
         "userId": args.user_id,
@@ -670,6 +794,7 @@ def parser() -> argparse.ArgumentParser:
         help="file format: csv (default), csv.gz, parquet or xlsx (ZIP and multi-file types: csv only)",
     )
     sub.add_argument("--since", metavar="DATE_TIME", help="only rows created after this ISO 8601 date-time (UTC)")
+    sub.add_argument("--destination", action="append", metavar="ID", help="push its file(s) there (repeatable)")
     sub.add_argument("--wait", action="store_true", help="wait until it ends")
     sub.add_argument("--download", metavar="PATH", help="wait, then download its file(s) to PATH")
     waiting(sub)
@@ -781,6 +906,54 @@ def parser() -> argparse.ArgumentParser:
         plan.add_argument("campaign_id")
         plan.add_argument("schedule_id")
         plan.set_defaults(run=run)
+
+    sub = commands.add_parser("destinations", help="a campaign's destinations: add, list, test, remove, deliveries")
+    actions = sub.add_subparsers(dest="destinations_command", required=True, metavar="ACTION")
+    place = actions.add_parser("add", help="add an SFTP, S3 or Marketing Cloud destination")
+    place.add_argument("campaign_id")
+    place.add_argument("--type", required=True, choices=("sftp", "s3", "sfmc"))
+    place.add_argument("--name", help="shown in lists (default: where it is)")
+    sftp_options = place.add_argument_group("sftp and sfmc")
+    sftp_options.add_argument("--host")
+    sftp_options.add_argument("--port", type=int, help="default 22")
+    sftp_options.add_argument("--username")
+    sftp_options.add_argument("--path", help="the folder files go to (it must exist)")
+    pin = sftp_options.add_mutually_exclusive_group()
+    pin.add_argument("--host-key", metavar="LINE", help="the server's host key: a known_hosts line or SHA256:…")
+    pin.add_argument("--host-key-file", metavar="FILE", help="a file of known_hosts lines (what ssh-keyscan prints)")
+    login = sftp_options.add_mutually_exclusive_group()
+    login.add_argument("--password-stdin", action="store_true", help="read the password from stdin (typed: no echo)")
+    login.add_argument(
+        "--generate-key", action="store_true", help="the service makes a key pair; prints its public key"
+    )
+    s3_options = place.add_argument_group("s3")
+    s3_options.add_argument("--bucket")
+    s3_options.add_argument("--prefix", help="the folder in the bucket")
+    s3_options.add_argument("--region")
+    s3_options.add_argument("--role-arn", help="a role in the partner's account, assumed per delivery")
+    s3_options.add_argument("--external-id", help="the role's external id")
+    s3_options.add_argument("--acl", choices=("bucket-owner-full-control", "none"))
+    place.add_argument("--pgp-key-file", metavar="FILE", help="ASCII-armoured OpenPGP public key to encrypt to")
+    place.add_argument("--file-name", metavar="TEMPLATE", help="delivered name, e.g. '{name}_{exportId}.{ext}'")
+    place.add_argument("--json", action="store_true", help="print the answer as JSON")
+    place.set_defaults(run=cmd_destinations_add)
+    place = actions.add_parser("list", help="the campaign's destinations (never their secrets)")
+    place.add_argument("campaign_id")
+    place.add_argument("--json", action="store_true", help="print the list as JSON")
+    place.set_defaults(run=cmd_destinations_list)
+    for action, run, text in (
+        ("test", cmd_destinations_test, "connect, check the host key and write and remove a small file"),
+        ("remove", cmd_destinations_remove, "remove it (schedules stop naming it)"),
+    ):
+        place = actions.add_parser(action, help=text)
+        place.add_argument("campaign_id")
+        place.add_argument("destination_id")
+        place.set_defaults(run=run)
+    place = actions.add_parser("deliveries", help="an export's deliveries to its destinations")
+    place.add_argument("campaign_id")
+    place.add_argument("export_id")
+    place.add_argument("--json", action="store_true", help="print the list as JSON")
+    place.set_defaults(run=cmd_destinations_deliveries)
     return root
 
 

@@ -24,15 +24,18 @@ from tests.api.conftest import CAMPAIGN, LiveServer
 from tests.conftest import free_port
 
 
-def run_cli(live: LiveServer, *args: str, token: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """The installed entry point's code in a fresh process (stdout is a pipe, not a TTY)."""
+def run_cli(
+    live: LiveServer, *args: str, token: str | None = None, timeout: float = 60, input: str | None = None
+) -> subprocess.CompletedProcess:
+    """The installed entry point's code in a fresh process (stdout and stdin are pipes, not TTYs)."""
     env = {**os.environ, "EXPORT_SERVICE_URL": live.url}
     env.pop("EXPORT_SERVICE_TOKEN", None)
     if token:
         env["EXPORT_SERVICE_TOKEN"] = token
     return subprocess.run(
-        [sys.executable, "-m", "export_cli.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
+        [sys.executable, "-m", "export_cli.cli", *args],
+        env=env, capture_output=True, text=True, timeout=timeout, input=input or "",
+    )  # fmt: skip
 
 
 def one_line_error(result: subprocess.CompletedProcess, code: int) -> str:

@@ -7,16 +7,19 @@ import json
 
 from pymongo.database import Database
 
+from export_core.destination_store import DestinationStore, parse_destination
 from tests.api.conftest import CAMPAIGN, LiveServer, TokenFactory
 from tests.api.test_cli import one_line_error, run_cli
 
 
 def test_add_list_show_pause_resume_run_and_remove(live_api: LiveServer, make_token: TokenFactory, db: Database):
     token = make_token()
+    s3 = parse_destination({"type": "s3", "bucket": "partner-drop", "region": "eu-west-1"})
+    d1, d2 = (DestinationStore(db).create(campaign_id=CAMPAIGN, request=s3, created_by="u")["id"] for _ in range(2))
     added = run_cli(
         live_api, "schedules", "add", CAMPAIGN, "--type", "entries", "--cron", "30 2 * * *",
         "--timezone", "America/New_York", "--format", "parquet", "--include-all-markets", "--incremental",
-        "--no-skip-empty", "--destination", "d1", "--destination", "d2", token=token,
+        "--no-skip-empty", "--destination", d1, "--destination", d2, token=token,
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
     first, second = added.stdout.splitlines()
@@ -24,7 +27,7 @@ def test_add_list_show_pause_resume_run_and_remove(live_api: LiveServer, make_to
     assert first == (f"schedule {schedule_id}  entries parquet, all markets, incremental  30 2 * * * America/New_York")
     assert second.startswith("next run ") and second.endswith(("T02:30:00-04:00", "T02:30:00-05:00"))
     stored = db.schedules.find_one({"_id": schedule_id}) or {}
-    assert stored["skipEmpty"] is False and stored["destinations"] == ["d1", "d2"] and stored["createdBy"] == "user-1"
+    assert stored["skipEmpty"] is False and stored["destinations"] == [d1, d2] and stored["createdBy"] == "user-1"
 
     listed = run_cli(live_api, "schedules", "list", CAMPAIGN, token=token)
     assert listed.returncode == 0, listed.stderr
@@ -42,7 +45,7 @@ def test_add_list_show_pause_resume_run_and_remove(live_api: LiveServer, make_to
         "  request       entries parquet, all markets, incremental",
         "  cron          30 2 * * * (America/New_York)",
         "  state         active",
-        "  destinations  d1, d2",
+        f"  destinations  {d1}, {d2}",
         shown.stdout.splitlines()[5],
         "next runs after 2027-03-13T12:00:00Z",
         "  2027-03-14T03:00:00-04:00  2027-03-14T07:00:00Z",

@@ -131,7 +131,9 @@ def next_runs(cron: str, timezone: str, after: datetime, count: int = NEXT_RUNS)
     zone = ZoneInfo(timezone)
     shown: list[dict[str, str]] = []
     for at in runs_after(cron, timezone, after):
-        shown.append({"at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "local": at.astimezone(zone).isoformat()})
+        # isoformat, not strftime: glibc's %Y does not pad years before 1000 (a preview `?from=0257-…`).
+        utc = at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+        shown.append({"at": utc, "local": at.astimezone(zone).isoformat()})
         if len(shown) == count:
             break
     return shown

@@ -328,6 +328,29 @@ class SftpSession:
         logger.info("SFTP delivery to %s wrote %d bytes to %s", self.target.where, size, final)
         return Delivered(remote_path=final, bytes=size, sha256=digest.hexdigest())
 
+    def make_folder(self, path: str) -> None:
+        """Create the folder `path` unless it exists (the folder that holds it must): sfmc's region folders."""
+        try:
+            self._sftp.stat(path)
+            return
+        except FileNotFoundError:
+            pass
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise self._error(exc, f"look for the folder {path}", path) from exc
+        try:
+            self._sftp.mkdir(path)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            if isinstance(exc, OSError) and not isinstance(exc, TimeoutError) and self._exists(path):
+                return  # made meanwhile (a concurrent delivery): what was wanted
+            raise self._error(exc, f"create the folder {path}", posixpath.dirname(path)) from exc
+
+    def _exists(self, path: str) -> bool:
+        try:
+            self._sftp.stat(path)
+        except (OSError, EOFError, paramiko.SSHException):
+            return False
+        return True
+
     def check_writable(self, path: str) -> str:
         """Write a small file into `path` and remove it; a sentence saying what was checked."""
         probe = posixpath.join(path, f".export-service-check-{secrets.token_hex(8)}")

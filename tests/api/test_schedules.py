@@ -216,6 +216,9 @@ def test_next_runs_end_with_the_calendar_and_a_bad_from_is_400(client: TestClien
         ("9999-12-30T06:00:00Z", "9999-12-30T06:00:00+00:00"),
         ("9999-12-31T06:00:00Z", "9999-12-31T06:00:00+00:00"),
     ]
+    assert next_runs(client, headers, daily, "0257-10-11T08:12:25-02:35")[0] == (
+        "0257-10-12T06:00:00Z", "0257-10-12T06:00:00+00:00",
+    ), "a year before 1000 keeps its four digits"  # fmt: skip
     path = f"{SCHEDULES_PATH}/{daily['id']}"
     for bad in ("yesterday", "2027-03-14", "2027-13-01T00:00:00Z", "0001-01-01T00:00:00+01:00", "x" * 100):
         error = assert_error(client.get(path, params={"from": bad}, headers=headers), 400)

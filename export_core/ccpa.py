@@ -12,6 +12,9 @@ Dagster-free: the API calls `CcpaDeletion.delete_user`, the export job's finish 
 - `ccpa_audit`: one entry per request (and per deletion an export run does on its own):
   who asked, when, for which user, which exports and keys went, what was skipped or failed.
 
+Each deleted export lists `deliveredTo`: the destinations its files had been delivered to (SPEC §13), so
+compliance knows which partners hold a copy; the service deletes nothing on a partner's side.
+
 A record's deletion is orthogonal to its status: `deletion.status` goes pending → complete
 (or failed, until a retry completes it); `date.deleted` and `deletedBy` are set once every
 object of the export is gone. The user's id is never written to the export record (campaign
@@ -31,6 +34,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
+from export_core.destination_store import DestinationStore
 from export_core.export_types import EXPORT_TYPES
 from export_core.keys import export_key
 from export_core.membership import MembershipStore
@@ -118,6 +122,7 @@ class CcpaDeletion:
     def __init__(self, db: Database, s3: Any, buckets: Mapping[str, str]) -> None:
         self.db, self.s3, self.buckets = db, s3, buckets
         self.store = ExportStore(db)
+        self.destinations = DestinationStore(db)
         self.members = MembershipStore(db)
         self.tombstones = db[TOMBSTONES]
         self.audit = db[AUDIT]
@@ -166,7 +171,8 @@ class CcpaDeletion:
                 failed.append(_item(target.record, bucket=target.bucket, keysDeleted=partial, error=error))
                 continue
             self.store.mark_deleted(export_id, by=by, keys_deleted=gone, audit_id=audit_id)
-            deleted.append(_item(target.record, bucket=target.bucket, keys=gone))
+            delivered_to = self.destinations.delivered_to(export_id)
+            deleted.append(_item(target.record, bucket=target.bucket, keys=gone, deliveredTo=delivered_to))
         return deleted, failed, error
 
     def targets(self, records: list[dict[str, Any]], failed: list[dict[str, Any]]) -> list[_Target]:

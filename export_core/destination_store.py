@@ -32,7 +32,7 @@ from export_core.views import to_json
 
 DESTINATIONS = "destinations"
 DELIVERIES = "destination_deliveries"  # one document per (export, destination), see export_core/outbox.py
-PENDING = "pending"  # a delivery's status until it is `delivered` or `failed`
+PENDING, DELIVERED = "pending", "delivered"  # a delivery's status: pending until delivered or `failed`
 MAX_PER_CAMPAIGN = 10
 SFTP, S3, SFMC = "sftp", "s3", "sfmc"
 TYPES = (SFTP, S3, SFMC)
@@ -381,6 +381,26 @@ class DestinationStore:
         order = {d: i for i, d in enumerate(record.get("destinations") or [])}
         found = sorted(stored.values(), key=lambda d: (order.get(d["destinationId"], len(order)), d["createdAt"]))
         return [delivery_view(d) for d in found]
+
+    def delivered_to(self, export_id: str) -> list[dict[str, Any]]:
+        """Where an export's files were delivered (SPEC §7, §13: compliance tells those partners about a
+        deletion): `{destinationId, type, name, remotePaths, deliveredAt}` per delivered delivery, as the
+        delivery recorded it (the destination may have been removed since)."""
+        found = self.db[DELIVERIES].find({"exportId": export_id, "status": DELIVERED}).sort("lastAttemptAt", ASCENDING)
+        return [
+            dict(
+                to_json(
+                    {
+                        "destinationId": d.get("destinationId"),
+                        "type": d.get("destinationType"),
+                        "name": d.get("destinationName"),
+                        "remotePaths": [f.get("remotePath") for f in d.get("files") or []],
+                        "deliveredAt": d.get("lastAttemptAt"),
+                    }
+                )
+            )
+            for d in found
+        ]
 
     def login_secrets(self, destination_id: str) -> dict[str, str]:
         """The write-only part of a destination (`password` or `privateKey`), for a delivery or a test only."""

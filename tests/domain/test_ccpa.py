@@ -356,3 +356,34 @@ def test_an_s3_failure_at_finish_is_left_on_the_record_and_the_next_request_fini
     done = world.store.get("a")
     assert done is not None and done["deletion"]["status"] == "complete" and done["deletedBy"] == COMPLIANCE
     assert not world.exists(outage, record["key"])
+
+
+def test_each_deleted_export_lists_the_destinations_it_had_been_delivered_to(world: World) -> None:
+    """SPEC §7, §13: compliance learns which partners hold a copy (the service deletes nothing there)."""
+    world.export("a", "entries", [USER])
+    world.export("b", "artistOptIn", [USER])
+    at = utcnow()
+    world.db["destination_deliveries"].insert_many(
+        [
+            {"_id": "a1", "exportId": "a", "destinationId": "d-sftp", "destinationType": "sftp",
+             "destinationName": "Partner SFTP", "status": "delivered", "lastAttemptAt": at,
+             "files": [{"remotePath": "/incoming/Tour - Entries_a.csv", "bytes": 10, "sha256": "0" * 64}]},
+            {"_id": "a2", "exportId": "a", "destinationId": "d-s3", "destinationType": "s3",
+             "destinationName": "Partner bucket", "status": "failed", "lastAttemptAt": at, "files": []},
+            {"_id": "a3", "exportId": "a", "destinationId": "d-later", "status": "pending", "files": []},
+        ]
+    )  # fmt: skip
+    summary = world.service().delete_user(USER, requested_by=COMPLIANCE)
+    by_id = {e["id"]: e for e in summary["deleted"]["exports"]}
+    assert by_id["a"]["deliveredTo"] == [
+        {
+            "destinationId": "d-sftp",
+            "type": "sftp",
+            "name": "Partner SFTP",
+            "remotePaths": ["/incoming/Tour - Entries_a.csv"],
+            "deliveredAt": by_id["a"]["deliveredTo"][0]["deliveredAt"],
+        }
+    ], "only what was delivered"
+    assert by_id["b"]["deliveredTo"] == []
+    audit = world.db["ccpa_audit"].find_one({"_id": summary["auditId"]}) or {}
+    assert [e["deliveredTo"] for e in audit["exports"] if e["id"] == "a"][0][0]["destinationId"] == "d-sftp"

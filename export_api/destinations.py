@@ -38,6 +38,7 @@ from export_core.destination_store import (
     parse_destination,
 )
 from export_core.destinations import DeliveryError
+from export_core.secrets import UnreadableSecret
 
 NOT_FOUND = "Destination not found."
 
@@ -91,7 +92,9 @@ class CampaignDestinations(HTTPEndpoint):
             destination = parse_destination(body)
             check_host(destination, allow_private=state.settings.webhook_allow_private)
             state.campaigns.name(campaign_id)  # 400 for a campaign that does not exist
-            return _store(request).create(campaign_id=campaign_id, request=destination, created_by=principal.user_id)
+            return _store(request).create(
+                campaign_id=campaign_id, request=destination, created_by=principal.user_id, secret_box=state.secret_box
+            )
 
         try:
             created = await run_in_threadpool(create)
@@ -195,8 +198,9 @@ async def check_destination(request: Request) -> Response:
         destination = _found(store.get(campaign_id, destination_id), destination_id)
         reach = destination_delivery.Reach.of(state.settings)
         try:
-            message = destination_delivery.check(destination, store.login_secrets(destination_id), reach)
-        except (DeliveryError, ValueError) as exc:
+            secrets = store.login_secrets(destination_id, state.secret_box)
+            message = destination_delivery.check(destination, secrets, reach)
+        except (DeliveryError, ValueError, UnreadableSecret) as exc:
             return {"ok": False, "message": str(exc)}
         return {"ok": True, "message": message}
 

@@ -160,12 +160,15 @@ def outgoing_files(record: dict[str, Any], destination: dict[str, Any]) -> list[
     return [outgoing(key, None, "", key.rpartition("/")[2]) for key in keys]
 
 
-def _fetch(s3: Any, bucket: str, key: str, local: Path, expected_sha256: str | None) -> None:
+def _fetch(s3: Any, bucket: str, key: str, local: Path, expected_sha256: str | None, deadline: float | None) -> None:
     """The export's object, downloaded and checked against the sha256 its record keeps."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    too_slow = "The export's file could not be read from the service's storage within the time one attempt has."
     try:
-        s3.download_file(bucket, key, str(local))
+        s3.download_file(bucket, key, str(local), Callback=s3_transport.stop_after(deadline, too_slow))
+    except s3_transport.TransferTooSlow:
+        raise
     except ClientError as exc:
         if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey"):
             raise PermanentDeliveryError("The export's file is no longer in storage; nothing was sent.") from exc
@@ -177,7 +180,7 @@ def _fetch(s3: Any, bucket: str, key: str, local: Path, expected_sha256: str | N
 
 
 def _stage(
-    record: dict[str, Any], destination: dict[str, Any], s3: Any, bucket: str, scratch: Path
+    record: dict[str, Any], destination: dict[str, Any], s3: Any, bucket: str, scratch: Path, deadline: float | None
 ) -> list[tuple[OutgoingFile, Path]]:
     """Each outgoing file on local disk under `scratch`, encrypted (`.pgp` appended) when the destination
     has a PGP key."""
@@ -187,7 +190,7 @@ def _stage(
     for number, outgoing in enumerate(outgoing_files(record, destination)):
         if outgoing.key not in fetched:
             fetched[outgoing.key] = scratch / f"object-{len(fetched)}"
-            _fetch(s3, bucket, outgoing.key, fetched[outgoing.key], recorded.get(outgoing.key))
+            _fetch(s3, bucket, outgoing.key, fetched[outgoing.key], recorded.get(outgoing.key), deadline)
         local = fetched[outgoing.key]
         if outgoing.member is not None:
             local = scratch / f"member-{number}"
@@ -214,16 +217,19 @@ def deliver(
     s3: Any,
     bucket: str,
     scratch_root: Path | None = None,
+    deadline: float | None = None,
 ) -> list[Delivered]:
     """Send a FINISHED export's file(s) to one destination; what each file became there (path, bytes, sha256 of
     exactly what was sent). Downloads from the export's `bucket` through `s3` into a scratch folder (under
-    `scratch_root`) that is removed afterwards, whatever happens; raises a DeliveryError (one sentence)."""
+    `scratch_root`) that is removed afterwards, whatever happens; raises a DeliveryError (one sentence). Past
+    `deadline` (time.monotonic()) every transfer stops: a RetryableDeliveryError."""
     with tempfile.TemporaryDirectory(prefix="delivery-", dir=scratch_root) as scratch:
-        staged = _stage(record, destination, s3, bucket, Path(scratch))
+        staged = _stage(record, destination, s3, bucket, Path(scratch), deadline)
         if destination["type"] == S3:
             client, target = s3_client(destination, reach), s3_target(destination)
             return [
-                s3_transport.upload(client, target, local, name=posixpath.join(f.folder, f.name)) for f, local in staged
+                s3_transport.upload(client, target, local, name=posixpath.join(f.folder, f.name), deadline=deadline)
+                for f, local in staged
             ]
         folder = str(destination.get("path") or "")
         atomic = destination["type"] != SFMC  # File Drop automations start on an upload, not on a rename
@@ -233,5 +239,5 @@ def deliver(
                 path = posixpath.join(folder, outgoing.folder) if outgoing.folder else folder
                 if outgoing.folder:
                     session.make_folder(path)
-                sent.append(session.upload(local, path=path, name=outgoing.name, atomic=atomic))
+                sent.append(session.upload(local, path=path, name=outgoing.name, atomic=atomic, deadline=deadline))
             return sent

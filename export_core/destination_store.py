@@ -3,10 +3,10 @@
 One document per destination: `id`, `campaignId`, `type` (`sftp`, `s3`, `sfmc`), `name`, the type's fields
 as the API names them, the optional `pgpPublicKey` (with its `pgpFingerprint`) and `fileName`, `createdBy`,
 `createdAt`, a `slot` (0..MAX_PER_CAMPAIGN-1, unique per campaign: concurrent POSTs never pass the limit,
-export_core/slots.py) and `secrets`, the one sub-document holding what is write-only: an SFTP `password`
-or the `privateKey` of a key pair the service generated (`generateKey: true`; its public half is `publicKey`,
-shown to the partner). Nothing outside this module reads `secrets` but `login_secrets`, and no view
-carries it.
+export_core/slots.py) and `encryptedSecrets`: what is write-only — an SFTP `password`, or the `privateKey`
+of a key pair the service generated (`generateKey: true`; its public half is `publicKey`, shown to the
+partner) — as one JSON object encrypted with SECRETS_KEY (export_core/secrets.py). Only `login_secrets`
+decrypts it, for a delivery or a test; no view carries it.
 
 `parse_destination` checks a POST body field by field (DestinationInvalid names the field for the 400);
 the SFTP host's addresses are checked separately (`check_host`), since that needs DNS.
@@ -15,10 +15,13 @@ the SFTP host's addresses are checked separately (`check_host`), since that need
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import re
 import string
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from pymongo import ASCENDING
@@ -26,13 +29,23 @@ from pymongo.database import Database
 
 from export_core.destinations import DeliveryError, pgp, sftp
 from export_core.destinations.s3 import ACLS
+from export_core.outbox import DELIVERED, PENDING, DeliveryQueue
 from export_core.records import DELIVERY_OUTBOX_FIELD, utcnow
+from export_core.secrets import SecretBox, UnreadableSecret
 from export_core.slots import insert_in_free_slot
 from export_core.views import to_json
 
 DESTINATIONS = "destinations"
 DELIVERIES = "destination_deliveries"  # one document per (export, destination), see export_core/outbox.py
-PENDING, DELIVERED = "pending", "delivered"  # a delivery's status: pending until delivered or `failed`
+# After the 1st, 2nd, ... failed attempt the next one waits this long (a partner's maintenance window, a
+# restart); after the last, about seven hours after the first, the delivery is given up.
+RETRY_DELAYS = (
+    timedelta(seconds=30),
+    timedelta(minutes=2),
+    timedelta(minutes=10),
+    timedelta(hours=1),
+    timedelta(hours=6),
+)
 MAX_PER_CAMPAIGN = 10
 SFTP, S3, SFMC = "sftp", "s3", "sfmc"
 TYPES = (SFTP, S3, SFMC)
@@ -73,7 +86,8 @@ _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{
 _EXTERNAL_ID = re.compile(r"[A-Za-z0-9+=,.@:/_-]{2,1224}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # A storage detail the API never shows, and the write-only sub-document.
-HIDDEN = ("_id", "slot", "secrets")
+SECRETS_FIELD = "encryptedSecrets"
+HIDDEN = ("_id", "slot", SECRETS_FIELD)
 
 
 class DestinationInvalid(ValueError):
@@ -281,18 +295,25 @@ def check_host(request: DestinationRequest, *, allow_private: bool) -> None:
         raise DestinationInvalid("host", str(exc)) from None
 
 
+def sent_files(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """`[{remotePath, bytes, sha256}]` of a delivered delivery: what its successful (last) attempt sent."""
+    attempts = doc.get("attempts") or []
+    return list(attempts[-1].get("files") or []) if doc.get("status") == DELIVERED and attempts else []
+
+
 def delivery_view(doc: dict[str, Any]) -> dict[str, Any]:
     """A delivery as GET .../deliveries shows it: `remotePath`, `bytes`, `sha256` of what was sent (for several
-    files, e.g. sfmc's regional CSVs: their folder, their total and no single sha256; `files` lists each), and
-    its attempts, newest first, each `{at, error}`; `reason` when it failed."""
-    files = list(doc.get("files") or [])
-    single = files[0] if len(files) == 1 else None
+    files, e.g. sfmc's regional CSVs: the folder they share, their total and no single sha256; `files` lists
+    each), and its attempts, newest first, each `{at, error}`; `reason` when it failed."""
+    files = sent_files(doc)
+    paths = [str(f["remotePath"]) for f in files]
+    shared = os.path.commonprefix(paths)
     view: dict[str, Any] = {
         "destinationId": doc.get("destinationId"),
         "status": doc.get("status", PENDING),
-        "remotePath": single["remotePath"] if single else doc.get("folder"),
+        "remotePath": paths[0] if len(paths) == 1 else shared[: shared.rfind("/")] if paths else None,
         "bytes": sum(int(f["bytes"]) for f in files) if files else None,
-        "sha256": single["sha256"] if single else None,
+        "sha256": files[0]["sha256"] if len(files) == 1 else None,
         "files": files,
         "attempts": [{"at": a.get("at"), "error": a.get("error")} for a in reversed(doc.get("attempts") or [])],
         "createdAt": doc.get("createdAt"),
@@ -307,7 +328,7 @@ def delivery_view(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def destination_view(doc: dict[str, Any]) -> dict[str, Any]:
-    """A destination as the API shows it: never `secrets`."""
+    """A destination as the API shows it: never its secrets."""
     return dict(to_json({k: v for k, v in doc.items() if k not in HIDDEN}))
 
 
@@ -315,22 +336,27 @@ class DestinationStore:
     """Create, list, read and remove a campaign's destinations; the login secrets for a delivery."""
 
     def __init__(self, db: Database) -> None:
-        self.db = db
         self.destinations = db[DESTINATIONS]
         self.schedules = db["schedules"]
         self.exports = db["exports"]
+        self.deliveries_queue = DeliveryQueue(db, DELIVERIES, RETRY_DELAYS)
 
     def ensure_indexes(self) -> None:
-        """Idempotent: the per-campaign limit (slots) and the export records' destination outbox."""
+        """Idempotent: the per-campaign limit (slots), the export records' destination outbox, due deliveries
+        and an export's deliveries."""
         self.destinations.create_index(
             [("campaignId", ASCENDING), ("slot", ASCENDING)], name="one_per_slot", unique=True
         )
+        self.deliveries_queue.ensure_indexes()
+        self.deliveries_queue.collection.create_index([("exportId", ASCENDING)], name="by_export")
         # Sparse: only records whose deliveries are not yet stored are in it (a handful).
         self.exports.create_index([(f"{DELIVERY_OUTBOX_FIELD}.at", ASCENDING)], name="destination_outbox", sparse=True)
 
-    def create(self, *, campaign_id: str, request: DestinationRequest, created_by: str) -> dict[str, Any]:
+    def create(
+        self, *, campaign_id: str, request: DestinationRequest, created_by: str, secret_box: SecretBox
+    ) -> dict[str, Any]:
         """Insert a destination in a free slot (TooManyDestinations when none is free); with `generateKey`, a new
-        ed25519 key pair: the private key in `secrets`, the OpenSSH public line in `publicKey`."""
+        ed25519 key pair: the private key among the encrypted secrets, the OpenSSH public line in `publicKey`."""
         secrets: dict[str, str] = {}
         extra: dict[str, Any] = {}
         if request.password is not None:
@@ -349,7 +375,7 @@ class DestinationStore:
                 **extra,
                 "createdBy": created_by,
                 "createdAt": utcnow(),
-                "secrets": secrets,
+                SECRETS_FIELD: secret_box.encrypt(json.dumps(secrets)),
             }
 
         return insert_in_free_slot(
@@ -358,12 +384,12 @@ class DestinationStore:
 
     def for_campaign(self, campaign_id: str) -> list[dict[str, Any]]:
         """The campaign's destinations, oldest first, without their secrets."""
-        found = self.destinations.find({"campaignId": campaign_id}, {"secrets": 0})
+        found = self.destinations.find({"campaignId": campaign_id}, {SECRETS_FIELD: 0})
         return list(found.sort([("createdAt", ASCENDING), ("_id", ASCENDING)]))
 
     def get(self, campaign_id: str, destination_id: str) -> dict[str, Any] | None:
         """One of the campaign's destinations (never another campaign's), without its secrets."""
-        return self.destinations.find_one({"_id": destination_id, "campaignId": campaign_id}, {"secrets": 0})
+        return self.destinations.find_one({"_id": destination_id, "campaignId": campaign_id}, {SECRETS_FIELD: 0})
 
     def unknown_ids(self, campaign_id: str, ids: list[str] | tuple[str, ...]) -> list[str]:
         """The ids among `ids` that are not destinations of the campaign, in their order."""
@@ -375,7 +401,7 @@ class DestinationStore:
     def deliveries(self, record: dict[str, Any]) -> list[dict[str, Any]]:
         """The deliveries of an export, in the order of its destinations: stored ones, and those its outbox still
         holds (stored with FINISHED, not yet handed to the delivery sensor: pending, no attempt yet)."""
-        stored = {d["destinationId"]: d for d in self.db[DELIVERIES].find({"exportId": record["_id"]})}
+        stored = {d["destinationId"]: d for d in self.deliveries_queue.collection.find({"exportId": record["_id"]})}
         for entry in record.get(DELIVERY_OUTBOX_FIELD) or []:
             stored.setdefault(entry["destinationId"], {**entry, "status": PENDING, "createdAt": entry["at"]})
         order = {d: i for i, d in enumerate(record.get("destinations") or [])}
@@ -386,7 +412,8 @@ class DestinationStore:
         """Where an export's files were delivered (SPEC §7, §13: compliance tells those partners about a
         deletion): `{destinationId, type, name, remotePaths, deliveredAt}` per delivered delivery, as the
         delivery recorded it (the destination may have been removed since)."""
-        found = self.db[DELIVERIES].find({"exportId": export_id, "status": DELIVERED}).sort("lastAttemptAt", ASCENDING)
+        query = {"exportId": export_id, "status": DELIVERED}
+        found = self.deliveries_queue.collection.find(query).sort("lastAttemptAt", ASCENDING)
         return [
             dict(
                 to_json(
@@ -394,7 +421,7 @@ class DestinationStore:
                         "destinationId": d.get("destinationId"),
                         "type": d.get("destinationType"),
                         "name": d.get("destinationName"),
-                        "remotePaths": [f.get("remotePath") for f in d.get("files") or []],
+                        "remotePaths": [f["remotePath"] for f in sent_files(d)],
                         "deliveredAt": d.get("lastAttemptAt"),
                     }
                 )
@@ -402,10 +429,26 @@ class DestinationStore:
             for d in found
         ]
 
-    def login_secrets(self, destination_id: str) -> dict[str, str]:
-        """The write-only part of a destination (`password` or `privateKey`), for a delivery or a test only."""
-        doc = self.destinations.find_one({"_id": destination_id}, {"secrets": 1})
-        return dict((doc or {}).get("secrets") or {})
+    def login_secrets(self, destination_id: str, secret_box: SecretBox) -> dict[str, str]:
+        """The write-only part of a destination (`password` or `privateKey`), decrypted, for a delivery or a test
+        only; {} when it has none (or is gone); UnreadableSecret when no key of SECRETS_KEY decrypts it."""
+        doc = self.destinations.find_one({"_id": destination_id}, {SECRETS_FIELD: 1}) or {}
+        return dict(json.loads(secret_box.decrypt(str(doc[SECRETS_FIELD])))) if doc.get(SECRETS_FIELD) else {}
+
+    def rotate_secrets(self, secret_box: SecretBox) -> tuple[int, list[str]]:
+        """Encrypt every destination's secrets anew with the first key of SECRETS_KEY (`python -m
+        export_pipelines.indexes`): how many were, and the ids of those no key decrypts (left as they are)."""
+        rotated, unreadable = 0, []
+        for doc in self.destinations.find({SECRETS_FIELD: {"$exists": True}}, {SECRETS_FIELD: 1}):
+            try:
+                token = secret_box.rotated(str(doc[SECRETS_FIELD]))
+            except UnreadableSecret:
+                unreadable.append(str(doc["_id"]))
+                continue
+            if token is not None:
+                self.destinations.update_one({"_id": doc["_id"]}, {"$set": {SECRETS_FIELD: token}})
+                rotated += 1
+        return rotated, unreadable
 
     def delete(self, campaign_id: str, destination_id: str) -> bool:
         """Remove the destination and take it out of the campaign's schedules (their later runs no longer name it)."""

@@ -33,6 +33,12 @@ class Outcome(Protocol):
     @property
     def delivered(self) -> bool: ...
 
+    @property
+    def final(self) -> bool:
+        """A failure that trying again cannot mend (a refused host key, say): the delivery is given up at once,
+        with `describe()` as its reason."""
+        ...
+
     def attempt_fields(self) -> dict[str, Any]:
         """What the attempt's entry keeps besides `at` and `nextAttemptAt` (plain values, no secret)."""
         ...
@@ -106,7 +112,7 @@ class DeliveryQueue:
         """Add the attempt; the delivery is delivered, due again after the next delay, or given up.
         Returns the attempt's entry with the fields it set on the delivery."""
         made = len(delivery.get("attempts") or []) + 1
-        delay = None if outcome.delivered else next_attempt_delay(self.retry_delays, made)
+        delay = None if outcome.delivered or outcome.final else next_attempt_delay(self.retry_delays, made)
         next_at = at + delay if delay is not None else None
         entry = {"at": at, **outcome.attempt_fields(), "nextAttemptAt": next_at}
         fields: dict[str, Any] = {"nextAttemptAt": next_at, "lastAttemptAt": at}
@@ -114,7 +120,11 @@ class DeliveryQueue:
             fields["status"] = DELIVERED
         elif next_at is None:
             fields["status"] = GAVE_UP
-            fields["reason"] = f"Gave up after {made} attempts; the last one failed with {outcome.describe()}."
+            fields["reason"] = (
+                outcome.describe()
+                if outcome.final
+                else f"Gave up after {made} attempts; the last one failed with {outcome.describe()}."
+            )
         self.collection.update_one(
             {"_id": delivery["_id"], "status": PENDING}, {"$set": fields, "$push": {"attempts": entry}}
         )

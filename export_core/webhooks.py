@@ -273,6 +273,10 @@ class AttemptResult:
     def delivered(self) -> bool:
         return self.error is None and self.http_status is not None and 200 <= self.http_status < 300
 
+    @property
+    def final(self) -> bool:
+        return False  # a receiver may answer tomorrow: every failure is tried again, up to the last attempt
+
     def attempt_fields(self) -> dict[str, Any]:
         return {"httpStatus": self.http_status, "error": self.error}
 

@@ -205,9 +205,15 @@ def deliver(
 
 
 def build_delivery_sensor(
-    name: str, description: str, channel: Callable[[Database], Channel[Any]], *, clock: Clock = utcnow
+    name: str,
+    description: str,
+    channel: Callable[[Database], Channel[Any]],
+    *,
+    clock: Clock = utcnow,
+    **options: Any,
 ) -> SensorDefinition:
-    """A sensor that runs `deliver` for the channel `channel(db)` every SENSOR_INTERVAL_SECONDS."""
+    """A sensor that runs `deliver` for the channel `channel(db)` every SENSOR_INTERVAL_SECONDS; `options`
+    (budget_seconds, concurrency, limit) are `attempt_due`'s, for a channel whose attempts take longer."""
 
     @sensor(
         name=name,
@@ -218,7 +224,9 @@ def build_delivery_sensor(
     def delivery_sensor(context: SensorEvaluationContext, mongo: MongoResource) -> SensorResult:
         cursor = json.loads(context.cursor) if context.cursor else {}
         last_purge = datetime.fromisoformat(cursor["purged"]) if cursor.get("purged") else None
-        report, purged = deliver(channel(mongo.db()), clock=clock, last_purge=last_purge, log=context.log.info)
+        report, purged = deliver(
+            channel(mongo.db()), clock=clock, last_purge=last_purge, log=context.log.info, **options
+        )
         return SensorResult(
             skip_reason=report.summary(), cursor=json.dumps({"purged": purged.isoformat() if purged else None})
         )

@@ -25,7 +25,7 @@ from pymongo.database import Database
 
 from export_core import ccpa, webhooks
 from export_core.clients import mongo_client
-from export_core.destination_store import DestinationStore
+from export_core.destination_store import DESTINATIONS, DestinationStore
 from export_core.records import ExportStore, utcnow
 from export_core.schedule_store import ScheduleStore
 from export_core.secrets import SecretBox, SecretsKeyMissing
@@ -68,11 +68,21 @@ def encrypt_secrets(db: Database[Any], secret_box: SecretBox) -> list[str]:
         f"{db.name}.{webhooks.SUBSCRIPTIONS}: {done.encrypted} plain secret(s) encrypted, {done.rotated} made anew"
         " with the first key of SECRETS_KEY"
     ]
+    rotated, unreadable = DestinationStore(db).rotate_secrets(secret_box)
+    lines.append(
+        f"{db.name}.{DESTINATIONS}: {rotated} destination secret(s) made anew with the first key of SECRETS_KEY"
+    )
     lines += [
         f"warning: webhook {webhook_id}: its stored secret cannot be decrypted with any key of SECRETS_KEY;"
         " left as it is, and its deliveries wait (put the key that encrypted it back into SECRETS_KEY, or"
         " remove the webhook and subscribe again)"
         for webhook_id in done.unreadable
+    ]
+    lines += [
+        f"warning: destination {destination_id}: its stored password or key cannot be decrypted with any key of"
+        " SECRETS_KEY; left as it is, and its deliveries wait (put the key that encrypted it back into"
+        " SECRETS_KEY, or remove the destination and add it again)"
+        for destination_id in unreadable
     ]
     return lines
 

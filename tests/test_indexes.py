@@ -53,8 +53,8 @@ def test_creates_every_index_and_a_second_run_changes_nothing(env: dict[str, str
     for name in ("scoring", "codes", "markets"):
         assert list(specs[f"{name}.campaignId_1"]["key"].items()) == [("campaignId", 1)]
     exports = (
-        "_id_, by_campaign, by_deletion_status, one_active_per_request_format, one_record_per_schedule_tick,"
-        " pending_slots, queue, webhook_outbox"
+        "_id_, by_campaign, by_deletion_status, destination_outbox, one_active_per_request_format,"
+        " one_record_per_schedule_tick, pending_slots, queue, webhook_outbox"
     )
     ticks = specs["exports.one_record_per_schedule_tick"]
     assert ticks["unique"] is True and ticks["partialFilterExpression"] == {"schedule.id": {"$exists": True}}
@@ -66,6 +66,11 @@ def test_creates_every_index_and_a_second_run_changes_nothing(env: dict[str, str
     slot = specs["webhooks.one_per_slot"]
     assert slot["unique"] is True and list(slot["key"].items()) == [("campaignId", 1), ("slot", 1)]
     assert list(specs["webhook_deliveries.due"]["key"].items()) == [("status", 1), ("nextAttemptAt", 1)]
+    slot = specs["destinations.one_per_slot"]
+    assert slot["unique"] is True and list(slot["key"].items()) == [("campaignId", 1), ("slot", 1)]
+    assert specs["exports.destination_outbox"]["sparse"] is True
+    assert list(specs["destination_deliveries.due"]["key"].items()) == [("status", 1), ("nextAttemptAt", 1)]
+    assert list(specs["destination_deliveries.by_export"]["key"].items()) == [("exportId", 1)]
     assert f"{env['MONGODB_DB']}.exports: {exports}" in first
 
     assert _run(env) == first

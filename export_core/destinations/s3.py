@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,10 +208,28 @@ def verify_stored(client: Any, target: S3Target, key: str, expected: Checksums) 
         raise PermanentDeliveryError(f"The object S3 stored as {url} is not the file that was sent.")
 
 
-def upload(client: Any, target: S3Target, local: Path, *, name: str, config: Any = None) -> Delivered:
+class TransferTooSlow(RetryableDeliveryError):
+    """A transfer that had not ended by its deadline."""
+
+
+def stop_after(deadline: float | None, message: str) -> Any:
+    """A boto3 transfer Callback that stops the transfer (TransferTooSlow, `message`) once `deadline`
+    (time.monotonic()) has passed."""
+
+    def progress(_: int) -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise TransferTooSlow(message)
+
+    return progress
+
+
+def upload(
+    client: Any, target: S3Target, local: Path, *, name: str, config: Any = None, deadline: float | None = None
+) -> Delivered:
     """Upload `local` as `{prefix}/{name}` (replacing an earlier delivery) and check what S3 stored.
 
-    `config`: boto3's TransferConfig, the service's own (export_core.storage) unless given.
+    `config`: boto3's TransferConfig, the service's own (export_core.storage) unless given. Past `deadline`
+    (time.monotonic()) the transfer is stopped (boto3 aborts a multipart upload), a RetryableDeliveryError.
     """
     from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import BotoCoreError, ClientError
@@ -221,8 +240,11 @@ def upload(client: Any, target: S3Target, local: Path, *, name: str, config: Any
     extra: dict[str, Any] = {"ChecksumAlgorithm": "SHA256", "Metadata": {"sha256": expected.sha256}}
     if target.acl != "none":
         extra["ACL"] = target.acl
+    stop = stop_after(deadline, f"S3 did not take {target.url(key)} within the time one delivery attempt has.")
     try:
-        client.upload_file(str(local), target.bucket, key, ExtraArgs=extra, Config=config)
+        client.upload_file(str(local), target.bucket, key, ExtraArgs=extra, Config=config, Callback=stop)
+    except TransferTooSlow:
+        raise
     except S3UploadFailedError as exc:  # boto3 wraps the ClientError it caught
         cause = exc.__context__ if isinstance(exc.__context__, ClientError) else exc
         raise classify(cause, f"store {target.url(key)}") from exc

@@ -35,6 +35,7 @@ import posixpath
 import re
 import secrets
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,11 +294,15 @@ class SftpSession:
         channel.settimeout(timeouts.operation)  # every SFTP request waits at most this long for its answer
         self._sftp = sftp
 
-    def upload(self, local: Path, *, path: str, name: str, atomic: bool = True) -> Delivered:
+    def upload(
+        self, local: Path, *, path: str, name: str, atomic: bool = True, deadline: float | None = None
+    ) -> Delivered:
         """Send `local` to `{path}/{name}`, replacing what is there; bytes and sha256 of what was sent.
 
         `atomic` (the default) writes `.{name}.{random}.partial` in the same folder and renames it into
-        place; a failed upload removes its partial file when the connection still allows it.
+        place; a failed upload removes what it wrote (the partial file, or the final name of a direct write)
+        when the connection still allows it. Past `deadline` (time.monotonic()) the upload stops, a
+        RetryableDeliveryError.
         """
         if not name or "/" in name or name in (".", ".."):
             raise ValueError("A delivered file's name must be a plain file name.")
@@ -309,6 +314,11 @@ class SftpSession:
                 with self._sftp.open(written, "wb") as remote:
                     remote.set_pipelined(True)
                     for block in iter(lambda: source.read(BLOCK), b""):
+                        if deadline is not None and time.monotonic() > deadline:
+                            raise RetryableDeliveryError(
+                                f"The SFTP server at {self.target.where} did not take {final} within the time"
+                                " one delivery attempt has."
+                            )
                         remote.write(block)
                         digest.update(block)
                         size += len(block)
@@ -320,8 +330,7 @@ class SftpSession:
                 if atomic:
                     self._rename(written, final)
             except (OSError, EOFError, paramiko.SSHException, RetryableDeliveryError) as exc:
-                if atomic:
-                    self._remove_quietly(written, exc)
+                self._remove_quietly(written, exc)  # a partner never keeps half a file, under any name
                 if isinstance(exc, RetryableDeliveryError):
                     raise
                 raise self._error(exc, f"write {final}", path) from exc

@@ -11,6 +11,8 @@ import pytest
 from pymongo.database import Database
 
 from export_api.app import create_app
+from export_core.destination_store import DestinationStore
+from export_core.secrets import SecretBox
 from export_core.settings import Settings
 from tests.api.conftest import CAMPAIGN, LiveServer, TokenFactory
 from tests.api.test_cli import one_line_error, run_cli
@@ -25,7 +27,12 @@ def private_api(settings: Settings, campaigns: None) -> Iterator[LiveServer]:
 
 
 def test_add_with_a_password_from_stdin_test_list_and_remove(
-    private_api: LiveServer, make_token: TokenFactory, sftp_server: SftpServer, tmp_path: Path, db: Database
+    private_api: LiveServer,
+    make_token: TokenFactory,
+    sftp_server: SftpServer,
+    tmp_path: Path,
+    db: Database,
+    secret_box: SecretBox,
 ):
     token = make_token()
     host_keys = tmp_path / "partner.pub"
@@ -41,7 +48,8 @@ def test_add_with_a_password_from_stdin_test_list_and_remove(
     where = f"{sftp_server.account.username}@{sftp_server.host}:{sftp_server.port}/upload"
     assert added.stdout.strip() == f"destination {destination_id}  sftp  {where}  Partner"
     stored = db.destinations.find_one({"_id": destination_id}) or {}
-    assert stored["secrets"] == {"password": sftp_server.account.password}
+    assert sftp_server.account.password not in str(stored), "stored encrypted"
+    assert DestinationStore(db).login_secrets(destination_id, secret_box) == {"password": sftp_server.account.password}
 
     tested = run_cli(private_api, "destinations", "test", CAMPAIGN, destination_id, token=token)
     assert tested.returncode == 0, tested.stderr

@@ -8,14 +8,18 @@ import json
 from pymongo.database import Database
 
 from export_core.destination_store import DestinationStore, parse_destination
+from export_core.secrets import SecretBox
 from tests.api.conftest import CAMPAIGN, LiveServer, TokenFactory
 from tests.api.test_cli import one_line_error, run_cli
 
 
-def test_add_list_show_pause_resume_run_and_remove(live_api: LiveServer, make_token: TokenFactory, db: Database):
+def test_add_list_show_pause_resume_run_and_remove(
+    live_api: LiveServer, make_token: TokenFactory, db: Database, secret_box: SecretBox
+):
     token = make_token()
     s3 = parse_destination({"type": "s3", "bucket": "partner-drop", "region": "eu-west-1"})
-    d1, d2 = (DestinationStore(db).create(campaign_id=CAMPAIGN, request=s3, created_by="u")["id"] for _ in range(2))
+    store = DestinationStore(db)
+    d1, d2 = (store.create(campaign_id=CAMPAIGN, request=s3, created_by="u", secret_box=secret_box)["id"] for _ in "12")
     added = run_cli(
         live_api, "schedules", "add", CAMPAIGN, "--type", "entries", "--cron", "30 2 * * *",
         "--timezone", "America/New_York", "--format", "parquet", "--include-all-markets", "--incremental",

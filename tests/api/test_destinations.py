@@ -15,6 +15,7 @@ from export_api.app import create_app
 from export_core.destination_store import DestinationStore
 from export_core.destinations.sftp import generate_key_pair
 from export_core.records import ExportStore, RequestOptions
+from export_core.secrets import SecretBox
 from export_core.settings import Settings
 from tests.api.conftest import CAMPAIGN, EXPORTS, OTHER_CAMPAIGN, TokenFactory, assert_error
 from tests.partner_bucket import PARTNER_REGION, partner_bucket_fixture  # noqa: F401 (the fixture)
@@ -85,7 +86,7 @@ def test_add_list_get_and_remove_never_show_the_password(
 
 
 def test_a_generated_key_is_answered_for_the_partner_to_authorize_and_then_logs_in(
-    private_client: TestClient, headers: dict[str, str], sftp_server: SftpServer, db: Database
+    private_client: TestClient, headers: dict[str, str], sftp_server: SftpServer, db: Database, secret_box: SecretBox
 ):
     body = {k: v for k, v in sftp_body(sftp_server, type="sfmc", generateKey=True).items() if k != "password"}
     created = add(private_client, headers, body)
@@ -95,7 +96,7 @@ def test_a_generated_key_is_answered_for_the_partner_to_authorize_and_then_logs_
     assert refused["ok"] is False and "refused the destination's user name and key" in refused["message"]
     sftp_server.authorize(created["publicKey"])
     assert private_client.post(path, headers=headers).json()["ok"] is True
-    private_key = DestinationStore(db).login_secrets(created["id"])["privateKey"]
+    private_key = DestinationStore(db).login_secrets(created["id"], secret_box)["privateKey"]
     assert private_key not in private_client.get(DESTINATIONS, headers=headers).text
 
 

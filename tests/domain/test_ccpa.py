@@ -363,14 +363,17 @@ def test_each_deleted_export_lists_the_destinations_it_had_been_delivered_to(wor
     world.export("a", "entries", [USER])
     world.export("b", "artistOptIn", [USER])
     at = utcnow()
+    sent = {"remotePath": "/incoming/Tour - Entries_a.csv", "bytes": 10, "sha256": "0" * 64}
     world.db["destination_deliveries"].insert_many(
         [
             {"_id": "a1", "exportId": "a", "destinationId": "d-sftp", "destinationType": "sftp",
              "destinationName": "Partner SFTP", "status": "delivered", "lastAttemptAt": at,
-             "files": [{"remotePath": "/incoming/Tour - Entries_a.csv", "bytes": 10, "sha256": "0" * 64}]},
+             "attempts": [{"at": at, "error": "The connection was lost.", "files": []},
+                          {"at": at, "error": None, "files": [sent]}]},
             {"_id": "a2", "exportId": "a", "destinationId": "d-s3", "destinationType": "s3",
-             "destinationName": "Partner bucket", "status": "failed", "lastAttemptAt": at, "files": []},
-            {"_id": "a3", "exportId": "a", "destinationId": "d-later", "status": "pending", "files": []},
+             "destinationName": "Partner bucket", "status": "failed", "lastAttemptAt": at,
+             "attempts": [{"at": at, "error": "AccessDenied.", "files": []}]},
+            {"_id": "a3", "exportId": "a", "destinationId": "d-later", "status": "pending", "attempts": []},
         ]
     )  # fmt: skip
     summary = world.service().delete_user(USER, requested_by=COMPLIANCE)

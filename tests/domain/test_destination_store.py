@@ -6,11 +6,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from pymongo.database import Database
 
 from export_core.destination_store import (
     MAX_PER_CAMPAIGN,
     DestinationInvalid,
+    DestinationRequest,
     DestinationStore,
     TooManyDestinations,
     check_host,
@@ -18,6 +20,8 @@ from export_core.destination_store import (
     parse_destination,
 )
 from export_core.destinations.sftp import generate_key_pair
+from export_core.secrets import SecretBox, UnreadableSecret
+from export_core.settings import Settings
 from tests.pgp_keys import PgpKey, pgp_key, pgp_key_pair_fixture  # noqa: F401 (the fixture)
 
 CAMPAIGN = "camp-1"
@@ -40,16 +44,24 @@ def store(db: Database) -> DestinationStore:
     return destinations
 
 
+def add(
+    store: DestinationStore, box: SecretBox, request: DestinationRequest, campaign: str = CAMPAIGN
+) -> dict[str, Any]:
+    return store.create(campaign_id=campaign, request=request, created_by="user-1", secret_box=box)
+
+
 def refusal(body: dict[str, Any]) -> DestinationInvalid:
     with pytest.raises(DestinationInvalid) as caught:
         parse_destination(body)
     return caught.value
 
 
-def test_an_sftp_destination_with_a_password_keeps_the_password_out_of_every_view(store: DestinationStore):
+def test_an_sftp_destination_with_a_password_keeps_the_password_out_of_every_view(
+    store: DestinationStore, secret_box: SecretBox
+):
     request = parse_destination(SFTP)
     assert request.password == SFTP["password"] and SFTP["password"] not in str(request.fields)
-    created = store.create(campaign_id=CAMPAIGN, request=request, created_by="user-1")
+    created = add(store, secret_box, request)
     view = destination_view(created)
     assert view == {
         "id": created["id"],
@@ -68,25 +80,44 @@ def test_an_sftp_destination_with_a_password_keeps_the_password_out_of_every_vie
     listed = store.for_campaign(CAMPAIGN)
     assert [destination_view(d) for d in listed] == [view]
     assert "secrets" not in store.get(CAMPAIGN, created["id"])  # type: ignore[operator]
-    assert store.login_secrets(created["id"]) == {"password": SFTP["password"]}
+    assert store.login_secrets(created["id"], secret_box) == {"password": SFTP["password"]}
     assert store.get("another-campaign", created["id"]) is None
 
 
-def test_generate_key_stores_the_private_key_and_shows_the_public_one(store: DestinationStore):
+def test_secrets_are_stored_encrypted_and_rotate_to_the_first_key(
+    store: DestinationStore, db: Database, settings: Settings
+):
+    old_key, new_key = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    created = store.create(
+        campaign_id=CAMPAIGN, request=parse_destination(SFTP), created_by="user-1", secret_box=SecretBox([old_key])
+    )
+    raw = db.destinations.find_one({"_id": created["id"]}) or {}
+    assert SFTP["password"] not in str(raw) and set(raw) >= {"encryptedSecrets"} and "secrets" not in raw
+    rotating = SecretBox([new_key, old_key])
+    assert store.rotate_secrets(rotating) == (1, [])
+    assert store.rotate_secrets(rotating) == (0, []), "already made with the first key"
+    assert store.login_secrets(created["id"], SecretBox([new_key])) == {"password": SFTP["password"]}
+    with pytest.raises(UnreadableSecret):
+        store.login_secrets(created["id"], SecretBox([old_key]))
+    assert store.rotate_secrets(SecretBox([old_key])) == (0, [created["id"]]), "no key decrypts it: left as it is"
+    assert store.login_secrets("gone", SecretBox([new_key])) == {}
+
+
+def test_generate_key_stores_the_private_key_and_shows_the_public_one(store: DestinationStore, secret_box: SecretBox):
     body = {**{k: v for k, v in SFTP.items() if k != "password"}, "type": "sfmc", "generateKey": True, "port": 2222}
-    created = store.create(campaign_id=CAMPAIGN, request=parse_destination(body), created_by="user-1")
+    created = add(store, secret_box, parse_destination(body))
     public = created["publicKey"]
     assert public.startswith("ssh-ed25519 AAAA") and public.endswith(" export-service")
     view = destination_view(created)
     assert view["publicKey"] == public and view["auth"] == "key" and view["port"] == 2222
-    private = store.login_secrets(created["id"])["privateKey"]
+    private = store.login_secrets(created["id"], secret_box)["privateKey"]
     assert private.startswith("-----BEGIN OPENSSH PRIVATE KEY-----") and private not in str(view)
 
 
-def test_an_s3_destination(store: DestinationStore):
+def test_an_s3_destination(store: DestinationStore, secret_box: SecretBox):
     role = {"roleArn": "arn:aws:iam::123456789012:role/vf-delivery", "externalId": "vf-7f3a91", "acl": "none"}
     request = parse_destination({**S3, **role, "name": "Partner bucket", "fileName": "{exportType}-{date}.{ext}"})
-    view = destination_view(store.create(campaign_id=CAMPAIGN, request=request, created_by="user-1"))
+    view = destination_view(add(store, secret_box, request))
     assert {k: view[k] for k in ("name", "bucket", "prefix", "region", "roleArn", "externalId", "acl", "fileName")} == {
         "name": "Partner bucket",
         "bucket": "partner-drop",
@@ -175,12 +206,12 @@ def test_host_addresses_obey_the_webhook_rules():
     check_host(parse_destination(S3), allow_private=False)  # an S3 destination has no host of its own
 
 
-def test_concurrent_creates_never_pass_the_limit(store: DestinationStore):
+def test_concurrent_creates_never_pass_the_limit(store: DestinationStore, secret_box: SecretBox):
     request = parse_destination(S3)
 
     def create(_: int) -> bool:
         try:
-            store.create(campaign_id=CAMPAIGN, request=request, created_by="user-1")
+            add(store, secret_box, request)
             return True
         except TooManyDestinations:
             return False
@@ -189,13 +220,13 @@ def test_concurrent_creates_never_pass_the_limit(store: DestinationStore):
         created = list(pool.map(create, range(MAX_PER_CAMPAIGN + 6)))
     assert created.count(True) == MAX_PER_CAMPAIGN
     assert len(store.for_campaign(CAMPAIGN)) == MAX_PER_CAMPAIGN
-    store.create(campaign_id="camp-2", request=request, created_by="user-1")  # the limit is per campaign
+    add(store, secret_box, request, "camp-2")  # the limit is per campaign
 
 
-def test_delete_takes_the_destination_out_of_the_campaigns_schedules(store: DestinationStore, db: Database):
-    kept, removed = (
-        store.create(campaign_id=CAMPAIGN, request=parse_destination(S3), created_by="user-1")["id"] for _ in range(2)
-    )
+def test_delete_takes_the_destination_out_of_the_campaigns_schedules(
+    store: DestinationStore, db: Database, secret_box: SecretBox
+):
+    kept, removed = (add(store, secret_box, parse_destination(S3))["id"] for _ in range(2))
     db.schedules.insert_one({"_id": "s1", "campaignId": CAMPAIGN, "destinations": [kept, removed]})
     assert store.unknown_ids(CAMPAIGN, [removed, "nope", kept]) == ["nope"]
     assert store.unknown_ids("camp-2", [kept]) == [kept]

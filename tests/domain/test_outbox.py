@@ -19,8 +19,8 @@ LEASE = timedelta(seconds=90)
 class Upload:
     """An outcome of another kind: what a file transfer might report."""
 
-    def __init__(self, *, sent: int | None = None, error: str | None = None) -> None:
-        self.delivered, self.error = error is None, error
+    def __init__(self, *, sent: int | None = None, error: str | None = None, final: bool = False) -> None:
+        self.delivered, self.error, self.final = error is None, error, final
         self.kept = {"bytes": sent, "error": error}
 
     def attempt_fields(self) -> dict[str, Any]:
@@ -95,6 +95,18 @@ def test_failures_wait_the_queues_own_delays_and_the_last_gives_up_with_the_reas
     assert doc["attempts"][0] == {"at": T0, "bytes": None, "error": "timeout", "nextAttemptAt": T0 + DELAYS[0]}
     uploads.record_attempt(doc, at, Upload(sent=1))
     assert stored(uploads, "d1")["status"] == GAVE_UP and len(stored(uploads, "d1")["attempts"]) == 3, "ended"
+
+
+def test_a_final_failure_gives_up_at_once_with_its_own_reason(db: Database):
+    uploads = queue(db)
+    uploads.store("d1", {}, T0)
+    recorded = uploads.record_attempt(
+        stored(uploads, "d1"), T0, Upload(error="The host key is not the pinned one.", final=True)
+    )
+    assert recorded["status"] == GAVE_UP and recorded["nextAttemptAt"] is None
+    doc = stored(uploads, "d1")
+    assert doc["reason"] == "The host key is not the pinned one." and len(doc["attempts"]) == 1
+    assert uploads.due(T0 + timedelta(days=1), 10) == []
 
 
 def test_a_success_ends_the_delivery_with_what_the_attempt_kept(db: Database):

@@ -167,6 +167,7 @@ def component_schemas() -> dict[str, Any]:
     """The OpenAPI schemas of these operations (export_api/openapi.py adds them to the document)."""
     date_time = {"type": "string", "format": "date-time"}
     events = {"type": "string", "enum": list(webhooks.EVENTS)}
+    delivered_file = {"$ref": "#/components/schemas/DeliveredFile"}  # export_api/destinations.py
     webhook = {
         "id": {"type": "string"},
         "campaignId": {"type": "string"},
@@ -284,7 +285,8 @@ def component_schemas() -> dict[str, Any]:
             "type": "object",
             "description": "The body POSTed to a subscription, signed per Standard Webhooks (`webhook-id`,"
             " `webhook-timestamp`, `webhook-signature`). `data` is the record as GET shows it, without download"
-            " links, plus `href`, its API path.",
+            " links, plus `href`, its API path; for `export.delivered` and `export.delivery_failed` also `delivery`,"
+            " the delivery to one destination (as GET …/exports/{exportId}/deliveries shows it, without attempts).",
             "required": ["type", "timestamp", "data"],
             "properties": {
                 "type": events,
@@ -292,7 +294,26 @@ def component_schemas() -> dict[str, Any]:
                 "data": {
                     "allOf": [
                         {"$ref": "#/components/schemas/ExportRecord"},
-                        {"type": "object", "required": ["href"], "properties": {"href": {"type": "string"}}},
+                        {
+                            "type": "object",
+                            "required": ["href"],
+                            "properties": {
+                                "href": {"type": "string"},
+                                "delivery": {
+                                    "type": "object",
+                                    "required": ["destinationId", "status"],
+                                    "properties": {
+                                        "destinationId": {"type": "string"},
+                                        "status": {"type": "string", "enum": ["delivered", "failed"]},
+                                        "remotePath": {"type": "string", "nullable": True},
+                                        "bytes": {"type": "integer", "nullable": True},
+                                        "sha256": {"type": "string", "nullable": True},
+                                        "files": {"type": "array", "items": delivered_file},
+                                        "reason": {"type": "string"},
+                                    },
+                                },
+                            },
+                        },
                     ]
                 },
             },

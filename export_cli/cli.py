@@ -445,7 +445,10 @@ def cmd_rerun(api: Api, args: argparse.Namespace) -> int:
     return _finish(api, args.campaign_id, str(record["id"]), args, None)
 
 
-WEBHOOK_EVENTS = ("export.finished", "export.failed", "export.expired", "schedule.paused")
+WEBHOOK_EVENTS = (
+    "export.finished", "export.failed", "export.expired", "export.delivered", "export.delivery_failed",
+    "schedule.paused",
+)  # fmt: skip
 
 
 def _table(header: list[str], rows: list[list[str]], footer: str) -> None:

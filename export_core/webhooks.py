@@ -52,7 +52,9 @@ from export_core.schedule_store import PAUSED_EVENT, SCHEDULES, schedule_view
 from export_core.secrets import SecretBox, UnreadableSecret
 from export_core.views import iso_utc, record_view, to_json
 
-EXPORT_EVENTS = ("export.finished", "export.failed", "export.expired")
+# An export's deliveries to its destinations (SPEC §13) end with one of these, the delivery in `data.delivery`.
+DELIVERY_EVENTS = ("export.delivered", "export.delivery_failed")
+EXPORT_EVENTS = ("export.finished", "export.failed", "export.expired", *DELIVERY_EVENTS)
 SCHEDULE_EVENTS = (PAUSED_EVENT,)
 EVENTS = EXPORT_EVENTS + SCHEDULE_EVENTS
 MAX_PER_CAMPAIGN = 10
@@ -240,9 +242,13 @@ def source_of(event: str) -> EventSource:
     return _SOURCE_OF[event]
 
 
-def payload(document: dict[str, Any], event: str, at: datetime) -> str:
-    """The body: `{type, timestamp, data}`, data the export record (or schedule) as GET shows it."""
-    body = {"type": event, "timestamp": iso_utc(at), "data": source_of(event).data(document)}
+def payload(document: dict[str, Any], event: str, at: datetime, delivery: dict[str, Any] | None = None) -> str:
+    """The body: `{type, timestamp, data}`, data the export record (or schedule) as GET shows it; for a
+    delivery event, with the delivery to the destination as `data.delivery`."""
+    data = source_of(event).data(document)
+    if delivery is not None:
+        data["delivery"] = delivery
+    body = {"type": event, "timestamp": iso_utc(at), "data": data}
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -517,9 +523,11 @@ class WebhookStore:
             "exportId": entry.get("exportId"),  # a schedule's entry names its run; an export's is the line below
             source_of(event).subject: subject_id,
             "event": event,
-            "body": payload(document, event, at),
+            "body": payload(document, event, at, entry.get("delivery")),
         }
-        return self.deliveries.store(delivery_id(str(subscription["_id"]), subject_id, event, at), fields, now)
+        # Two destinations' deliveries may end in the same millisecond: each is an event of its own.
+        subject = subject_id if "delivery" not in entry else f"{subject_id}/{entry['delivery']['destinationId']}"
+        return self.deliveries.store(delivery_id(str(subscription["_id"]), subject, event, at), fields, now)
 
     def list_deliveries(self, webhook_id: str, *, page: int, limit: int) -> list[dict[str, Any]]:
         return self.deliveries.listing({"webhookId": webhook_id}, page=page, limit=limit, hidden=("body",))

@@ -2,7 +2,8 @@
 
 The environment (SPEC §8) is read here, once, into `Settings` when the code location loads: the
 job tag for TIMEOUT_MILLIS, the sensors' polling interval, WEBHOOK_ALLOW_PRIVATE and SECRETS_KEY
-(webhook sensor) and SCHEDULE_PAUSE_AFTER_FAILURES (schedule sensor) must be known then. Resources take
+(webhook and destination sensors, the latter also S3's endpoint and buckets) and
+SCHEDULE_PAUSE_AFTER_FAILURES (schedule sensor) must be known then. Resources take
 what may be secret or differ per process as `EnvVar` when the environment set it (resolved when a
 run starts, never shown in the UI), else the default.
 """
@@ -16,6 +17,7 @@ from dagster import BetaWarning, Definitions, EnvVar
 from export_core.clients import local_s3_credentials
 from export_core.secrets import SecretBox
 from export_core.settings import Settings
+from export_pipelines.destination_delivery import build_destination_sensor
 from export_pipelines.jobs import build_export_jobs
 from export_pipelines.resources import ExportFilesResource, ExportRunResource, MongoResource, S3Resource
 from export_pipelines.retention import export_retention_job, export_retention_schedule
@@ -70,6 +72,7 @@ def build_definitions(settings: Settings) -> Definitions:
             *build_sensors(jobs, poll_seconds=max(1, math.ceil(settings.polling_interval_ms / 1000))),
             build_webhook_sensor(allow_private=settings.webhook_allow_private, secret_box=secret_box),  # SPEC §11
             build_schedule_sensor(pause_after=settings.schedule_pause_after_failures),  # SPEC §12
+            build_destination_sensor(settings=settings, secret_box=secret_box),  # SPEC §13
         ],
         resources=build_resources(settings),
     )

@@ -62,6 +62,9 @@ class Channel(Generic[T]):
       ends (a key missing from SECRETS_KEY is a configuration to mend, not a failed attempt).
     - `send(delivery, target, timeout)`: one attempt, bounded by `timeout`.
     - `label(delivery)`: its ids for the log line (no address, no secret).
+
+    `budget_seconds` and `concurrency` bound a tick's attempts (a channel whose attempts take longer, file
+    transfers say, has a budget of its own, under Dagster's sensor timeout).
     """
 
     name: str  # "webhook": log lines say "webhook delivery …", the tick's summary "webhooks: …"
@@ -72,6 +75,8 @@ class Channel(Generic[T]):
     send: Callable[[dict[str, Any], T, float], Awaitable[Outcome]]
     label: Callable[[dict[str, Any]], str]
     attempt_timeout: float
+    budget_seconds: float = TICK_BUDGET_SECONDS
+    concurrency: int = CONCURRENCY
 
 
 @dataclass
@@ -93,13 +98,14 @@ def attempt_due(
     channel: Channel[Any],
     *,
     clock: Clock = utcnow,
-    budget_seconds: float = TICK_BUDGET_SECONDS,
+    budget_seconds: float | None = None,
     attempt_timeout: float | None = None,
-    concurrency: int = CONCURRENCY,
+    concurrency: int | None = None,
     limit: int = DUE_BATCH,
     log: Log = _quiet,
 ) -> TickReport:
-    """Claim the due deliveries and attempt them, at most `concurrency` at once, within `budget_seconds`."""
+    """Claim the due deliveries and attempt them, at most `concurrency` at once, within `budget_seconds` (both,
+    and `attempt_timeout`, the channel's unless given)."""
     queue = channel.queue
     report = TickReport(channel.name)
     now = clock()
@@ -120,8 +126,10 @@ def attempt_due(
         return report
 
     timeout = channel.attempt_timeout if attempt_timeout is None else attempt_timeout
+    budget = channel.budget_seconds if budget_seconds is None else budget_seconds
+    at_once = channel.concurrency if concurrency is None else concurrency
     started = time.monotonic()
-    results = _run(_attempt_all(channel, jobs, clock, started, budget_seconds, timeout, concurrency))
+    results = _run(_attempt_all(channel, jobs, clock, started, budget, timeout, at_once))
     for (delivery, _), outcome in zip(jobs, results, strict=True):
         if outcome is None:
             queue.release(delivery)
@@ -205,15 +213,9 @@ def deliver(
 
 
 def build_delivery_sensor(
-    name: str,
-    description: str,
-    channel: Callable[[Database], Channel[Any]],
-    *,
-    clock: Clock = utcnow,
-    **options: Any,
+    name: str, description: str, channel: Callable[[Database], Channel[Any]], *, clock: Clock = utcnow
 ) -> SensorDefinition:
-    """A sensor that runs `deliver` for the channel `channel(db)` every SENSOR_INTERVAL_SECONDS; `options`
-    (budget_seconds, concurrency, limit) are `attempt_due`'s, for a channel whose attempts take longer."""
+    """A sensor that runs `deliver` for the channel `channel(db)` every SENSOR_INTERVAL_SECONDS."""
 
     @sensor(
         name=name,
@@ -224,9 +226,7 @@ def build_delivery_sensor(
     def delivery_sensor(context: SensorEvaluationContext, mongo: MongoResource) -> SensorResult:
         cursor = json.loads(context.cursor) if context.cursor else {}
         last_purge = datetime.fromisoformat(cursor["purged"]) if cursor.get("purged") else None
-        report, purged = deliver(
-            channel(mongo.db()), clock=clock, last_purge=last_purge, log=context.log.info, **options
-        )
+        report, purged = deliver(channel(mongo.db()), clock=clock, last_purge=last_purge, log=context.log.info)
         return SensorResult(
             skip_reason=report.summary(), cursor=json.dumps({"purged": purged.isoformat() if purged else None})
         )

@@ -21,7 +21,7 @@ LINK_LOCAL = "The webhook URL's host resolves to a link-local address, which is 
 PRIVATE = "The webhook URL's host resolves to a loopback, private or shared address; only public addresses are allowed."
 SPECIAL = "The webhook URL's host resolves to an address that cannot receive webhooks."
 URL = "https://8.8.8.8/"
-ALL_EVENTS = "export.finished, export.failed, export.expired, schedule.paused"
+ALL_EVENTS = "export.finished, export.failed, export.expired, export.delivered, export.delivery_failed, schedule.paused"
 EVENTS_NEEDED = f"'events' must be a non-empty list of: {ALL_EVENTS}."
 
 

@@ -75,6 +75,7 @@ def test_the_definitions_load_with_every_job_sensor_and_resource(settings: Setti
         "stale_exports_sensor",
         "webhook_delivery_sensor",  # export_pipelines/webhook_delivery.py
         "schedule_ticks_sensor",  # export_pipelines/schedule_ticks.py
+        "destination_delivery_sensor",  # export_pipelines/destination_delivery.py
     }
     job = defs.resolve_job_def("entries_export_job")
     assert job.tags[MAX_RUNTIME_TAG] == str(settings.timeout_millis // 1000)

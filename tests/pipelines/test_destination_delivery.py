@@ -1,0 +1,305 @@
+"""Destination delivery (SPEC §13) by its sensor, against the suite's MongoDB-protocol and S3 servers, a real sshd
+and gpg: FINISHED exports' files reach the partner, failures end with a plain reason, retries follow the clock.
+
+Time is driven by an injectable clock (the retry schedule), never by sleeping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster import DagsterInstance, SensorResult, build_sensor_context
+from pymongo.database import Database
+
+from export_core.destination_store import (
+    DELIVERIES,
+    RETRY_DELAYS,
+    DestinationStore,
+    parse_destination,
+)
+from export_core.destinations.sftp import generate_key_pair
+from export_core.records import ExportStore, RequestOptions, utcnow
+from export_core.secrets import SecretBox
+from export_core.settings import Settings
+from export_core.webhooks import WebhookStore, ensure_indexes
+from export_pipelines.deliveries import LEASE, attempt_due, deliver
+from export_pipelines.destination_delivery import (
+    DESTINATION_REMOVED,
+    EXPORT_DELETED,
+    build_destination_sensor,
+    destination_channel,
+)
+from export_pipelines.resources import MongoResource
+from export_pipelines.webhook_delivery import store_deliveries as store_webhook_deliveries
+from tests.partner_bucket import PARTNER_REGION, partner_bucket_fixture  # noqa: F401 (the fixture)
+from tests.pgp_keys import PgpKey, pgp_key_pair_fixture  # noqa: F401 (the fixture)
+from tests.sftp_server import SftpServer, sftp_account_fixture, sftp_server_fixture  # noqa: F401 (the fixtures)
+
+CAMPAIGN = "c-dest"
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def private(settings: Settings) -> Settings:
+    """WEBHOOK_ALLOW_PRIVATE=1: the sshd is on 127.0.0.1."""
+    return settings.model_copy(update={"webhook_allow_private": True})
+
+
+@pytest.fixture
+def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where deliveries make their scratch folders (the system's temporary folder, here the test's)."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+class World:
+    """Destinations, FINISHED exports whose objects are in our bucket, and the channel the sensor builds."""
+
+    def __init__(self, db: Database, s3: Any, settings: Settings, secret_box: SecretBox) -> None:
+        self.db, self.s3, self.settings, self.secret_box = db, s3, settings, secret_box
+        self.exports, self.destinations = ExportStore(db), DestinationStore(db)
+        self.exports.ensure_indexes()
+        self.destinations.ensure_indexes()
+        ensure_indexes(db)
+
+    def destination(self, **body: Any) -> str:
+        request = parse_destination(body)
+        created = self.destinations.create(
+            campaign_id=CAMPAIGN, request=request, created_by="u", secret_box=self.secret_box
+        )
+        return str(created["id"])
+
+    def sftp(self, server: SftpServer, **change: Any) -> str:
+        body = {
+            "type": "sftp", "host": server.host, "port": server.port, "username": server.account.username,
+            "path": "/upload", "hostKey": server.known_hosts_line(), "password": server.account.password,
+        }  # fmt: skip
+        return self.destination(**{**body, **change})
+
+    def finished(self, destinations: list[str], body: bytes = b"code,marketId\r\nA1,m1\r\n") -> dict[str, Any]:
+        record = self.exports.create(
+            campaign_id=CAMPAIGN, campaign_name="Tour", export_type="codes", requester_user_id="u",
+            options=RequestOptions(destinations=tuple(destinations)),
+        ).record  # fmt: skip
+        key = f"codes/{CAMPAIGN}/{record['id']}/Tour - Codes.csv"
+        self.s3.put_object(Bucket=self.settings.exports_bucket, Key=key, Body=body)
+        sha = hashlib.sha256(body).hexdigest()
+        meta = {"bucket": self.settings.exports_bucket, "objects": [{"key": key, "bytes": len(body), "sha256": sha}]}
+        self.exports.mark_triggered(record["id"], run_id="r1", preliminary_count=None)
+        return self.exports.mark_finished(record["id"], key=key, count=1, meta=meta)
+
+    def channel(self, settings: Settings | None = None) -> Any:
+        return destination_channel(self.db, settings=settings or self.settings, secret_box=self.secret_box)
+
+    def delivery(self, record: dict[str, Any]) -> dict[str, Any]:
+        [found] = list(self.db[DELIVERIES].find({"exportId": record["id"]}))
+        return found
+
+    def shown(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+        """GET …/exports/{id}/deliveries."""
+        return self.destinations.deliveries(self.exports.get(record["id"]) or {})
+
+    def events(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+        return [e for e in (self.exports.get(record["id"]) or {}).get("notify", []) if "delivery" in e]
+
+
+@pytest.fixture
+def world(db: Database, s3: Any, settings: Settings, secret_box: SecretBox) -> World:
+    db["campaigns"].insert_one({"_id": CAMPAIGN, "name": "Tour"})
+    return World(db, s3, settings, secret_box)
+
+
+def test_a_finished_export_reaches_the_sftp_server_and_says_so(
+    world: World, private: Settings, sftp_server: SftpServer, clock: Clock, scratch: Path
+):
+    destination = world.sftp(sftp_server)
+    body = b"code,marketId\r\n" + b"ABCDEF123456,m1\r\n" * 20_000
+    record = world.finished([destination], body)
+    assert [e["destinationId"] for e in record["deliver"]] == [destination], "stored with the end, in one update"
+
+    report, _ = deliver(world.channel(private), clock=clock)
+
+    assert (report.stored, report.attempted, report.delivered) == (1, 1, 1)
+    name = f"Tour - Codes_{record['id']}.csv"
+    assert sftp_server.local(f"/upload/{name}").read_bytes() == body, "the bytes of the S3 file"
+    assert [p.name for p in sftp_server.upload_dir.iterdir()] == [name], "no partial file left"
+    assert list(scratch.iterdir()) == [], "no scratch file left"
+    [shown] = world.shown(record)
+    assert shown["status"] == "delivered" and shown["remotePath"] == f"/upload/{name}"
+    assert (shown["bytes"], shown["sha256"]) == (len(body), hashlib.sha256(body).hexdigest())
+    assert [a["error"] for a in shown["attempts"]] == [None]
+    assert world.exports.get(record["id"])["deliver"] == []  # type: ignore[index]
+    [event] = world.events(record)
+    assert event["event"] == "export.delivered" and event["delivery"]["remotePath"] == f"/upload/{name}"
+    assert deliver(world.channel(private), clock=clock)[0].attempted == 0, "delivered once"
+
+
+def test_the_delivered_event_reaches_a_webhook_subscriber_with_the_delivery(
+    world: World, private: Settings, sftp_server: SftpServer, clock: Clock
+):
+    WebhookStore(world.db).create(
+        campaign_id=CAMPAIGN, url="https://8.8.8.8/hooks", events=["export.delivered", "export.delivery_failed"],
+        created_by="u", secret_box=world.secret_box,
+    )  # fmt: skip
+    good, removed = world.sftp(sftp_server), world.sftp(sftp_server)
+    record = world.finished([good, removed])
+    world.destinations.delete(CAMPAIGN, removed)
+    deliver(world.channel(private), clock=clock)
+    assert store_webhook_deliveries(world.db, clock=clock) == 2, "one per ended delivery (none for export.finished)"
+    bodies = {d["event"]: d["body"] for d in world.db["webhook_deliveries"].find({"exportId": record["id"]})}
+    assert set(bodies) == {"export.delivered", "export.delivery_failed"}
+    assert (
+        f'"destinationId":"{good}"' in bodies["export.delivered"]
+        and '"status":"delivered"' in bodies["export.delivered"]
+    )
+    assert DESTINATION_REMOVED in bodies["export.delivery_failed"]
+
+
+def test_a_wrong_host_key_gets_nothing_and_the_delivery_fails_at_once_with_a_sentence(
+    world: World, private: Settings, sftp_server: SftpServer, clock: Clock
+):
+    pinned = " ".join(generate_key_pair()[1].split()[:2])
+    record = world.finished([world.sftp(sftp_server, hostKey=pinned)])
+    report, _ = deliver(world.channel(private), clock=clock)
+    assert (report.attempted, report.delivered) == (1, 0)
+    assert list(sftp_server.upload_dir.iterdir()) == [], "nothing written"
+    [shown] = world.shown(record)
+    assert shown["status"] == "failed" and shown["nextAttemptAt"] is None and len(shown["attempts"]) == 1
+    assert shown["reason"].startswith(f"The SFTP server at {sftp_server.address} showed host key SHA256:")
+    assert shown["reason"].endswith("; nothing was sent.")
+    assert world.exports.get(record["id"])["status"] == "FINISHED"  # type: ignore[index]
+    assert [e["event"] for e in world.events(record)] == ["export.delivery_failed"]
+
+
+def test_a_server_that_is_down_is_retried_and_delivered_once_it_is_back(
+    world: World, private: Settings, sftp_server: SftpServer, clock: Clock
+):
+    record = world.finished([world.sftp(sftp_server)])
+    sftp_server.stop()
+    deliver(world.channel(private), clock=clock)
+    [shown] = world.shown(record)
+    assert shown["status"] == "pending" and "the connection was refused" in shown["attempts"][0]["error"]
+    assert world.events(record) == [], "not ended yet"
+    sftp_server.start()
+    clock.advance(RETRY_DELAYS[0] - timedelta(seconds=1))
+    assert deliver(world.channel(private), clock=clock)[0].attempted == 0, "not due yet"
+    clock.advance(timedelta(seconds=2))
+    assert deliver(world.channel(private), clock=clock)[0].delivered == 1
+    [shown] = world.shown(record)
+    assert shown["status"] == "delivered" and [a["error"] is None for a in shown["attempts"]] == [True, False]
+    assert sftp_server.local(str(shown["remotePath"])).exists()
+
+
+def test_a_delivery_claimed_by_a_process_that_died_is_attempted_after_its_lease(
+    world: World, private: Settings, sftp_server: SftpServer, clock: Clock
+):
+    record = world.finished([world.sftp(sftp_server)])
+    channel = world.channel(private)
+    assert channel.store_new(clock, 10) == 1
+    queue = channel.queue
+    [due] = queue.due(clock(), 10)
+    assert queue.claim(due, clock(), LEASE)  # the stack was killed mid-delivery: never recorded
+    assert attempt_due(world.channel(private), clock=clock).attempted == 0, "leased"
+    clock.advance(LEASE + timedelta(seconds=1))
+    assert attempt_due(world.channel(private), clock=clock).delivered == 1
+    assert world.delivery(record)["status"] == "delivered"
+
+
+def test_an_attempt_that_runs_out_of_time_stops_and_leaves_nothing(
+    world: World, private: Settings, sftp_server: SftpServer, clock: Clock, scratch: Path
+):
+    record = world.finished([world.sftp(sftp_server)], b"x" * 2_000_000)
+    channel = world.channel(private)
+    channel.store_new(clock, 10)
+    attempt_due(channel, clock=clock, attempt_timeout=0.0)
+    [shown] = world.shown(record)
+    assert shown["status"] == "pending" and "within the time" in shown["attempts"][0]["error"]
+    assert list(sftp_server.upload_dir.iterdir()) == [] and list(scratch.iterdir()) == []
+
+
+def test_s3_with_pgp_and_a_deleted_export(
+    world: World, private: Settings, clock: Clock, partner_bucket: str, pgp_key_pair: PgpKey, tmp_path: Path
+):
+    destination = world.destination(
+        type="s3", bucket=partner_bucket, prefix="in", region=PARTNER_REGION, pgpPublicKey=pgp_key_pair.public_armored
+    )
+    body = b"code\r\nSECRET-CODE-1\r\n"
+    record, deleted = world.finished([destination], body), world.finished([destination])
+    world.exports.begin_deletion([deleted["id"]], by="compliance", audit_id="a1", source="api")
+    deliver(world.channel(private), clock=clock)
+
+    [shown] = world.shown(record)
+    key = f"in/Tour - Codes_{record['id']}.csv.pgp"
+    assert shown["status"] == "delivered" and shown["remotePath"] == f"s3://{partner_bucket}/{key}"
+    from export_core.destination_delivery import Reach, s3_client
+
+    partner = s3_client(world.destinations.get(CAMPAIGN, destination) or {}, Reach.of(private))
+    sent = tmp_path / "sent.pgp"
+    sent.write_bytes(partner.get_object(Bucket=partner_bucket, Key=key)["Body"].read())
+    assert pgp_key_pair.decrypt(sent) == body and shown["sha256"] == hashlib.sha256(sent.read_bytes()).hexdigest()
+    [refused] = world.shown(deleted)
+    assert refused["status"] == "failed" and refused["reason"] == EXPORT_DELETED
+
+
+def test_an_export_skipped_empty_has_no_delivery(world: World, private: Settings, clock: Clock):
+    destination = world.destination(type="s3", bucket="partner-drop", region=PARTNER_REGION)
+    record = world.exports.create(
+        campaign_id=CAMPAIGN, campaign_name="Tour", export_type="codes", requester_user_id="u",
+        options=RequestOptions(destinations=(destination,), skip_empty=True),
+    ).record  # fmt: skip
+    world.exports.mark_triggered(record["id"], run_id="r1", preliminary_count=None)
+    finished = world.exports.mark_finished(record["id"], key=None, count=0, meta={"skipped": "empty"})
+    assert "deliver" not in finished
+    assert deliver(world.channel(private), clock=clock)[0].stored == 0 and world.shown(record) == []
+
+
+def test_no_secret_reaches_a_log_line_the_sensor_or_a_stored_document(
+    world: World, private: Settings, sftp_server: SftpServer, clock: Clock, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.DEBUG)  # every logger: pymongo's commands, paramiko's transport, dagster's
+    password = sftp_server.account.password
+    key_destination = world.destination(
+        type="sfmc", host=sftp_server.host, port=sftp_server.port, username=sftp_server.account.username,
+        path="/upload", hostKey=sftp_server.fingerprint(), generateKey=True,
+    )  # fmt: skip
+    private_key = world.destinations.login_secrets(key_destination, world.secret_box)["privateKey"]
+    sftp_server.authorize(str((world.destinations.get(CAMPAIGN, key_destination) or {})["publicKey"]))
+    record = world.finished([world.sftp(sftp_server), world.sftp(sftp_server, password=password + "-wrong"),
+                             key_destination])  # fmt: skip
+    sensor = build_destination_sensor(settings=private, secret_box=world.secret_box, clock=clock)
+    mongo = MongoResource(uri=private.mongodb_uri, database=private.mongodb_db)
+    with build_sensor_context(instance=DagsterInstance.ephemeral(), resources={"mongo": mongo}) as context:
+        result = sensor(context)
+    assert isinstance(result, SensorResult) and "3 attempted, 2 delivered" in str(result.skip_reason)
+    statuses = sorted(d["status"] for d in world.shown(record))
+    assert statuses == ["delivered", "delivered", "failed"]
+    stored = str(list(world.db[DELIVERIES].find())) + str(world.exports.get(record["id"]))
+    stored += str(list(world.db["destinations"].find()))
+    for secret in (password, password + "-wrong", private_key, private_key.splitlines()[1]):
+        assert secret not in caplog.text and secret not in str([r.args for r in caplog.records])
+        assert secret not in stored

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from export_core.destination_store import (
     parse_destination,
 )
 from export_core.destinations.sftp import generate_key_pair
-from export_core.records import ExportStore, RequestOptions, utcnow
+from export_core.records import ExportStore, RequestOptions
 from export_core.secrets import SecretBox
 from export_core.settings import Settings
 from export_core.webhooks import WebhookStore, ensure_indexes
@@ -39,27 +39,10 @@ from export_pipelines.resources import MongoResource
 from export_pipelines.webhook_delivery import store_deliveries as store_webhook_deliveries
 from tests.partner_bucket import PARTNER_REGION, partner_bucket_fixture  # noqa: F401 (the fixture)
 from tests.pgp_keys import PgpKey, pgp_key_pair_fixture  # noqa: F401 (the fixture)
+from tests.pipelines.clock import Clock, clock_fixture  # noqa: F401 (the fixture)
 from tests.sftp_server import SftpServer, sftp_account_fixture, sftp_server_fixture  # noqa: F401 (the fixtures)
 
 CAMPAIGN = "c-dest"
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = utcnow()
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -26,27 +26,10 @@ from export_pipelines.resources import MongoResource
 from export_pipelines.schedule_ticks import evaluate_schedules
 from export_pipelines.webhook_delivery import build_webhook_sensor, store_deliveries, webhook_channel
 from tests.conftest import free_port
+from tests.pipelines.clock import Clock, clock_fixture  # noqa: F401 (the fixture)
 from tests.webhook_receiver import Receiver, receiver_fixture  # noqa: F401 (the fixture)
 
 CAMPAIGN = "c-hooks"
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = utcnow()
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

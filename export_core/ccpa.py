@@ -12,8 +12,9 @@ Dagster-free: the API calls `CcpaDeletion.delete_user`, the export job's finish 
 - `ccpa_audit`: one entry per request (and per deletion an export run does on its own):
   who asked, when, for which user, which exports and keys went, what was skipped or failed.
 
-Each deleted export lists `deliveredTo`: the destinations its files had been delivered to (SPEC §13), so
-compliance knows which partners hold a copy; the service deletes nothing on a partner's side.
+Each deleted export lists `deliveredTo`: the destinations its files had been delivered to (SPEC §13, kept on
+the record by the delivery sensor), so compliance knows which partners hold a copy; the service deletes
+nothing on a partner's side.
 
 A record's deletion is orthogonal to its status: `deletion.status` goes pending → complete
 (or failed, until a retry completes it); `date.deleted` and `deletedBy` are set once every
@@ -34,12 +35,12 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
-from export_core.destination_store import DestinationStore
 from export_core.export_types import EXPORT_TYPES
 from export_core.keys import export_key
 from export_core.membership import MembershipStore
-from export_core.records import ACTIVE, EXPIRED, FAILED, ExportStore, utcnow
+from export_core.records import ACTIVE, DELIVERED_TO_FIELD, EXPIRED, FAILED, ExportStore, utcnow
 from export_core.storage import S3DeleteError, delete_objects, list_keys
+from export_core.views import to_json
 
 logger = logging.getLogger("export_pipelines.ccpa")
 
@@ -122,7 +123,6 @@ class CcpaDeletion:
     def __init__(self, db: Database, s3: Any, buckets: Mapping[str, str]) -> None:
         self.db, self.s3, self.buckets = db, s3, buckets
         self.store = ExportStore(db)
-        self.destinations = DestinationStore(db)
         self.members = MembershipStore(db)
         self.tombstones = db[TOMBSTONES]
         self.audit = db[AUDIT]
@@ -171,7 +171,7 @@ class CcpaDeletion:
                 failed.append(_item(target.record, bucket=target.bucket, keysDeleted=partial, error=error))
                 continue
             self.store.mark_deleted(export_id, by=by, keys_deleted=gone, audit_id=audit_id)
-            delivered_to = self.destinations.delivered_to(export_id)
+            delivered_to = to_json(target.record.get(DELIVERED_TO_FIELD) or [])
             deleted.append(_item(target.record, bucket=target.bucket, keys=gone, deliveredTo=delivered_to))
         return deleted, failed, error
 

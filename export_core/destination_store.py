@@ -408,27 +408,6 @@ class DestinationStore:
         found = sorted(stored.values(), key=lambda d: (order.get(d["destinationId"], len(order)), d["createdAt"]))
         return [delivery_view(d) for d in found]
 
-    def delivered_to(self, export_id: str) -> list[dict[str, Any]]:
-        """Where an export's files were delivered (SPEC §7, §13: compliance tells those partners about a
-        deletion): `{destinationId, type, name, remotePaths, deliveredAt}` per delivered delivery, as the
-        delivery recorded it (the destination may have been removed since)."""
-        query = {"exportId": export_id, "status": DELIVERED}
-        found = self.deliveries_queue.collection.find(query).sort("lastAttemptAt", ASCENDING)
-        return [
-            dict(
-                to_json(
-                    {
-                        "destinationId": d.get("destinationId"),
-                        "type": d.get("destinationType"),
-                        "name": d.get("destinationName"),
-                        "remotePaths": [f["remotePath"] for f in sent_files(d)],
-                        "deliveredAt": d.get("lastAttemptAt"),
-                    }
-                )
-            )
-            for d in found
-        ]
-
     def login_secrets(self, destination_id: str, secret_box: SecretBox) -> dict[str, str]:
         """The write-only part of a destination (`password` or `privateKey`), decrypted, for a delivery or a test
         only; {} when it has none (or is gone); UnreadableSecret when no key of SECRETS_KEY decrypts it."""

@@ -52,6 +52,10 @@ OUTBOX_FIELD = "notify"
 # `deliver` in that same update (none for a run skipped empty: no file); the delivery sensor stores a
 # delivery per entry and then pulls it (export_pipelines/destination_delivery.py).
 DELIVERY_OUTBOX_FIELD = "deliver"
+# Where the record's files went (SPEC §7, §13): `{destinationId, type, name, remotePaths, deliveredAt}` per
+# delivery that ended delivered, kept with the record (deliveries themselves are dropped after a while) so a
+# CCPA deletion can say which partners hold a copy.
+DELIVERED_TO_FIELD = "deliveredTo"
 
 
 def outbox_entry(status: str, at: datetime) -> dict[str, Any]:

@@ -13,8 +13,9 @@ transfers stop at the attempt's deadline, so a tick ends within its budget, unde
 A failure that may pass (a server down, a timeout) is retried with the queue's growing delays; one that
 cannot (a host key that is not the pinned one, a refused login, a missing folder, a removed destination or a
 deleted export) ends the delivery at once with its reason. Each delivery that ends pushes webhook event
-`export.delivered` or `export.delivery_failed` onto the export's `notify` outbox (SPEC §11). Log lines name
-ids, hosts and folders, never a password or a key.
+`export.delivered` or `export.delivery_failed` onto the export's `notify` outbox (SPEC §11); one that was
+delivered is also added to the record's `deliveredTo` (a CCPA deletion lists it). Log lines name ids, hosts
+and folders, never a password or a key.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from export_core.destination_store import SECRETS_FIELD, DestinationStore, deliv
 from export_core.destinations import Delivered, PermanentDeliveryError, RetryableDeliveryError
 from export_core.export_types import EXPORT_TYPES
 from export_core.outbox import DELIVERED, GAVE_UP, deterministic_id
-from export_core.records import DELIVERY_OUTBOX_FIELD, OUTBOX_FIELD, ExportStore, utcnow
+from export_core.records import DELIVERED_TO_FIELD, DELIVERY_OUTBOX_FIELD, OUTBOX_FIELD, ExportStore, utcnow
 from export_core.secrets import SecretBox
 from export_core.settings import Settings
 from export_core.webhooks import DELIVERY_EVENTS, EPOCH
@@ -188,8 +189,23 @@ class DestinationSender:
             "reason": None if outcome.delivered else outcome.error,
         }
         shown = {k: v for k, v in delivery_view(ended).items() if k not in ("attempts", "createdAt", "nextAttemptAt")}
-        entry = {"event": DELIVERED_EVENT if outcome.delivered else FAILED_EVENT, "at": utcnow(), "delivery": shown}
-        self.exports.collection.update_one({"_id": delivery["exportId"]}, {"$push": {OUTBOX_FIELD: entry}})
+        now = utcnow()
+        push: dict[str, Any] = {
+            OUTBOX_FIELD: {
+                "event": DELIVERED_EVENT if outcome.delivered else FAILED_EVENT,
+                "at": now,
+                "delivery": shown,
+            }
+        }
+        if outcome.delivered:
+            push[DELIVERED_TO_FIELD] = {
+                "destinationId": delivery["destinationId"],
+                "type": delivery.get("destinationType"),
+                "name": delivery.get("destinationName"),
+                "remotePaths": [f.remote_path for f in outcome.files],
+                "deliveredAt": now,
+            }
+        self.exports.collection.update_one({"_id": delivery["exportId"]}, {"$push": push})
 
 
 def destination_channel(db: Database, *, settings: Settings, secret_box: SecretBox) -> Channel[Target]:

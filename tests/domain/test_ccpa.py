@@ -19,6 +19,7 @@ from export_core.keys import export_key
 from export_core.membership import MembershipStore
 from export_core.records import FAILED, FINISHED, TRIGGERED, ExportStore, utcnow
 from export_core.settings import Settings
+from export_core.views import iso_utc
 from tests.pipelines.helpers import read_csv, request_export, run_export
 
 USER = "fan-42"
@@ -363,30 +364,12 @@ def test_each_deleted_export_lists_the_destinations_it_had_been_delivered_to(wor
     world.export("a", "entries", [USER])
     world.export("b", "artistOptIn", [USER])
     at = utcnow()
-    sent = {"remotePath": "/incoming/Tour - Entries_a.csv", "bytes": 10, "sha256": "0" * 64}
-    world.db["destination_deliveries"].insert_many(
-        [
-            {"_id": "a1", "exportId": "a", "destinationId": "d-sftp", "destinationType": "sftp",
-             "destinationName": "Partner SFTP", "status": "delivered", "lastAttemptAt": at,
-             "attempts": [{"at": at, "error": "The connection was lost.", "files": []},
-                          {"at": at, "error": None, "files": [sent]}]},
-            {"_id": "a2", "exportId": "a", "destinationId": "d-s3", "destinationType": "s3",
-             "destinationName": "Partner bucket", "status": "failed", "lastAttemptAt": at,
-             "attempts": [{"at": at, "error": "AccessDenied.", "files": []}]},
-            {"_id": "a3", "exportId": "a", "destinationId": "d-later", "status": "pending", "attempts": []},
-        ]
-    )  # fmt: skip
+    sent = {"destinationId": "d-sftp", "type": "sftp", "name": "Partner SFTP",
+            "remotePaths": ["/incoming/Tour - Entries_a.csv"], "deliveredAt": at}  # fmt: skip
+    world.db["exports"].update_one({"_id": "a"}, {"$push": {"deliveredTo": sent}})  # as the delivery sensor does
     summary = world.service().delete_user(USER, requested_by=COMPLIANCE)
     by_id = {e["id"]: e for e in summary["deleted"]["exports"]}
-    assert by_id["a"]["deliveredTo"] == [
-        {
-            "destinationId": "d-sftp",
-            "type": "sftp",
-            "name": "Partner SFTP",
-            "remotePaths": ["/incoming/Tour - Entries_a.csv"],
-            "deliveredAt": by_id["a"]["deliveredTo"][0]["deliveredAt"],
-        }
-    ], "only what was delivered"
+    assert by_id["a"]["deliveredTo"] == [{**sent, "deliveredAt": iso_utc(at)}]
     assert by_id["b"]["deliveredTo"] == []
     audit = world.db["ccpa_audit"].find_one({"_id": summary["auditId"]}) or {}
     assert [e["deliveredTo"] for e in audit["exports"] if e["id"] == "a"][0][0]["destinationId"] == "d-sftp"

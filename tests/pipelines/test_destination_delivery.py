@@ -139,6 +139,8 @@ def test_a_finished_export_reaches_the_sftp_server_and_says_so(
     assert world.exports.get(record["id"])["deliver"] == []  # type: ignore[index]
     [event] = world.events(record)
     assert event["event"] == "export.delivered" and event["delivery"]["remotePath"] == f"/upload/{name}"
+    [went] = (world.exports.get(record["id"]) or {})["deliveredTo"]  # what a CCPA deletion will list
+    assert (went["destinationId"], went["type"], went["remotePaths"]) == (destination, "sftp", [f"/upload/{name}"])
     assert deliver(world.channel(private), clock=clock)[0].attempted == 0, "delivered once"
 
 

@@ -236,7 +236,25 @@ def component_schemas(max_limit: int, max_page: int) -> dict[str, Any]:
                 "incremental": {"type": "boolean", "description": "Only rows its schedule has not sent yet."},
                 "skipEmpty": {"type": "boolean", "description": "No new rows: FINISHED with count 0 and no file."},
                 "window": {"description": "What an incremental run covers."},
-                "destinations": {"type": "array", "items": {"type": "string"}},
+                "destinations": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "Ids of the destinations its files are pushed to once FINISHED (SPEC §13).",
+                },
+                "deliveredTo": {
+                    "type": "array",
+                    "description": "Where its files were delivered: one entry per delivery that succeeded.",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "destinationId": {"type": "string"},
+                            "type": {"type": "string"},
+                            "name": {"type": "string"},
+                            "remotePaths": {"type": "array", "items": {"type": "string"}},
+                            "deliveredAt": date_time,
+                        },
+                    },
+                },
             },
         },
         "Run": {

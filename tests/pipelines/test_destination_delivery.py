@@ -7,8 +7,10 @@ Time is driven by an injectable clock (the retry schedule), never by sleeping.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import tempfile
+import zipfile
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 from dagster import DagsterInstance, SensorResult, build_sensor_context
 from pymongo.database import Database
 
+from devstack.seed import seed_campaign
 from export_core.destination_store import (
     DELIVERIES,
     RETRY_DELAYS,
@@ -40,6 +43,7 @@ from export_pipelines.webhook_delivery import store_deliveries as store_webhook_
 from tests.partner_bucket import PARTNER_REGION, partner_bucket_fixture  # noqa: F401 (the fixture)
 from tests.pgp_keys import PgpKey, pgp_key_pair_fixture  # noqa: F401 (the fixture)
 from tests.pipelines.clock import Clock, clock_fixture  # noqa: F401 (the fixture)
+from tests.pipelines.helpers import request_export, run_export
 from tests.sftp_server import SftpServer, sftp_account_fixture, sftp_server_fixture  # noqa: F401 (the fixtures)
 
 CAMPAIGN = "c-dest"
@@ -288,3 +292,43 @@ def test_no_secret_reaches_a_log_line_the_sensor_or_a_stored_document(
     for secret in (password, password + "-wrong", private_key, private_key.splitlines()[1]):
         assert secret not in caplog.text and secret not in str([r.args for r in caplog.records])
         assert secret not in stored
+
+
+def test_marketing_cloud_gets_a_real_runs_regional_files_and_another_run_never_collides(
+    world: World, private: Settings, sftp_server: SftpServer, clock: Clock
+):
+    """Exports made by their real Dagster jobs: reminderEmail's ZIP members and autoReminderEmail's CSVs arrive
+    under {path}/{region}/ with the bytes our bucket holds, names carrying each export."""
+    world.db["campaigns"].delete_one({"_id": CAMPAIGN})  # the seed writes the campaign with its data
+    seed_campaign(world.db, campaign_id=CAMPAIGN, n_entries=400, seed=5, countries=("US", "CA", "GB"))
+    sfmc = world.destination(
+        type="sfmc", host=sftp_server.host, port=sftp_server.port, username=sftp_server.account.username,
+        path="/upload", hostKey=sftp_server.known_hosts_line(), password=sftp_server.account.password,
+    )  # fmt: skip
+    options = RequestOptions(destinations=(sfmc,))
+    runs = []
+    for export_type in ("reminderEmail", "reminderEmail", "autoReminderEmail"):  # one after the other: no dedupe
+        runs.append(request_export(world.db, CAMPAIGN, export_type, options=options))
+        assert run_export(runs[-1], max_rows=100).success
+    assert deliver(world.channel(private), clock=clock)[0].delivered == 3
+
+    first = world.exports.get(runs[0]["_id"]) or {}
+    archive = zipfile.ZipFile(
+        io.BytesIO(world.s3.get_object(Bucket=first["meta"]["bucket"], Key=first["key"])["Body"].read())
+    )
+    members = [f["name"] for f in first["meta"]["files"]]
+    assert {m.split("/")[0] for m in members} == {"NA", "UK"} and len(members) > 2, "regions, locales, segments"
+    for member in members:
+        region, name = member.split("/")
+        sent = sftp_server.local(f"/upload/{region}/{name.removesuffix('.csv')}_{first['_id']}.csv")
+        assert sent.read_bytes() == archive.read(member)
+    assert not list(sftp_server.upload_dir.glob("*.zip")), "not the ZIP"
+    second = {p.name for p in sftp_server.upload_dir.glob("NA/*") if runs[1]["_id"] in p.name}
+    assert second and all(first["_id"] not in name for name in second), "another run's own files beside"
+
+    auto = world.exports.get(runs[2]["_id"]) or {}
+    for key, region in zip(auto["key"], ("NA", "UK"), strict=True):
+        sent = sftp_server.local(f"/upload/{region}/{key.rpartition('/')[2]}")
+        assert sent.read_bytes() == world.s3.get_object(Bucket=auto["meta"]["bucket"], Key=key)["Body"].read()
+    shown = world.shown(auto)[0]
+    assert shown["remotePath"] == "/upload" and len(shown["files"]) == 2 and shown["sha256"] is None

@@ -1,7 +1,7 @@
 """A queue of deliveries that survives restarts: stored before they are attempted, retried, given up with a reason.
 
 One collection of delivery documents per kind of delivery (webhook deliveries, SPEC §11; destination
-deliveries next, SPEC §13), each queue with its own retry schedule. It knows nothing of what is sent
+deliveries, SPEC §13), each queue with its own retry schedule. It knows nothing of what is sent
 or how: a delivery's own fields are the caller's, and an attempt's outcome says whether it got through,
 what to keep of it, and how to describe its failure.
 

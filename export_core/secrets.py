@@ -1,4 +1,4 @@
-"""Secrets stored encrypted at rest (SPEC §8): webhook secrets now, destination passwords and keys next.
+"""Secrets stored encrypted at rest (SPEC §8): webhook secrets, destination passwords and generated private keys.
 
 SECRETS_KEY holds one or more Fernet keys, comma-separated (cryptography's MultiFernet): the first
 encrypts, every one decrypts. A key is rotated by putting a new one first, re-encrypting what is stored

@@ -84,7 +84,7 @@ def finished(api: str, auth: dict[str, str], export_id: str, timeout: float = 18
 
 
 def readme_curl_block() -> str:
-    """The curl session README.md shows under "What `make run` starts"."""
+    """The curl session README.md shows under "A first export"."""
     text = (REPO_ROOT / "README.md").read_text()
     blocks = re.findall(r"```sh\n(api=http://127\.0\.0\.1:8000\n.*?)```", text, re.DOTALL)
     assert len(blocks) == 1, "one curl block in the README"

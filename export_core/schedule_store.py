@@ -42,10 +42,10 @@ from export_core.records import (
 from export_core.schedules import ScheduleRequest, next_runs
 from export_core.slots import insert_in_free_slot
 from export_core.views import to_json
+from export_core.vocabulary import PAUSED_EVENT
 
 SCHEDULES = "schedules"
 TICKS = "schedule_ticks"
-PAUSED_EVENT = "schedule.paused"
 RUNS_SHOWN = 50
 ENDED = (FINISHED, FAILED, EXPIRED)
 

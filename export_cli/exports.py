@@ -7,14 +7,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from export_cli.api import EXIT_OK, Api, CliError, campaign_path
+from export_cli.api import EXIT_OK, Api, CliError, campaign_path, fields_of
 from export_cli.download import check_target, download
 from export_cli.output import failure, progress_display, progress_text, say, say_json, summary, table
+from export_core.export_types import REQUEST_FIELDS
 from export_core.formats import DEFAULT_FORMAT, FORMATS
-from export_core.vocabulary import ACTIVE, EXPIRED, FAILED, FINISHED, STATUSES, TRIGGERED
+from export_core.vocabulary import ENDED, EXPIRED, FAILED, FINISHED, TRIGGERED
 
-ENDED = tuple(status for status in STATUSES if status not in ACTIVE)
 OTHER_FORMATS = [name for name in FORMATS if name != DEFAULT_FORMAT]
+# What POST .../exports takes besides the export's REQUEST_FIELDS; only the API (export_api/routes.py) lists them.
+EXPORT_OPTIONS = ("since", "destinations")
 # "csv (default), csv.gz, parquet or xlsx"
 FORMAT_CHOICES = f"{DEFAULT_FORMAT} (default), {', '.join(OTHER_FORMATS[:-1])} or {OTHER_FORMATS[-1]}"
 
@@ -45,17 +47,8 @@ def _finish(api: Api, campaign_id: str, export_id: str, args: argparse.Namespace
 
 def cmd_request(api: Api, args: argparse.Namespace) -> int:
     check_target(args.download)  # before queueing and waiting, not after
-    body: dict[str, Any] = {"exportType": args.export_type}
-    if args.date_key is not None:
-        body["dateKey"] = args.date_key
-    if args.all_markets:
-        body["includeAllMarkets"] = True
-    if args.format is not None:
-        body["format"] = args.format  # the API says which formats the type is offered in
-    if args.since is not None:
-        body["since"] = args.since  # the API says what it reads as a date-time
-    if args.destination:
-        body["destinations"] = args.destination
+    # The API checks the values: the formats a type is offered in, what it reads as a date-time.
+    body = fields_of(vars(args), [*sorted(REQUEST_FIELDS), *EXPORT_OPTIONS])
     record = api.request("POST", campaign_path(args.campaign_id, "exports"), json=body)
     say(f"{'queued' if api.last_status == 201 else 'existing'} {summary(record)}")
     if not (args.wait or args.download):
@@ -131,15 +124,18 @@ def _one_export(add_parser: Callable[..., argparse.ArgumentParser], name: str, t
 
 def add_commands(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     """request, status, list, wait and download."""
+    # `request` stores each flag under the API field it fills (REQUEST_FIELDS, EXPORT_OPTIONS); absent: None.
     sub = add_parser("request", help="queue an export (returns the identical active one if any)")
     sub.add_argument("campaign_id")
-    sub.add_argument("export_type")
-    sub.add_argument("--date-key", help="codeWaves: the wave's epoch millis")
-    sub.add_argument("--all-markets", action="store_true", help="entries: also rows for additional markets")
+    sub.add_argument("exportType", metavar="export_type")
+    sub.add_argument("--date-key", dest="dateKey", metavar="DATE_KEY", help="codeWaves: the wave's epoch millis")
+    markets = "entries: also rows for additional markets"
+    sub.add_argument("--all-markets", dest="includeAllMarkets", action="store_true", default=None, help=markets)
     formats = f"file format: {FORMAT_CHOICES} (ZIP and multi-file types: {DEFAULT_FORMAT} only)"
     sub.add_argument("--format", metavar="F", help=formats)
     sub.add_argument("--since", metavar="DATE_TIME", help="only rows created after this ISO 8601 date-time (UTC)")
-    sub.add_argument("--destination", action="append", metavar="ID", help="push its file(s) there (repeatable)")
+    there = "push its file(s) there (repeatable)"
+    sub.add_argument("--destination", dest="destinations", action="append", metavar="ID", help=there)
     sub.add_argument("--wait", action="store_true", help="wait until it ends")
     sub.add_argument("--download", metavar="PATH", help="wait, then download its file(s) to PATH")
     _waiting(sub)

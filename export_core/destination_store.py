@@ -34,6 +34,10 @@ from export_core.records import DELIVERY_OUTBOX_FIELD, utcnow
 from export_core.secrets import SecretBox, UnreadableSecret
 from export_core.slots import insert_in_free_slot
 from export_core.views import to_json
+from export_core.vocabulary import COMMON_FIELDS, DEFAULT_PORT, S3, SFMC
+from export_core.vocabulary import DEFAULT_FILE_NAME as DEFAULT_FILE_NAME  # the API imports it from here
+from export_core.vocabulary import DESTINATION_FIELDS as FIELDS
+from export_core.vocabulary import DESTINATION_TYPES as TYPES
 
 DESTINATIONS = "destinations"
 DELIVERIES = "destination_deliveries"  # one document per (export, destination), see export_core/outbox.py
@@ -47,10 +51,7 @@ RETRY_DELAYS = (
     timedelta(hours=6),
 )
 MAX_PER_CAMPAIGN = 10
-SFTP, S3, SFMC = "sftp", "s3", "sfmc"
-TYPES = (SFTP, S3, SFMC)
 PASSWORD, KEY = "password", "key"  # how an SFTP destination logs in (`auth`)
-DEFAULT_PORT = 22
 MAX_NAME_LENGTH = 100
 MAX_HOST_LENGTH = 253
 MAX_USERNAME_LENGTH = 128
@@ -62,7 +63,6 @@ MAX_FILE_NAME_LENGTH = 200
 
 # fileName placeholders: what a delivered name may be built from (rendered by `delivered_name`).
 FILE_NAME_FIELDS = ("name", "ext", "exportId", "exportType", "campaignId", "date", "time")
-DEFAULT_FILE_NAME = "{name}_{exportId}.{ext}"
 _FILE_NAME_SAMPLE = {
     "name": "Summer Tour - entries",
     "ext": "csv",
@@ -73,10 +73,6 @@ _FILE_NAME_SAMPLE = {
     "time": "103000",
 }
 
-COMMON_FIELDS = ("type", "name", "pgpPublicKey", "fileName")
-SFTP_FIELDS = ("host", "port", "username", "path", "hostKey", "password", "generateKey")
-S3_FIELDS = ("bucket", "prefix", "region", "roleArn", "externalId", "acl")
-FIELDS = {SFTP: SFTP_FIELDS, SFMC: SFTP_FIELDS, S3: S3_FIELDS}
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_NAME = re.compile(rf"({_LABEL}\.)*{_LABEL}\.?")

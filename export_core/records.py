@@ -19,10 +19,8 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 from pymongo.write_concern import WriteConcern
 
-PENDING, TRIGGERED, FINISHED, FAILED, EXPIRED = "PENDING", "TRIGGERED", "FINISHED", "FAILED", "EXPIRED"
-STATUSES = (PENDING, TRIGGERED, FINISHED, FAILED, EXPIRED)
-ACTIVE = (PENDING, TRIGGERED)
-RERUNNABLE = (FAILED, EXPIRED)
+from export_core.vocabulary import ACTIVE, EXPIRED, FAILED, FINISHED, PENDING, RERUNNABLE, TRIGGERED
+from export_core.vocabulary import STATUSES as STATUSES  # the API imports it from here
 
 SORT_FIELDS = {"created": "date.created", "status": "status", "exportType": "exportType"}
 

@@ -42,12 +42,11 @@ from export_core.records import (
 from export_core.schedules import ScheduleRequest, next_runs
 from export_core.slots import insert_in_free_slot
 from export_core.views import to_json
+from export_core.vocabulary import ENDED, PAUSED_EVENT
 
 SCHEDULES = "schedules"
 TICKS = "schedule_ticks"
-PAUSED_EVENT = "schedule.paused"
 RUNS_SHOWN = 50
-ENDED = (FINISHED, FAILED, EXPIRED)
 
 # `runs[].outcome` (docs/schedules.md): what became of each tick.
 OUTCOMES = ("queued", "running", "delivered", "skipped_empty", "failed", "expired", "missed")

@@ -48,15 +48,12 @@ from export_core import address_guard
 from export_core.address_guard import AddressRefused
 from export_core.outbox import DeliveryQueue, deterministic_id
 from export_core.records import utcnow
-from export_core.schedule_store import PAUSED_EVENT, SCHEDULES, schedule_view
+from export_core.schedule_store import SCHEDULES, schedule_view
 from export_core.secrets import SecretBox, UnreadableSecret
 from export_core.views import iso_utc, record_view, to_json
+from export_core.vocabulary import EXPORT_EVENTS, SCHEDULE_EVENTS
+from export_core.vocabulary import WEBHOOK_EVENTS as EVENTS
 
-# An export's deliveries to its destinations (SPEC §13) end with one of these, the delivery in `data.delivery`.
-DELIVERY_EVENTS = ("export.delivered", "export.delivery_failed")
-EXPORT_EVENTS = ("export.finished", "export.failed", "export.expired", *DELIVERY_EVENTS)
-SCHEDULE_EVENTS = (PAUSED_EVENT,)
-EVENTS = EXPORT_EVENTS + SCHEDULE_EVENTS
 MAX_PER_CAMPAIGN = 10
 # After the 1st, 2nd, ... failed attempt the next one waits this long; after the last, it is given up.
 RETRY_DELAYS = (

@@ -39,7 +39,8 @@ from export_core.outbox import DELIVERED, GAVE_UP, deterministic_id
 from export_core.records import DELIVERED_TO_FIELD, DELIVERY_OUTBOX_FIELD, OUTBOX_FIELD, ExportStore, utcnow
 from export_core.secrets import SecretBox
 from export_core.settings import Settings
-from export_core.webhooks import DELIVERY_EVENTS, EPOCH
+from export_core.vocabulary import DELIVERY_EVENTS
+from export_core.webhooks import EPOCH
 from export_pipelines.deliveries import STORE_BATCH, Channel, Clock, build_delivery_sensor
 
 logger = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from typing import Any
 from export_core.clients import s3_config
 from export_core.destinations import Delivered, PermanentDeliveryError, RetryableDeliveryError
 from export_core.storage import transfer_config
+from export_core.vocabulary import S3_ACLS as ACLS
 
-ACLS = ("bucket-owner-full-control", "none")
 ROLE_SESSION_NAME = "export-service-delivery"
 ROLE_SESSION_SECONDS = 3600  # IAM roles allow an hour unless their owner set more; an upload must end within it
 # S3 error codes that may pass by themselves; any other 4xx needs the destination or the bucket to change.

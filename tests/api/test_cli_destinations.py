@@ -11,9 +11,12 @@ import pytest
 from pymongo.database import Database
 
 from export_api.app import create_app
+from export_cli import cli, destinations
+from export_cli.api import fields_of
 from export_core.destination_store import DestinationStore
 from export_core.secrets import SecretBox
 from export_core.settings import Settings
+from export_core.vocabulary import COMMON_FIELDS, DESTINATION_FIELDS
 from tests.api.conftest import CAMPAIGN, LiveServer, TokenFactory
 from tests.api.test_cli import one_line_error, run_cli
 from tests.sftp_server import SftpServer, sftp_account_fixture, sftp_server_fixture  # noqa: F401 (the fixtures)
@@ -119,3 +122,18 @@ def test_an_s3_destination_a_request_naming_it_and_its_deliveries(
         live_api, "destinations", "add", CAMPAIGN, "--type", "s3", "--bucket", "partner-drop", token=token
     )
     assert "'region' must be a non-empty string" in one_line_error(missing, 3)
+
+
+def test_add_has_a_flag_for_every_field_the_service_takes() -> None:
+    """Each flag stores under the field it fills; a field renamed in the service would be missing here."""
+    args = cli.parser().parse_args(
+        ["destinations", "add", CAMPAIGN, "--type", "s3", "--name", "n", "--host", "h", "--port", "2222",
+         "--username", "u", "--path", "/in", "--host-key", "SHA256:x", "--generate-key", "--bucket", "b",
+         "--prefix", "p", "--region", "r", "--role-arn", "arn", "--external-id", "e", "--acl", "none",
+         "--file-name", "{name}_{exportId}.{ext}"]
+    )  # fmt: skip
+    sent = set(fields_of(vars(args), destinations.ALL_FIELDS))
+    # From a file or stdin, not the command line: --pgp-key-file and --password-stdin (see the tests above).
+    read_by_the_command = {"pgpPublicKey", "password"}
+    all_fields = set(COMMON_FIELDS).union(*DESTINATION_FIELDS.values())
+    assert sent == all_fields - read_by_the_command

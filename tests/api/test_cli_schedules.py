@@ -7,7 +7,10 @@ import json
 
 from pymongo.database import Database
 
+from export_cli import cli
+from export_cli.api import fields_of
 from export_core.destination_store import DestinationStore, parse_destination
+from export_core.schedules import REQUEST_FIELDS, SCHEDULE_FIELDS
 from export_core.secrets import SecretBox
 from tests.api.conftest import CAMPAIGN, LiveServer, TokenFactory
 from tests.api.test_cli import one_line_error, run_cli
@@ -114,3 +117,14 @@ def test_request_since(live_api: LiveServer, make_token: TokenFactory, db: Datab
     assert record["since"].isoformat() == "2024-01-15T09:30:00+00:00"
     ahead = run_cli(live_api, "request", CAMPAIGN, "codes", "--since", "9999-01-01T00:00:00Z", token=token)
     assert one_line_error(ahead, 3).startswith("export-service: 'since' must not be in the future. (HTTP 400")
+
+
+def test_add_has_a_flag_for_every_field_the_service_takes() -> None:
+    """Each flag stores under the field it fills; a field renamed in the service would be missing here."""
+    args = cli.parser().parse_args(
+        ["schedules", "add", CAMPAIGN, "--type", "entries", "--cron", "0 6 * * *", "--timezone", "UTC",
+         "--format", "csv", "--date-key", "1", "--include-all-markets", "--incremental", "--no-skip-empty",
+         "--destination", "d", "--paused"]
+    )  # fmt: skip
+    body = fields_of(vars(args), REQUEST_FIELDS + SCHEDULE_FIELDS)
+    assert set(body) == {*REQUEST_FIELDS, *SCHEDULE_FIELDS} and body["skipEmpty"] is False

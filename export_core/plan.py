@@ -3,7 +3,7 @@
 The record as it was, the campaign, the type's registry entry, the bucket, the keys and file
 names, the packaging and format, and where the files go. `resolve` is pure; the run saves the
 plan as `plan.json` in the export's scratch directory, so a re-execution from failure reads the
-same plan, and every step reads it instead of deciding again (README, "How it works").
+same plan, and every step reads it instead of deciding again (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def _env(name: str | AliasChoices, default: Any = None, **kwargs: Any) -> Any:
 
 
 class Settings(BaseSettings):
-    """Every variable of README's configuration table except `make run`'s and the client's own."""
+    """Every variable of docs/configuration.md's table except `make run`'s and the client's own."""
 
     model_config = SettingsConfigDict(
         case_sensitive=True,

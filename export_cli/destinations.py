@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from export_cli.api import EXIT_EXPORT_FAILED, EXIT_OK, EXIT_USAGE, Api, CliError, campaign_path, fields_of
+from export_cli.commands import json_flag, subcommand
 from export_cli.output import note, say, say_json, table
 from export_core.vocabulary import (
     COMMON_FIELDS,
@@ -118,8 +119,7 @@ def cmd_deliveries(api: Api, args: argparse.Namespace) -> int:
 
 
 def _add_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
-    place = add_parser("add", help="add an SFTP, S3 or Marketing Cloud destination")
-    place.add_argument("campaign_id")
+    place = subcommand(add_parser, "add", "add an SFTP, S3 or Marketing Cloud destination", run=cmd_add)
     place.add_argument("--type", required=True, choices=DESTINATION_TYPES)
     place.add_argument("--name", help="shown in lists (default: where it is)")
     sftp = place.add_argument_group("sftp and sfmc")
@@ -149,28 +149,21 @@ def _add_parser(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     place.add_argument(
         "--file-name", dest="fileName", metavar="TEMPLATE", help=f"delivered name, e.g. '{DEFAULT_FILE_NAME}'"
     )
-    place.add_argument("--json", action="store_true", help="print the answer as JSON")
-    place.set_defaults(run=cmd_add)
+    json_flag(place, "answer")
 
 
 def add_commands(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     sub = add_parser("destinations", help="a campaign's destinations: add, list, test, remove, deliveries")
     actions = sub.add_subparsers(dest="destinations_command", required=True, metavar="ACTION")
     _add_parser(actions.add_parser)
-    place = actions.add_parser("list", help="the campaign's destinations (never their secrets)")
-    place.add_argument("campaign_id")
-    place.add_argument("--json", action="store_true", help="print the list as JSON")
-    place.set_defaults(run=cmd_list)
+    json_flag(
+        subcommand(actions.add_parser, "list", "the campaign's destinations (never their secrets)", run=cmd_list),
+        "list",
+    )
     for action, run, text in (
         ("test", cmd_test, "connect, check the host key and write and remove a small file"),
         ("remove", cmd_remove, "remove it (schedules stop naming it)"),
     ):
-        place = actions.add_parser(action, help=text)
-        place.add_argument("campaign_id")
-        place.add_argument("destination_id")
-        place.set_defaults(run=run)
-    place = actions.add_parser("deliveries", help="an export's deliveries to its destinations")
-    place.add_argument("campaign_id")
-    place.add_argument("export_id")
-    place.add_argument("--json", action="store_true", help="print the list as JSON")
-    place.set_defaults(run=cmd_deliveries)
+        subcommand(actions.add_parser, action, text, "destination_id", run=run)
+    deliveries = "an export's deliveries to its destinations"
+    json_flag(subcommand(actions.add_parser, "deliveries", deliveries, "export_id", run=cmd_deliveries), "list")

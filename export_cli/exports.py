@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from export_cli.api import EXIT_OK, Api, CliError, campaign_path, fields_of
+from export_cli.commands import json_flag, subcommand
 from export_cli.download import check_target, download
 from export_cli.output import failure, progress_display, progress_text, say, say_json, summary, table
 from export_core.export_types import REQUEST_FIELDS
@@ -115,13 +116,6 @@ def _waiting(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
 
 
-def _one_export(add_parser: Callable[..., argparse.ArgumentParser], name: str, text: str) -> argparse.ArgumentParser:
-    sub = add_parser(name, help=text)
-    sub.add_argument("campaign_id")
-    sub.add_argument("export_id")
-    return sub
-
-
 def add_commands(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     """request, status, list, wait and download."""
     # `request` stores each flag under the API field it fills (REQUEST_FIELDS, EXPORT_OPTIONS); absent: None.
@@ -141,31 +135,28 @@ def add_commands(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     _waiting(sub)
     sub.set_defaults(run=cmd_request)
 
-    sub = _one_export(add_parser, "status", "one export's status")
-    sub.add_argument("--json", action="store_true", help="print the record as JSON")
-    sub.set_defaults(run=cmd_status)
+    sub = subcommand(add_parser, "status", "one export's status", "export_id", run=cmd_status)
+    json_flag(sub, "record")
 
-    sub = add_parser("list", help="a campaign's exports, newest first")
-    sub.add_argument("campaign_id")
+    sub = subcommand(add_parser, "list", "a campaign's exports, newest first", run=cmd_list)
     sub.add_argument("--type", help="only this export type")
     sub.add_argument("--limit", type=int, default=20)
     sub.add_argument("--page", type=int, default=0)
-    sub.add_argument("--json", action="store_true", help="print the page as JSON")
+    json_flag(sub, "page")
     sub.set_defaults(run=cmd_list)
 
-    sub = _one_export(add_parser, "wait", "show progress until the export ends")
+    sub = subcommand(add_parser, "wait", "show progress until the export ends", "export_id", run=cmd_wait)
     _waiting(sub)
-    sub.set_defaults(run=cmd_wait)
 
-    sub = _one_export(add_parser, "download", "download every file of a FINISHED export")
+    sub = subcommand(add_parser, "download", "download every file of a FINISHED export", "export_id", run=cmd_download)
     sub.add_argument(
         "path", nargs="?", help="a folder, or a file in a folder that exists (several files: a folder, made if missing)"
     )
-    sub.set_defaults(run=cmd_download)
 
 
 def add_rerun(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
-    sub = _one_export(add_parser, "rerun", "re-run a FAILED or EXPIRED export (through the API)")
+    sub = subcommand(
+        add_parser, "rerun", "re-run a FAILED or EXPIRED export (through the API)", "export_id", run=cmd_rerun
+    )
     sub.add_argument("--wait", action="store_true", help="wait until it ends, showing progress")
     _waiting(sub)
-    sub.set_defaults(run=cmd_rerun)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from export_cli.api import EXIT_OK, Api, campaign_path, fields_of
+from export_cli.commands import json_flag, subcommand
 from export_cli.exports import FORMAT_CHOICES
 from export_cli.output import say, say_json, summary, table
 from export_core.schedules import REQUEST_FIELDS, SCHEDULE_FIELDS
@@ -118,8 +119,7 @@ def add_commands(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     sub = add_parser("schedules", help="a campaign's schedules: add, list, show, pause, resume, run, remove")
     actions = sub.add_subparsers(dest="schedules_command", required=True, metavar="ACTION")
     # `add` stores each flag under the API field it fills (REQUEST_FIELDS, SCHEDULE_FIELDS); absent: None.
-    plan = actions.add_parser("add", help="save an export request that runs on a cron")
-    plan.add_argument("campaign_id")
+    plan = subcommand(actions.add_parser, "add", "save an export request that runs on a cron", run=cmd_add)
     plan.add_argument("--type", dest="exportType", metavar="TYPE", required=True, help="the export type")
     plan.add_argument("--cron", required=True, help="five fields on the time zone's wall clock, e.g. '0 6 * * *'")
     plan.add_argument("--timezone", help="IANA time zone name (default UTC)")
@@ -141,25 +141,19 @@ def add_commands(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
         "--destination", dest="destinations", action="append", metavar="ID", help="a destination id (repeatable)"
     )
     plan.add_argument("--paused", action="store_true", default=None, help="create it paused")
-    plan.add_argument("--json", action="store_true", help="print the answer as JSON")
-    plan.set_defaults(run=cmd_add)
-    plan = actions.add_parser("list", help="the campaign's schedules and their next run")
-    plan.add_argument("campaign_id")
-    plan.add_argument("--json", action="store_true", help="print the list as JSON")
-    plan.set_defaults(run=cmd_list)
-    plan = actions.add_parser("show", help="one schedule, its next runs and its runs")
-    plan.add_argument("campaign_id")
-    plan.add_argument("schedule_id")
+    json_flag(plan, "answer")
+    json_flag(
+        subcommand(actions.add_parser, "list", "the campaign's schedules and their next run", run=cmd_list), "list"
+    )
+    plan = subcommand(
+        actions.add_parser, "show", "one schedule, its next runs and its runs", "schedule_id", run=cmd_show
+    )
     plan.add_argument("--from", dest="from_", metavar="DATE_TIME", help="show the next runs after this instead of now")
-    plan.add_argument("--json", action="store_true", help="print the schedule as JSON")
-    plan.set_defaults(run=cmd_show)
+    json_flag(plan, "schedule")
     for action, run, text in (
         ("pause", cmd_pause, "stop its ticks until resumed"),
         ("resume", cmd_resume, "tick again from now on (the paused time's ticks never run)"),
         ("run", cmd_run, "queue a run now, outside the cron"),
         ("remove", cmd_remove, "remove it (its exports stay)"),
     ):
-        plan = actions.add_parser(action, help=text)
-        plan.add_argument("campaign_id")
-        plan.add_argument("schedule_id")
-        plan.set_defaults(run=run)
+        subcommand(actions.add_parser, action, text, "schedule_id", run=run)

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 
 from export_cli.api import EXIT_OK, EXIT_USAGE, Api, CliError, campaign_path
+from export_cli.commands import json_flag, subcommand
 from export_cli.output import note, say, say_json, table
 from export_core.vocabulary import WEBHOOK_EVENTS
 
@@ -69,25 +70,19 @@ def cmd_deliveries(api: Api, args: argparse.Namespace) -> int:
 def add_commands(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
     sub = add_parser("webhooks", help="a campaign's webhooks: add, list, remove, deliveries")
     actions = sub.add_subparsers(dest="webhooks_command", required=True, metavar="ACTION")
-    hook = actions.add_parser("add", help="subscribe URL to export events; prints the signing secret, once")
-    hook.add_argument("campaign_id")
+    hook = subcommand(
+        actions.add_parser, "add", "subscribe URL to export events; prints the signing secret, once", run=cmd_add
+    )
     # Not `url`: that is the API's own address (--url).
     hook.add_argument("webhook_url", metavar="URL", help="https:// URL that receives the signed POSTs")
     hook.add_argument("--events", default=",".join(WEBHOOK_EVENTS), help="comma-separated (default: all of them)")
-    hook.add_argument("--json", action="store_true", help="print the answer as JSON")
-    hook.set_defaults(run=cmd_add)
-    hook = actions.add_parser("list", help="the campaign's webhooks (never their secrets)")
-    hook.add_argument("campaign_id")
-    hook.add_argument("--json", action="store_true", help="print the list as JSON")
-    hook.set_defaults(run=cmd_list)
-    hook = actions.add_parser("remove", help="unsubscribe one webhook")
-    hook.add_argument("campaign_id")
-    hook.add_argument("webhook_id")
-    hook.set_defaults(run=cmd_remove)
-    hook = actions.add_parser("deliveries", help="a webhook's deliveries and their last attempt, newest first")
-    hook.add_argument("campaign_id")
-    hook.add_argument("webhook_id")
+    json_flag(hook, "answer")
+    json_flag(
+        subcommand(actions.add_parser, "list", "the campaign's webhooks (never their secrets)", run=cmd_list), "list"
+    )
+    subcommand(actions.add_parser, "remove", "unsubscribe one webhook", "webhook_id", run=cmd_remove)
+    deliveries = "a webhook's deliveries and their last attempt, newest first"
+    hook = subcommand(actions.add_parser, "deliveries", deliveries, "webhook_id", run=cmd_deliveries)
     hook.add_argument("--limit", type=int, default=20)
     hook.add_argument("--page", type=int, default=0)
-    hook.add_argument("--json", action="store_true", help="print the page as JSON")
-    hook.set_defaults(run=cmd_deliveries)
+    json_flag(hook, "page")

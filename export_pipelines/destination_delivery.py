@@ -74,9 +74,10 @@ IN_FLIGHT = [
 LAUNCH_LEASE = timedelta(minutes=6)  # claimed to launched and started (Kubernetes: a 5-minute start timeout)
 MIN_ATTEMPT_SECONDS = 60.0  # an attempt's transfers may take this plus the file's size at the rate below
 MIN_BYTES_PER_SECOND = 256 * 1024
-# Past its deadline a transfer stops within one SFTP request's or S3 part's timeout (30 s; connecting takes
-# at most 60 s): the lease ends only after that, so no second attempt starts while one still writes.
-LEASE_MARGIN = timedelta(seconds=90)
+# Past its deadline a transfer stops at its next block, or when the request under way times out (30 s), and
+# removes its partial file (one more request): the lease ends only after that, so no second attempt starts
+# while one still writes.
+LEASE_MARGIN = timedelta(seconds=60)
 DESTINATION_REMOVED = "The destination was removed before this export was delivered to it."
 EXPORT_DELETED = "The export's files were deleted before they could be delivered."
 UNEXPECTED = "The delivery failed unexpectedly; it is tried again later."

@@ -8,7 +8,10 @@ another kind plugs in its own `store_new`, `target` and `send` and gets the rest
    so a crash in between stores the same ones again next time: no duplicate, no loss.
 2. Due deliveries are claimed (a lease: a process that dies mid-attempt leaves them due again
    shortly) and attempted, a few at a time, within a time budget so a slow receiver never holds
-   the tick for long; each attempt is recorded with its outcome and the next attempt's time.
+   the tick for long; each attempt is recorded with its outcome and the next attempt's time. A kind
+   whose attempts take long (file transfers) `launch`es them instead: a Dagster run each, which makes
+   its attempt with `attempt_claimed` under its claim (export_pipelines/destination_delivery.py).
+   A channel that `announce`s its ends also announces here those a crash left unannounced.
 3. Now and then, delivered and given-up deliveries older than DELIVERY_RETENTION are dropped.
 
 Delivery is therefore at least once. Log lines name ids only (`label`), never an address or a secret.
@@ -174,7 +177,11 @@ def attempt_claimed(
     if target is None:
         return None
     at = clock()
-    outcome = _run(channel.send(delivery, target, timeout))
+
+    async def send() -> Outcome:
+        return await channel.send(delivery, target, timeout)
+
+    outcome = _run(send())
     return record(channel, delivery, at, outcome, log, claim=claim)
 
 

@@ -6,15 +6,20 @@ a deterministic id: the export, the destination, the end), then the entry is pul
 the same delivery again next time: no duplicate, no loss. The destination's type and name are kept on the
 delivery, so a CCPA deletion can still say where a file went after the destination was removed.
 
-Sending, by its own sensor and never inside the export's run (a slow partner never holds the one-at-a-time
-queue): the export record, the destination and its secrets (decrypted with SECRETS_KEY) are read as the
-delivery is claimed, and export_core/destination_delivery.py sends the file(s) in a worker thread whose
-transfers stop at the attempt's deadline, so a tick ends within its budget, under Dagster's sensor timeout.
+Sending, never inside the export's run nor in its queue (a slow partner never holds the one-at-a-time export
+queue): the sensor claims a due delivery (a numbered claim, LAUNCH_LEASE) and requests a run of
+`destination_delivery_job` for it (tag DELIVERY_TAG: dagster.yaml runs RUNS_AT_ONCE at a time). The run takes
+the lease for its attempt (`attempt_seconds` for the export's size, at most DELIVERY_ATTEMPT_MAX_SECONDS, plus
+LEASE_MARGIN), reads the export record, the destination and its secrets (decrypted with SECRETS_KEY), and
+export_core/destination_delivery.py sends the file(s), its transfers stopped at that deadline; the attempt is
+recorded only under the run's claim. A run whose worker died leaves its lease to end (the sensor ends the
+Dagster run, `end_lost_runs`) and is launched again: one attempt at a time, one end.
 A failure that may pass (a server down, a timeout) is retried with the queue's growing delays; one that
 cannot (a host key that is not the pinned one, a refused login, a missing folder, a removed destination or a
-deleted export) ends the delivery at once with its reason. Each delivery that ends pushes webhook event
-`export.delivered` or `export.delivery_failed` onto the export's `notify` outbox (SPEC §11); one that was
-delivered is also added to the record's `deliveredTo` (a CCPA deletion lists it). Log lines name ids, hosts
+deleted export) ends the delivery at once with its reason. Each delivery that ends is announced once
+(`DestinationSender.announce`, after its end is recorded): webhook event `export.delivered` or
+`export.delivery_failed` onto the export's `notify` outbox (SPEC §11) and, when delivered, an entry of the
+record's `deliveredTo` (a CCPA deletion lists it). Log lines name ids, hosts
 and folders, never a password or a key.
 """
 

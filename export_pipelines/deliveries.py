@@ -104,9 +104,6 @@ class TickReport:
     run_requests: list[RunRequest] = field(default_factory=list)  # attempts launched as runs of their own
 
     def summary(self) -> str:
-        if self.run_requests or not self.attempted:
-            launched = f", {len(self.run_requests)} run(s) launched" if self.run_requests else ""
-            return f"{self.name}s: {self.stored} delivery(ies) stored{launched}"
         return (
             f"{self.name}s: {self.stored} delivery(ies) stored, {self.attempted} attempted, {self.delivered} delivered"
             + (f", {self.deferred} left for the next tick" if self.deferred else "")

@@ -1,6 +1,6 @@
 """Reaching a destination and delivering an export to it (SPEC §13), with the transports of export_core/destinations.
 
-Dagster-free and synchronous, for the API's test endpoint and the delivery sensor's threads. A `Reach` holds
+Dagster-free and synchronous, for the API's test endpoint and the delivery runs. A `Reach` holds
 what every connection needs from the service's settings: whether private SFTP hosts are allowed
 (WEBHOOK_ALLOW_PRIVATE) and where S3 is (S3_ENDPOINT_URL: the local stack's server serves partner buckets
 too; unset in production, real AWS).
@@ -218,11 +218,13 @@ def deliver(
     bucket: str,
     scratch_root: Path | None = None,
     deadline: float | None = None,
+    partial_key: str | None = None,
 ) -> list[Delivered]:
     """Send a FINISHED export's file(s) to one destination; what each file became there (path, bytes, sha256 of
     exactly what was sent). Downloads from the export's `bucket` through `s3` into a scratch folder (under
     `scratch_root`) that is removed afterwards, whatever happens; raises a DeliveryError (one sentence). Past
-    `deadline` (time.monotonic()) every transfer stops: a RetryableDeliveryError."""
+    `deadline` (time.monotonic()) every transfer stops: a RetryableDeliveryError. `partial_key` names an SFTP
+    upload's partial files (the same for every attempt of one delivery, see `SftpSession.upload`)."""
     with tempfile.TemporaryDirectory(prefix="delivery-", dir=scratch_root) as scratch:
         staged = _stage(record, destination, s3, bucket, Path(scratch), deadline)
         if destination["type"] == S3:
@@ -239,5 +241,9 @@ def deliver(
                 path = posixpath.join(folder, outgoing.folder) if outgoing.folder else folder
                 if outgoing.folder:
                     session.make_folder(path)
-                sent.append(session.upload(local, path=path, name=outgoing.name, atomic=atomic, deadline=deadline))
+                sent.append(
+                    session.upload(
+                        local, path=path, name=outgoing.name, atomic=atomic, deadline=deadline, partial_key=partial_key
+                    )
+                )
             return sent

@@ -335,7 +335,7 @@ class DestinationStore:
         self.destinations = db[DESTINATIONS]
         self.schedules = db["schedules"]
         self.exports = db["exports"]
-        self.deliveries_queue = DeliveryQueue(db, DELIVERIES, RETRY_DELAYS)
+        self.deliveries_queue = DeliveryQueue(db, DELIVERIES, RETRY_DELAYS, announces=True)
 
     def ensure_indexes(self) -> None:
         """Idempotent: the per-campaign limit (slots), the export records' destination outbox, due deliveries

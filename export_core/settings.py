@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     # WEBHOOK_ALLOW_PRIVATE: webhooks may use http:// and loopback/private addresses (local development,
     # tests); link-local addresses stay refused (export_core/webhooks.py).
     webhook_allow_private: bool = _env("WEBHOOK_ALLOW_PRIVATE", False)
+    # The most one destination delivery attempt may take (export_pipelines/destination_delivery.py): its
+    # transfers stop then; a smaller file gets less (a minute plus its size at 256 KiB/s).
+    delivery_attempt_max_seconds: int = _env("DELIVERY_ATTEMPT_MAX_SECONDS", 3600)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -119,11 +122,13 @@ class Settings(BaseSettings):
         return _int(cls.env_name(str(info.field_name)), value)
 
     @field_validator(
-        "schedule_min_interval_minutes", "schedule_pause_after_failures", "max_schedules_per_campaign", mode="before"
-    )
+        "schedule_min_interval_minutes", "schedule_pause_after_failures", "max_schedules_per_campaign",
+        "delivery_attempt_max_seconds", mode="before",
+    )  # fmt: skip
     @classmethod
     def _positive(cls, value: Any, info: ValidationInfo) -> Any:
-        """A whole number, at least 1 (0 would allow a schedule every minute, never pause, or allow none)."""
+        """A whole number, at least 1 (0 would allow a schedule every minute, never pause, allow none, or
+        never let a delivery attempt send a byte)."""
         name = cls.env_name(str(info.field_name))
         number = _int(name, value)
         if isinstance(number, int) and number < 1:

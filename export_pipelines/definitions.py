@@ -17,7 +17,7 @@ from dagster import BetaWarning, Definitions, EnvVar
 from export_core.clients import local_s3_credentials
 from export_core.secrets import SecretBox
 from export_core.settings import Settings
-from export_pipelines.destination_delivery import build_destination_sensor
+from export_pipelines.destination_delivery import build_destination_job, build_destination_sensor
 from export_pipelines.jobs import build_export_jobs
 from export_pipelines.resources import ExportFilesResource, ExportRunResource, MongoResource, S3Resource
 from export_pipelines.retention import export_retention_job, export_retention_schedule
@@ -65,14 +65,15 @@ def build_resources(settings: Settings) -> dict[str, Any]:
 def build_definitions(settings: Settings) -> Definitions:
     secret_box = SecretBox.from_settings(settings)  # SecretsKeyMissing outside DEV_MODE without SECRETS_KEY
     jobs = build_export_jobs(settings.timeout_millis)
+    delivery_job = build_destination_job(settings=settings, secret_box=secret_box)  # SPEC §13
     return Definitions(
-        jobs=[*jobs.values(), export_retention_job],
+        jobs=[*jobs.values(), export_retention_job, delivery_job],
         schedules=[export_retention_schedule],
         sensors=[
             *build_sensors(jobs, poll_seconds=max(1, math.ceil(settings.polling_interval_ms / 1000))),
             build_webhook_sensor(allow_private=settings.webhook_allow_private, secret_box=secret_box),  # SPEC §11
             build_schedule_sensor(pause_after=settings.schedule_pause_after_failures),  # SPEC §12
-            build_destination_sensor(settings=settings, secret_box=secret_box),  # SPEC §13
+            build_destination_sensor(settings=settings, secret_box=secret_box, job=delivery_job),  # SPEC §13
         ],
         resources=build_resources(settings),
     )

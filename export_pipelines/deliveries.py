@@ -8,7 +8,10 @@ another kind plugs in its own `store_new`, `target` and `send` and gets the rest
    so a crash in between stores the same ones again next time: no duplicate, no loss.
 2. Due deliveries are claimed (a lease: a process that dies mid-attempt leaves them due again
    shortly) and attempted, a few at a time, within a time budget so a slow receiver never holds
-   the tick for long; each attempt is recorded with its outcome and the next attempt's time.
+   the tick for long; each attempt is recorded with its outcome and the next attempt's time. A kind
+   whose attempts take long (file transfers) `launch`es them instead: a Dagster run each, which makes
+   its attempt with `attempt_claimed` under its claim (export_pipelines/destination_delivery.py).
+   A channel that `announce`s its ends also announces here those a crash left unannounced.
 3. Now and then, delivered and given-up deliveries older than DELIVERY_RETENTION are dropped.
 
 Delivery is therefore at least once. Log lines name ids only (`label`), never an address or a secret.
@@ -21,11 +24,20 @@ import json
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from dagster import DefaultSensorStatus, SensorDefinition, SensorEvaluationContext, SensorResult, sensor
+from dagster import (
+    DagsterInstance,
+    DefaultSensorStatus,
+    JobDefinition,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    sensor,
+)
 from pymongo.database import Database
 
 from export_core.outbox import DeliveryQueue, Outcome
@@ -63,8 +75,10 @@ class Channel(Generic[T]):
     - `send(delivery, target, timeout)`: one attempt, bounded by `timeout`.
     - `label(delivery)`: its ids for the log line (no address, no secret).
 
-    `budget_seconds` and `concurrency` bound a tick's attempts (a channel whose attempts take longer, file
-    transfers say, has a budget of its own, under Dagster's sensor timeout).
+    - `announce(ended)`: what else an ended delivery changes (its queue `announces`); idempotent, as it runs
+      again for an end a crash left unannounced.
+
+    `budget_seconds` and `concurrency` bound a tick's attempts made in the tick (`attempt_due`).
     """
 
     name: str  # "webhook": log lines say "webhook delivery …", the tick's summary "webhooks: …"
@@ -77,6 +91,7 @@ class Channel(Generic[T]):
     attempt_timeout: float
     budget_seconds: float = TICK_BUDGET_SECONDS
     concurrency: int = CONCURRENCY
+    announce: Callable[[dict[str, Any]], None] | None = None
 
 
 @dataclass
@@ -86,6 +101,7 @@ class TickReport:
     attempted: int = 0
     delivered: int = 0
     deferred: int = 0  # claimed but not attempted: the tick's time ran out
+    run_requests: list[RunRequest] = field(default_factory=list)  # attempts launched as runs of their own
 
     def summary(self) -> str:
         return (
@@ -113,15 +129,9 @@ def attempt_due(
     for delivery in queue.due(now, limit):
         if not queue.claim(delivery, now, LEASE):
             continue
-        try:
-            target = channel.target(delivery)
-        except UnreadableSecret as exc:  # SECRETS_KEY lost its key: burn no attempt, say so once a lease
-            log(f"{channel.name} delivery {delivery['_id']} ({channel.label(delivery)}) not attempted: {exc}")
-            continue
-        if target is None:  # removed meanwhile: nothing to send it to
-            queue.drop(delivery)
-            continue
-        jobs.append((delivery, target))
+        target = read_target(channel, delivery, log)
+        if target is not None:
+            jobs.append((delivery, target))
     if not jobs:
         return report
 
@@ -136,16 +146,75 @@ def attempt_due(
             report.deferred += 1
             continue
         at, result = outcome
-        recorded = queue.record_attempt(delivery, at, result)
+        record(channel, delivery, at, result, log)
         report.attempted += 1
         report.delivered += int(result.delivered)
-        next_at = recorded.get("nextAttemptAt")
-        state = "delivered" if result.delivered else f"next attempt at {next_at}" if next_at else "given up"
-        log(
-            f"{channel.name} delivery {delivery['_id']} ({channel.label(delivery)}) attempt "
-            f"{len(delivery.get('attempts') or []) + 1}: {result.describe()}; {state}"
-        )
     return report
+
+
+def read_target(channel: Channel[T], delivery: dict[str, Any], log: Log) -> T | None:
+    """What sending a claimed delivery needs; None when it is not to be attempted now: dropped (what it was
+    for is gone) or left leased (SECRETS_KEY lost its key: burn no attempt, say so once a lease)."""
+    try:
+        target = channel.target(delivery)
+    except UnreadableSecret as exc:
+        log(f"{channel.name} delivery {delivery['_id']} ({channel.label(delivery)}) not attempted: {exc}")
+        return None
+    if target is None:  # removed meanwhile: nothing to send it to
+        channel.queue.drop(delivery)
+    return target
+
+
+def attempt_claimed(
+    channel: Channel[Any], delivery: dict[str, Any], claim: int, timeout: float, *, clock: Clock = utcnow, log: Log
+) -> dict[str, Any] | None:
+    """One attempt of a delivery held by claim `claim` (a run of its own, export_pipelines/destination_delivery.py),
+    bounded by `timeout`; what `record` recorded, or None (not attempted, or a later claim took it over)."""
+    target = read_target(channel, delivery, log)
+    if target is None:
+        return None
+    at = clock()
+
+    async def send() -> Outcome:
+        return await channel.send(delivery, target, timeout)
+
+    outcome = _run(send())
+    return record(channel, delivery, at, outcome, log, claim=claim)
+
+
+def record(
+    channel: Channel[Any],
+    delivery: dict[str, Any],
+    at: datetime,
+    outcome: Outcome,
+    log: Log,
+    *,
+    claim: int | None = None,
+) -> dict[str, Any] | None:
+    """Record an attempt (only while `claim`, when given, still holds the delivery) and log it; an end is then
+    announced (`channel.announce`), once."""
+    recorded = channel.queue.record_attempt(delivery, at, outcome, claim=claim)
+    made = len(delivery.get("attempts") or []) + 1
+    if recorded is None:
+        log(f"{channel.name} delivery {delivery['_id']} attempt {made} not recorded: a later claim took it over")
+        return None
+    next_at = recorded.get("nextAttemptAt")
+    state = "delivered" if outcome.delivered else f"next attempt at {next_at}" if next_at else "given up"
+    log(
+        f"{channel.name} delivery {delivery['_id']} ({channel.label(delivery)}) attempt {made}: "
+        f"{outcome.describe()}; {state}"
+    )
+    if channel.announce is not None and next_at is None:
+        ended = channel.queue.collection.find_one({"_id": delivery["_id"]})
+        if ended is not None:
+            _announce(channel, ended)
+    return recorded
+
+
+def _announce(channel: Channel[Any], ended: dict[str, Any]) -> None:
+    if channel.announce is not None:
+        channel.announce(ended)  # idempotent: a crash before the next line announces it again, to no effect
+        channel.queue.mark_announced(ended)
 
 
 async def _attempt_all(
@@ -185,15 +254,20 @@ def _run(coroutine: Coroutine[Any, Any, R]) -> R:
 _indexed: set[tuple[str, str, str]] = set()
 
 
+Launch = Callable[[Channel[Any], DagsterInstance, Clock, Log], TickReport]
+
+
 def deliver(
     channel: Channel[Any],
     *,
     clock: Clock = utcnow,
     last_purge: datetime | None = None,
     log: Log = _quiet,
+    launch: Callable[[], TickReport] | None = None,
     **options: Any,
 ) -> tuple[TickReport, datetime | None]:
-    """One tick: store new deliveries, attempt the due ones, now and then drop old ones.
+    """One tick: store new deliveries, announce ends a crash left unannounced, attempt the due ones (or
+    `launch` their attempts as runs), now and then drop old ones.
 
     Returns the report and when old deliveries were last dropped (the sensor keeps it in its cursor).
     """
@@ -203,7 +277,10 @@ def deliver(
         channel.ensure_indexes()
         _indexed.add(key)
     stored = channel.store_new(clock, STORE_BATCH)
-    report = attempt_due(channel, clock=clock, log=log, **options)
+    if channel.announce is not None:
+        for ended in channel.queue.unannounced(STORE_BATCH):
+            _announce(channel, ended)
+    report = launch() if launch is not None else attempt_due(channel, clock=clock, log=log, **options)
     report.stored = stored
     now = clock()
     if last_purge is None or now - last_purge >= PURGE_EVERY:
@@ -213,22 +290,35 @@ def deliver(
 
 
 def build_delivery_sensor(
-    name: str, description: str, channel: Callable[[Database], Channel[Any]], *, clock: Clock = utcnow
+    name: str,
+    description: str,
+    channel: Callable[[Database], Channel[Any]],
+    *,
+    clock: Clock = utcnow,
+    launch: Launch | None = None,
+    jobs: list[JobDefinition] | None = None,
 ) -> SensorDefinition:
-    """A sensor that runs `deliver` for the channel `channel(db)` every SENSOR_INTERVAL_SECONDS."""
+    """A sensor that runs `deliver` for the channel `channel(db)` every SENSOR_INTERVAL_SECONDS; with `launch`,
+    the attempts are runs of `jobs` it requests, not made in the tick."""
 
     @sensor(
         name=name,
         description=description,
         minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
         default_status=DefaultSensorStatus.RUNNING,
+        jobs=jobs,
     )
     def delivery_sensor(context: SensorEvaluationContext, mongo: MongoResource) -> SensorResult:
         cursor = json.loads(context.cursor) if context.cursor else {}
         last_purge = datetime.fromisoformat(cursor["purged"]) if cursor.get("purged") else None
-        report, purged = deliver(channel(mongo.db()), clock=clock, last_purge=last_purge, log=context.log.info)
+        chosen = channel(mongo.db())
+        log = context.log.info
+        launched = None if launch is None else (lambda: launch(chosen, context.instance, clock, log))
+        report, purged = deliver(chosen, clock=clock, last_purge=last_purge, log=log, launch=launched)
         return SensorResult(
-            skip_reason=report.summary(), cursor=json.dumps({"purged": purged.isoformat() if purged else None})
+            run_requests=report.run_requests,
+            skip_reason=None if report.run_requests else report.summary(),
+            cursor=json.dumps({"purged": purged.isoformat() if purged else None}),
         )
 
     return delivery_sensor

@@ -1,6 +1,6 @@
 """Destinations (SPEC §13): pushing a finished export's file to a partner's SFTP server or S3 bucket.
 
-Dagster-free and synchronous, for the delivery sensor's threads and the API's test endpoint: `sftp` and `s3`
+Dagster-free and synchronous, for the delivery runs and the API's test endpoint: `sftp` and `s3`
 send a local file, `pgp` encrypts one first. A delivery returns `Delivered` or raises one of the two errors
 below, whose message is one plain sentence fit for the deliveries endpoint: it may name the host, the port,
 the folder or the bucket, never a password, a private key, a passphrase or a user name.

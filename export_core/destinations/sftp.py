@@ -295,19 +295,27 @@ class SftpSession:
         self._sftp = sftp
 
     def upload(
-        self, local: Path, *, path: str, name: str, atomic: bool = True, deadline: float | None = None
+        self,
+        local: Path,
+        *,
+        path: str,
+        name: str,
+        atomic: bool = True,
+        deadline: float | None = None,
+        partial_key: str | None = None,
     ) -> Delivered:
         """Send `local` to `{path}/{name}`, replacing what is there; bytes and sha256 of what was sent.
 
-        `atomic` (the default) writes `.{name}.{random}.partial` in the same folder and renames it into
-        place; a failed upload removes what it wrote (the partial file, or the final name of a direct write)
-        when the connection still allows it. Past `deadline` (time.monotonic()) the upload stops, a
-        RetryableDeliveryError.
+        `atomic` (the default) writes `.{name}.{partial_key or random}.partial` in the same folder and renames
+        it into place; a failed upload removes what it wrote (the partial file, or the final name of a direct
+        write) when the connection still allows it. A delivery's own `partial_key` makes its next attempt
+        write over (and so remove) the partial file of an attempt whose process died. Past `deadline`
+        (time.monotonic()) the upload stops, a RetryableDeliveryError.
         """
         if not name or "/" in name or name in (".", ".."):
             raise ValueError("A delivered file's name must be a plain file name.")
         final = posixpath.join(path, name)
-        written = posixpath.join(path, f".{name}.{secrets.token_hex(8)}.partial") if atomic else final
+        written = posixpath.join(path, f".{name}.{partial_key or secrets.token_hex(8)}.partial") if atomic else final
         digest, size = hashlib.sha256(), 0
         with local.open("rb") as source:
             try:

@@ -22,6 +22,11 @@ from dagster._core.instance.config import dagster_instance_config
 from dagster._core.instance.ref import InstanceRef
 
 from export_core.settings import REPO_ROOT
+from export_pipelines.destination_delivery import DELIVERY_TAG, RUNS_AT_ONCE
+from export_pipelines.jobs import QUEUE_TAG
+
+# One export at a time; destination deliveries, runs of their own, as many as their sensor launches at once.
+LIMITS = [{"key": QUEUE_TAG, "limit": 1}, {"key": DELIVERY_TAG, "limit": RUNS_AT_ONCE}]
 
 FILES = {
     "kubernetes": REPO_ROOT / "deploy" / "dagster.yaml",
@@ -91,7 +96,7 @@ def test_ecs_instance(tmp_path: Path) -> None:
 
 def _queue_and_monitoring(path: Path) -> None:
     raw = yaml.safe_load(path.read_text())
-    assert raw["concurrency"]["runs"]["tag_concurrency_limits"] == [{"key": "export-service/queue", "limit": 1}]
+    assert raw["concurrency"]["runs"]["tag_concurrency_limits"] == LIMITS
     assert raw["run_monitoring"]["enabled"] is True
     # The same queue as the local instance (dagster.yaml), so production behaves as the tests do.
     local = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from export_core.settings import REPO_ROOT, Settings
+from tests.deploy.test_dagster_config import LIMITS
 
 DEPLOY = REPO_ROOT / "deploy"
 SCHEMA = Path(__file__).parent / "data" / "dagster-helm-values.subset.schema.json"
@@ -79,7 +80,7 @@ def test_helm_values_say_what_the_service_needs(helm: dict[str, Any]) -> None:
     coordinator = helm["dagsterDaemon"]["runCoordinator"]
     assert coordinator["enabled"] is True and coordinator["type"] == "QueuedRunCoordinator"
     limits = coordinator["config"]["queuedRunCoordinator"]["tagConcurrencyLimits"]
-    assert limits == [{"key": "export-service/queue", "limit": 1}]
+    assert limits == LIMITS
     assert helm["dagsterDaemon"]["runMonitoring"]["enabled"] is True
     assert helm["postgresql"]["enabled"] is False and helm["postgresql"]["postgresqlHost"]
     assert helm["computeLogManager"]["type"] == "S3ComputeLogManager"

@@ -1,7 +1,9 @@
-"""Destination delivery (SPEC §13) by its sensor, against the suite's MongoDB-protocol and S3 servers, a real sshd
-and gpg: FINISHED exports' files reach the partner, failures end with a plain reason, retries follow the clock.
+"""Destination delivery (SPEC §13) by its sensor and its runs, against the suite's MongoDB-protocol and S3 servers, a
+real sshd and gpg: FINISHED exports' files reach the partner, failures end with a plain reason, retries follow the
+clock, a claim lost with its run is taken over and never recorded.
 
-Time is driven by an injectable clock (the retry schedule), never by sleeping.
+Time is driven by an injectable clock (the retry schedule, the leases), never by sleeping. `tick_and_run` is a
+sensor tick, then what each run it requests does (`run_attempt`); one test runs the job itself.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import io
 import logging
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -31,13 +34,24 @@ from export_core.records import ExportStore, RequestOptions
 from export_core.secrets import SecretBox
 from export_core.settings import Settings
 from export_core.webhooks import WebhookStore, ensure_indexes
-from export_pipelines.deliveries import LEASE, attempt_due, deliver
+from export_pipelines.deliveries import TickReport, attempt_claimed, deliver
 from export_pipelines.destination_delivery import (
+    DELIVERY_ID_TAG,
+    DELIVERY_TAG,
     DESTINATION_REMOVED,
     EXPORT_DELETED,
+    JOB_NAME,
+    LAUNCH_LEASE,
+    LEASE_MARGIN,
+    MIN_ATTEMPT_SECONDS,
+    attempt_seconds,
+    build_destination_job,
     build_destination_sensor,
     destination_channel,
+    launch_due,
+    run_attempt,
 )
+from export_pipelines.jobs import QUEUE_TAG
 from export_pipelines.resources import MongoResource
 from export_pipelines.webhook_delivery import store_deliveries as store_webhook_deliveries
 from tests.partner_bucket import PARTNER_REGION, partner_bucket_fixture  # noqa: F401 (the fixture)
@@ -62,6 +76,17 @@ def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
     return folder
+
+
+@dataclass
+class Ran:
+    stored: int = 0
+    attempted: int = 0
+    delivered: int = 0
+
+
+def _quiet(_: str) -> None:
+    pass
 
 
 class World:
@@ -103,6 +128,33 @@ class World:
     def channel(self, settings: Settings | None = None) -> Any:
         return destination_channel(self.db, settings=settings or self.settings, secret_box=self.secret_box)
 
+    def tick(self, settings: Settings, clock: Clock) -> TickReport:
+        """One sensor tick: store, announce, claim and request runs (none of which runs here)."""
+        channel = self.channel(settings)
+        instance = DagsterInstance.ephemeral()
+        return deliver(channel, clock=clock, launch=lambda: launch_due(channel, instance, clock, _quiet))[0]
+
+    def run(self, request: Any, settings: Settings, clock: Clock) -> dict[str, Any] | None:
+        """What the run `request` asks for does (`run_attempt`)."""
+        config = request.run_config["ops"]["deliver_to_destination"]["config"]
+        return run_attempt(
+            self.db, config["delivery_id"], config["claim"],
+            settings=settings, secret_box=self.secret_box, clock=clock, log=_quiet,
+        )  # fmt: skip
+
+    def tick_and_run(self, settings: Settings, clock: Clock) -> Ran:
+        """Ticks, each followed by the runs it requested, until one requests none."""
+        ran = Ran()
+        while True:
+            report = self.tick(settings, clock)
+            ran.stored += report.stored
+            if not report.run_requests:
+                return ran
+            for request in report.run_requests:
+                recorded = self.run(request, settings, clock)
+                ran.attempted += recorded is not None
+                ran.delivered += bool(recorded and recorded.get("status") == "delivered")
+
     def delivery(self, record: dict[str, Any]) -> dict[str, Any]:
         [found] = list(self.db[DELIVERIES].find({"exportId": record["id"]}))
         return found
@@ -129,7 +181,7 @@ def test_a_finished_export_reaches_the_sftp_server_and_says_so(
     record = world.finished([destination], body)
     assert [e["destinationId"] for e in record["deliver"]] == [destination], "stored with the end, in one update"
 
-    report, _ = deliver(world.channel(private), clock=clock)
+    report = world.tick_and_run(private, clock)
 
     assert (report.stored, report.attempted, report.delivered) == (1, 1, 1)
     name = f"Tour - Codes_{record['id']}.csv"
@@ -145,7 +197,7 @@ def test_a_finished_export_reaches_the_sftp_server_and_says_so(
     assert event["event"] == "export.delivered" and event["delivery"]["remotePath"] == f"/upload/{name}"
     [went] = (world.exports.get(record["id"]) or {})["deliveredTo"]  # what a CCPA deletion will list
     assert (went["destinationId"], went["type"], went["remotePaths"]) == (destination, "sftp", [f"/upload/{name}"])
-    assert deliver(world.channel(private), clock=clock)[0].attempted == 0, "delivered once"
+    assert world.tick_and_run(private, clock).attempted == 0, "delivered once"
 
 
 def test_the_delivered_event_reaches_a_webhook_subscriber_with_the_delivery(
@@ -158,7 +210,7 @@ def test_the_delivered_event_reaches_a_webhook_subscriber_with_the_delivery(
     good, removed = world.sftp(sftp_server), world.sftp(sftp_server)
     record = world.finished([good, removed])
     world.destinations.delete(CAMPAIGN, removed)
-    deliver(world.channel(private), clock=clock)
+    world.tick_and_run(private, clock)
     assert store_webhook_deliveries(world.db, clock=clock) == 2, "one per ended delivery (none for export.finished)"
     bodies = {d["event"]: d["body"] for d in world.db["webhook_deliveries"].find({"exportId": record["id"]})}
     assert set(bodies) == {"export.delivered", "export.delivery_failed"}
@@ -174,7 +226,7 @@ def test_a_wrong_host_key_gets_nothing_and_the_delivery_fails_at_once_with_a_sen
 ):
     pinned = " ".join(generate_key_pair()[1].split()[:2])
     record = world.finished([world.sftp(sftp_server, hostKey=pinned)])
-    report, _ = deliver(world.channel(private), clock=clock)
+    report = world.tick_and_run(private, clock)
     assert (report.attempted, report.delivered) == (1, 0)
     assert list(sftp_server.upload_dir.iterdir()) == [], "nothing written"
     [shown] = world.shown(record)
@@ -190,33 +242,90 @@ def test_a_server_that_is_down_is_retried_and_delivered_once_it_is_back(
 ):
     record = world.finished([world.sftp(sftp_server)])
     sftp_server.stop()
-    deliver(world.channel(private), clock=clock)
+    world.tick_and_run(private, clock)
     [shown] = world.shown(record)
     assert shown["status"] == "pending" and "the connection was refused" in shown["attempts"][0]["error"]
     assert world.events(record) == [], "not ended yet"
     sftp_server.start()
     clock.advance(RETRY_DELAYS[0] - timedelta(seconds=1))
-    assert deliver(world.channel(private), clock=clock)[0].attempted == 0, "not due yet"
+    assert world.tick_and_run(private, clock).attempted == 0, "not due yet"
     clock.advance(timedelta(seconds=2))
-    assert deliver(world.channel(private), clock=clock)[0].delivered == 1
+    assert world.tick_and_run(private, clock).delivered == 1
     [shown] = world.shown(record)
     assert shown["status"] == "delivered" and [a["error"] is None for a in shown["attempts"]] == [True, False]
     assert sftp_server.local(str(shown["remotePath"])).exists()
 
 
-def test_a_delivery_claimed_by_a_process_that_died_is_attempted_after_its_lease(
+def test_a_run_that_never_started_or_died_mid_transfer_is_launched_again_and_ends_once(
+    world: World, private: Settings, sftp_server: SftpServer, clock: Clock
+):
+    WebhookStore(world.db).create(
+        campaign_id=CAMPAIGN, url="https://8.8.8.8/hooks", events=["export.delivered"], created_by="u",
+        secret_box=world.secret_box,
+    )  # fmt: skip
+    record = world.finished([world.sftp(sftp_server)])
+    [never_started] = world.tick(private, clock).run_requests  # its run was lost (the stack killed)
+    assert never_started.job_name == JOB_NAME and never_started.tags[DELIVERY_ID_TAG] == world.delivery(record)["_id"]
+    assert world.tick(private, clock).run_requests == [], "claimed: no second run while the first may start"
+    clock.advance(LAUNCH_LEASE + timedelta(seconds=1))
+    [taking_over] = world.tick(private, clock).run_requests
+    assert taking_over.run_key != never_started.run_key, "a new claim, a new run_key"
+    assert world.run(never_started, private, clock) is None, "the stale run starts late: it attempts nothing"
+
+    # The next run takes its lease for the attempt, then dies mid-transfer: nothing is recorded.
+    claim = taking_over.run_config["ops"]["deliver_to_destination"]["config"]["claim"]
+    seconds = attempt_seconds(world.exports.get(record["id"]), private.delivery_attempt_max_seconds)
+    held = world.channel(private).queue.extend(
+        world.delivery(record)["_id"], claim, clock() + timedelta(seconds=seconds) + LEASE_MARGIN
+    )
+    assert held is not None
+    clock.advance(timedelta(seconds=seconds))
+    assert world.tick(private, clock).run_requests == [], "leased while its transfers may still run"
+    clock.advance(LEASE_MARGIN + timedelta(seconds=1))
+    [again] = world.tick(private, clock).run_requests
+    assert world.run(taking_over, private, clock) is None, "the dead run's claim records nothing"
+    assert (world.run(again, private, clock) or {}).get("status") == "delivered"
+    assert world.tick(private, clock).run_requests == [] and world.delivery(record)["status"] == "delivered"
+    assert len(world.delivery(record)["attempts"]) == 1, "one attempt recorded"
+    assert [e["event"] for e in world.events(record)] == ["export.delivered"], "announced once"
+    assert len((world.exports.get(record["id"]) or {})["deliveredTo"]) == 1
+
+
+def test_an_end_a_crash_left_unannounced_is_announced_once_by_the_next_tick(
     world: World, private: Settings, sftp_server: SftpServer, clock: Clock
 ):
     record = world.finished([world.sftp(sftp_server)])
-    channel = world.channel(private)
-    assert channel.store_new(clock, 10) == 1
-    queue = channel.queue
-    [due] = queue.due(clock(), 10)
-    assert queue.claim(due, clock(), LEASE)  # the stack was killed mid-delivery: never recorded
-    assert attempt_due(world.channel(private), clock=clock).attempted == 0, "leased"
-    clock.advance(LEASE + timedelta(seconds=1))
-    assert attempt_due(world.channel(private), clock=clock).delivered == 1
-    assert world.delivery(record)["status"] == "delivered"
+    world.tick_and_run(private, clock)
+    queue = world.channel(private).queue
+    queue.collection.update_one({"_id": world.delivery(record)["_id"]}, {"$set": {"announced": False}})
+    world.tick(private, clock)  # the run was killed after announcing, before marking it announced
+    assert world.delivery(record)["announced"] is True
+    assert [e["event"] for e in world.events(record)] == ["export.delivered"], "not twice"
+    assert len((world.exports.get(record["id"]) or {})["deliveredTo"]) == 1
+    assert store_webhook_deliveries(world.db, clock=clock) == 0, "no subscriber: drained"
+    world.exports.collection.update_one({"_id": record["id"]}, {"$set": {"deliveredTo": []}})
+    queue.collection.update_one({"_id": world.delivery(record)["_id"]}, {"$set": {"announced": False}})
+    world.tick(private, clock)  # killed before announcing: announced now
+    assert len((world.exports.get(record["id"]) or {})["deliveredTo"]) == 1
+
+
+def test_a_large_file_gets_an_attempt_and_a_lease_longer_than_a_sensor_tick(
+    world: World, private: Settings, sftp_server: SftpServer, clock: Clock
+):
+    record = world.finished([world.sftp(sftp_server)])
+    large = {"meta": {"objects": [{"key": "k", "bytes": 250 * 1024 * 1024}]}}
+    assert attempt_seconds(large, 3600) == MIN_ATTEMPT_SECONDS + 1000, "250 MiB at 256 KiB/s, plus a minute"
+    assert attempt_seconds(large, 600) == 600, "at most DELIVERY_ATTEMPT_MAX_SECONDS"
+    assert attempt_seconds(record, 3600) == pytest.approx(MIN_ATTEMPT_SECONDS, abs=1)
+    [request] = world.tick(private, clock).run_requests
+    slow = private.model_copy(update={"delivery_attempt_max_seconds": 3600})
+    world.exports.collection.update_one({"_id": record["id"]}, {"$set": {"meta.objects.0.bytes": 250 * 1024 * 1024}})
+    queue, delivery_id = world.channel(private).queue, world.delivery(record)["_id"]
+    config = request.run_config["ops"]["deliver_to_destination"]["config"]
+    seconds = attempt_seconds(world.exports.get(record["id"]), 3600)
+    held = queue.extend(delivery_id, config["claim"], clock() + timedelta(seconds=seconds) + LEASE_MARGIN)
+    assert held is not None and held["nextAttemptAt"] - clock() > timedelta(minutes=17), "far past a 60 s tick"
+    assert world.run(request, slow, clock) is not None, "the run holds it"
 
 
 def test_an_attempt_that_runs_out_of_time_stops_and_leaves_nothing(
@@ -225,7 +334,9 @@ def test_an_attempt_that_runs_out_of_time_stops_and_leaves_nothing(
     record = world.finished([world.sftp(sftp_server)], b"x" * 2_000_000)
     channel = world.channel(private)
     channel.store_new(clock, 10)
-    attempt_due(channel, clock=clock, attempt_timeout=0.0)
+    [due] = channel.queue.due(clock(), 10)
+    assert channel.queue.claim(due, clock(), LAUNCH_LEASE)
+    attempt_claimed(channel, due, channel.queue.claim_number(due), 0.0, clock=clock, log=_quiet)
     [shown] = world.shown(record)
     assert shown["status"] == "pending" and "within the time" in shown["attempts"][0]["error"]
     assert list(sftp_server.upload_dir.iterdir()) == [] and list(scratch.iterdir()) == []
@@ -240,7 +351,7 @@ def test_s3_with_pgp_and_a_deleted_export(
     body = b"code\r\nSECRET-CODE-1\r\n"
     record, deleted = world.finished([destination], body), world.finished([destination])
     world.exports.begin_deletion([deleted["id"]], by="compliance", audit_id="a1", source="api")
-    deliver(world.channel(private), clock=clock)
+    world.tick_and_run(private, clock)
 
     [shown] = world.shown(record)
     key = f"in/Tour - Codes_{record['id']}.csv.pgp"
@@ -264,7 +375,7 @@ def test_an_export_skipped_empty_has_no_delivery(world: World, private: Settings
     world.exports.mark_triggered(record["id"], run_id="r1", preliminary_count=None)
     finished = world.exports.mark_finished(record["id"], key=None, count=0, meta={"skipped": "empty"})
     assert "deliver" not in finished
-    assert deliver(world.channel(private), clock=clock)[0].stored == 0 and world.shown(record) == []
+    assert world.tick_and_run(private, clock).stored == 0 and world.shown(record) == []
 
 
 def test_no_secret_reaches_a_log_line_the_sensor_or_a_stored_document(
@@ -280,11 +391,26 @@ def test_no_secret_reaches_a_log_line_the_sensor_or_a_stored_document(
     sftp_server.authorize(str((world.destinations.get(CAMPAIGN, key_destination) or {})["publicKey"]))
     record = world.finished([world.sftp(sftp_server), world.sftp(sftp_server, password=password + "-wrong"),
                              key_destination])  # fmt: skip
-    sensor = build_destination_sensor(settings=private, secret_box=world.secret_box, clock=clock)
+    job = build_destination_job(settings=private, secret_box=world.secret_box, clock=clock)
+    sensor = build_destination_sensor(settings=private, secret_box=world.secret_box, job=job, clock=clock)
     mongo = MongoResource(uri=private.mongodb_uri, database=private.mongodb_db)
-    with build_sensor_context(instance=DagsterInstance.ephemeral(), resources={"mongo": mongo}) as context:
-        result = sensor(context)
-    assert isinstance(result, SensorResult) and "3 attempted, 2 delivered" in str(result.skip_reason)
+    instance = DagsterInstance.ephemeral()
+    requests = []
+    while True:  # the sensor's ticks, and the Dagster runs they request (two at a time)
+        with build_sensor_context(instance=instance, resources={"mongo": mongo}) as context:
+            result = sensor(context)
+        assert isinstance(result, SensorResult)
+        if not result.run_requests:
+            break
+        for request in result.run_requests:
+            tags = {**job.tags, **request.tags}
+            assert tags[DELIVERY_TAG] == "destination" and QUEUE_TAG not in tags, "never in the export queue"
+            run = job.execute_in_process(
+                run_config=request.run_config, instance=instance, resources={"mongo": mongo}, tags=request.tags
+            )
+            assert run.success and run.dagster_run.tags[DELIVERY_ID_TAG] == request.tags[DELIVERY_ID_TAG]
+            requests.append(request)
+    assert len(requests) == 3, "one run per delivery"
     statuses = sorted(d["status"] for d in world.shown(record))
     assert statuses == ["delivered", "delivered", "failed"]
     stored = str(list(world.db[DELIVERIES].find())) + str(world.exports.get(record["id"]))
@@ -310,7 +436,7 @@ def test_marketing_cloud_gets_a_real_runs_regional_files_and_another_run_never_c
     for export_type in ("reminderEmail", "reminderEmail", "autoReminderEmail"):  # one after the other: no dedupe
         runs.append(request_export(world.db, CAMPAIGN, export_type, options=options))
         assert run_export(runs[-1], max_rows=100).success
-    assert deliver(world.channel(private), clock=clock)[0].delivered == 3
+    assert world.tick_and_run(private, clock).delivered == 3
 
     first = world.exports.get(runs[0]["_id"]) or {}
     archive = zipfile.ZipFile(

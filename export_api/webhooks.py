@@ -19,6 +19,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from export_api.errors import ApiError
+from export_api.models.errors import parse_body
+from export_api.models.webhooks import WebhookRequest
 from export_api.routes import MAX_LIMIT, MAX_PAGE, NO_STORE, _int_param, api_state, authorize_report, json_body
 from export_core import outbox, webhooks
 
@@ -59,10 +61,8 @@ class CampaignWebhooks(HTTPEndpoint):
         state = api_state(request)
         campaign_id = request.path_params["campaignId"]
         principal = authorize_report(request, campaign_id)
-        try:
-            url, events = webhooks.parse_subscription(await json_body(request))
-        except webhooks.InvalidWebhook as exc:
-            raise ApiError(400, str(exc)) from None
+        body = parse_body(WebhookRequest, await json_body(request))
+        url, events = body.url, body.events
         allow_private = state.settings.webhook_allow_private
         try:
             # Name resolution blocks: off the event loop, like every pymongo call.

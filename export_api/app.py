@@ -11,16 +11,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from export_api import ccpa, dagster_status, destinations, openapi, routes, schedules, webhooks
+from export_api import ccpa, dagster_status, destinations, openapi, routes, schedules, state, webhooks
 from export_api.auth import TokenVerifier
 from export_api.errors import exception_handlers
 from export_api.metrics import ApiMetrics, RequestMetricsMiddleware
 from export_api.observability import RequestContextMiddleware, install_log_handler, json_log_handler, remove_log_handler
+from export_api.routing import validation_error_handler
 from export_core import ccpa as ccpa_domain
 from export_core import webhooks as webhooks_domain
 from export_core.clients import mongo_client, s3_client
@@ -77,9 +80,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             s3 = await run_in_threadpool(s3_client, settings)
             metrics.exports.store = store
             runs = dagster_status.RunStatusReader(http, settings.dagster_graphql_url)
-            campaigns = routes.CampaignNames(db)
-            signer = routes.DownloadSigner(s3, settings.signed_url_ttl_seconds)
-            app.state.api = routes.ApiState(
+            campaigns = state.CampaignNames(db)
+            signer = state.DownloadSigner(s3, settings.signed_url_ttl_seconds)
+            app.state.api = state.ApiState(
                 settings, verifier, metrics, db, store, s3, http, runs, campaigns, signer, secret_box
             )
             yield
@@ -93,16 +96,21 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app_routes: list[BaseRoute] = [*routes.routes]
     if settings.dev_mode:
         app_routes += routes.dev_routes
-    app_routes += ccpa.routes  # DELETE /ccpa/users/{userId} (SPEC §7), supreme tokens only
+    app_routes += ccpa.router.routes  # DELETE /ccpa/users/{userId} (SPEC §7), supreme tokens only
     app_routes += webhooks.routes  # /campaigns/{campaignId}/webhooks... (SPEC §11)
     app_routes += schedules.routes  # /campaigns/{campaignId}/schedules... (SPEC §12)
     app_routes += destinations.routes  # /campaigns/{campaignId}/destinations..., an export's deliveries (SPEC §13)
     app_routes += openapi.routes  # /openapi.json and /docs, generated from the routes above
-    return Starlette(
+    # FastAPI (a Starlette app): its path operations take pydantic models (export_api/routing.py). It
+    # serves no document of its own: export_api/openapi.py serves /openapi.json and /docs.
+    return FastAPI(
         routes=app_routes,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
         # The request-id middleware is outermost: its access line and header cover every response.
         middleware=[Middleware(RequestContextMiddleware), Middleware(RequestMetricsMiddleware, metrics=metrics)],
-        exception_handlers=exception_handlers,
+        exception_handlers={**exception_handlers, RequestValidationError: validation_error_handler},
         lifespan=lifespan,
     )
 

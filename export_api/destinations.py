@@ -19,8 +19,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from export_api import observability
+from export_api.checks import load_export
 from export_api.errors import ApiError
-from export_api.routes import NO_STORE, _load_export, api_state, authorize_report, json_body
+from export_api.routes import json_body
+from export_api.state import NO_STORE, api_state, authorize_report
 from export_core import destination_delivery
 from export_core.destination_store import (
     ACLS,
@@ -227,7 +229,7 @@ def list_export_deliveries(request: Request) -> Response:
     state = api_state(request)
     campaign_id, export_id = request.path_params["campaignId"], request.path_params["exportId"]
     authorize_report(request, campaign_id)
-    record, _ = _load_export(state, campaign_id, export_id)
+    record, _ = load_export(state, campaign_id, export_id)
     observability.set_export_id(str(record["_id"]))
     return JSONResponse({"deliveries": _store(request).deliveries(record)})
 

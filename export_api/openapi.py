@@ -1,19 +1,20 @@
 """`GET /openapi.json` and `GET /docs` (SPEC §6): the API described from its own code.
 
-Each endpoint's docstring carries its operation as YAML after `---` (read by Starlette's
-`SchemaGenerator`); the shared parts — component schemas, error responses, the request-id
-header, the bearer scheme — are built here in Python from the same constants the endpoints
-use (export types, statuses, sort fields, limits), so the document cannot drift from the code.
-Swagger UI's assets come from the pinned `swagger-ui-bundle` package, served from this process.
+FastAPI generates the document (OpenAPI 3.1) from the path operations and their pydantic models
+(export_api/routing.py). Operations not yet written as path operations carry their operation as YAML
+after `---` in their docstring (read by Starlette's `SchemaGenerator`) and are merged in, with the shared
+component schemas built here from the constants the endpoints use. Every operation then gets what
+they all share: the request-id header, 404/500 (and 401 with a token). Swagger UI 5's assets come from
+the pinned `swagger-ui-py` package, served from this process.
 """
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
+from importlib.resources import files
 from typing import Any
 
-import swagger_ui_bundle
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -21,12 +22,13 @@ from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 
 from export_api import destinations, schedules, webhooks
-from export_api.routes import MAX_DATE_TIME_LENGTH, MAX_DEV_TOKEN_SECONDS, MAX_LIMIT, MAX_PAGE
+from export_api.checks import MAX_DATE_TIME_LENGTH
+from export_api.models.base import MAX_LIMIT, MAX_PAGE, Error
+from export_api.routes import MAX_DEV_TOKEN_SECONDS
 from export_core.export_types import EXPORT_TYPES, ExportType
 from export_core.formats import DEFAULT_FORMAT, FORMATS
 from export_core.records import SORT_FIELDS, STATUSES
 
-OPENAPI_VERSION = "3.0.3"  # what the bundled Swagger UI (4.15) renders
 MAX_REQUEST_ID_LENGTH = 128
 ERROR_STATUSES = {
     400: (
@@ -152,24 +154,7 @@ def component_schemas(max_limit: int, max_page: int) -> dict[str, Any]:
     dated = sorted(name for name, t in EXPORT_TYPES.items() if t.requires_date_key)
     csv_only = sorted(name for name, t in EXPORT_TYPES.items() if not t.every_format)
     return {
-        "Error": {
-            "type": "object",
-            "description": "Every error (SPEC §6).",
-            "required": ["error"],
-            "additionalProperties": False,
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "required": ["status", "message", "payload"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "status": {"type": "integer", "minimum": 400, "maximum": 599},
-                        "message": {"type": "string", "description": "One plain sentence."},
-                        "payload": {"type": "string", "description": "The offending value, or detail; may be empty."},
-                    },
-                }
-            },
-        },
+        "Error": Error.model_json_schema(),
         # Exactly what parse_export_request accepts (export_request_variants).
         "ExportRequest": {
             "description": "An export request; `dateKey` is required for, and only accepted for: "
@@ -310,31 +295,6 @@ def component_schemas(max_limit: int, max_page: int) -> dict[str, Any]:
                 "total": {"type": "integer", "minimum": 0},
             },
         },
-        "CcpaBlock": {
-            "type": "object",
-            "required": ["total", "byType", "exports"],
-            "properties": {
-                "total": {"type": "integer", "minimum": 0},
-                "byType": {"type": "object", "additionalProperties": {"type": "integer"}},
-                "exports": {"type": "array", "items": {"type": "object"}},
-            },
-        },
-        "CcpaSummary": {
-            "type": "object",
-            "required": ["userId", "requestedBy", "auditId", "requestedAt", "complete", "message"],
-            "properties": {
-                "userId": {"type": "string"},
-                "requestedBy": {"type": "string"},
-                "auditId": {"type": "string"},
-                "requestedAt": date_time,
-                "complete": {"type": "boolean"},
-                "message": {"type": "string", "description": "One plain sentence."},
-                **{
-                    name: {"$ref": "#/components/schemas/CcpaBlock"}
-                    for name in ("deleted", "skipped", "alreadyDeleted", "inFlight", "failed", "resumed")
-                },
-            },
-        },
         "DevTokenRequest": {
             "type": "object",
             "required": ["userId", "campaignId", "permissions"],
@@ -451,50 +411,53 @@ def components(max_limit: int, max_page: int) -> dict[str, Any]:
     }
 
 
-class ApiSchemaGenerator(SchemaGenerator):
-    """Adds what every operation shares, so docstrings state only what is particular to them.
-
-    Every operation gets the optional X-Request-ID parameter, a 500 and a 404 response and the
-    X-Request-ID header on each response; operations with `security` also get 401.
-    """
-
-    def get_schema(self, routes: list[BaseRoute]) -> dict[str, Any]:
-        schema = copy.deepcopy(super().get_schema(routes))
-        for operations in schema["paths"].values():
-            for operation in operations.values():
-                operation.setdefault("parameters", []).append({"$ref": "#/components/parameters/RequestId"})
-                responses = operation.setdefault("responses", {})
-                shared = {"404": "NotFound", "500": "InternalError"}
-                if operation.get("security"):
-                    shared["401"] = "Unauthorized"
-                for status, name in shared.items():
-                    responses.setdefault(status, {"$ref": f"#/components/responses/{name}"})
-                for response in responses.values():
-                    if "$ref" not in response:
-                        response.setdefault("headers", {})["X-Request-ID"] = {
-                            "$ref": "#/components/headers/X-Request-ID"
-                        }
-        return schema
+def _openapi_31(node: Any) -> Any:
+    """The hand-written schemas say `nullable` (OpenAPI 3.0); 3.1 (JSON Schema) says `type: [.., "null"]`."""
+    if isinstance(node, list):
+        return [_openapi_31(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _openapi_31(value) for key, value in node.items()}
+    if node.pop("nullable", False) and "type" in node:
+        node["type"] = [node["type"], "null"]
+    return node
 
 
 def build_schema(routes: list[BaseRoute], *, max_limit: int, max_page: int) -> dict[str, Any]:
-    generator = ApiSchemaGenerator(
-        {
-            "openapi": OPENAPI_VERSION,
-            "info": {
-                "title": "export-service",
-                "version": "0.1.0",
-                "description": "Campaign-data exports (CSV, csv.gz, Parquet, xlsx or ZIP in S3), queued and run "
-                "one at a time.",
-            },
-            "components": components(max_limit, max_page),
-        }
+    """FastAPI's document of the path operations, the docstring operations merged in, the shared parts added."""
+    schema = get_openapi(
+        title="export-service",
+        version="0.1.0",
+        description="Campaign-data exports (CSV, csv.gz, Parquet, xlsx or ZIP in S3), queued and run one at a time.",
+        routes=routes,
     )
-    return generator.get_schema(routes)
+    described = SchemaGenerator({}).get_schema([r for r in routes if not isinstance(r, APIRoute)])
+    for path, operations in _openapi_31(described.get("paths", {})).items():
+        schema.setdefault("paths", {}).setdefault(path, {}).update(operations)
+    shared = components(max_limit, max_page)
+    found = schema.setdefault("components", {})
+    found.setdefault("schemas", {}).update(_openapi_31(shared.pop("schemas")))
+    for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422, which this API answers as 400
+        found["schemas"].pop(name, None)
+    found.update(shared)
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            operation.setdefault("parameters", []).append({"$ref": "#/components/parameters/RequestId"})
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            common = {"404": "NotFound", "500": "InternalError"}
+            if operation.get("security"):
+                common["401"] = "Unauthorized"
+            for status, name in common.items():
+                responses.setdefault(status, {"$ref": f"#/components/responses/{name}"})
+            for response in responses.values():
+                if "$ref" not in response:
+                    response.setdefault("headers", {})["X-Request-ID"] = {"$ref": "#/components/headers/X-Request-ID"}
+    return schema
 
 
 async def openapi_json(request: Request) -> Response:
-    """The OpenAPI 3 description of this app, generated from its routes once per process.
+    """The OpenAPI 3.1 description of this app, generated from its routes once per process.
     ---
     summary: This API's OpenAPI 3 document
     operationId: getOpenApi
@@ -514,7 +477,7 @@ async def openapi_json(request: Request) -> Response:
     return JSONResponse(schema)
 
 
-SWAGGER_DIR = Path(swagger_ui_bundle.swagger_ui_path)
+SWAGGER_DIR = str(files("swagger_ui") / "static")  # swagger-ui-py's copy of Swagger UI 5
 ASSETS = "/docs/assets"
 # Everything the page needs comes from this origin; inline styles are Swagger UI's own.
 DOCS_CSP = (

@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Hashable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar, cast
+from typing import Any
 
-import httpx
 import pymongo
-from pymongo.database import Database
 from pymongo.errors import PyMongoError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
@@ -25,10 +20,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from export_api import auth, dagster_launch, observability
-from export_api.dagster_status import RunStatusReader
+from export_api.checks import load_export, parse_date_time, queue_full, refuse_unknown_destinations
 from export_api.errors import SCOPE_KEY, UNAVAILABLE_MESSAGE, ApiError, error_response
-from export_api.metrics import ApiMetrics
-from export_core.destination_store import DestinationStore
+from export_api.models.base import MAX_BODY_BYTES, MAX_LIMIT, MAX_PAGE, NOT_JSON, TOO_LARGE
+from export_api.state import NO_STORE, ApiState, api_state, authorize_report
 from export_core.export_types import (
     EXPORT_TYPES,
     ExportRequest,
@@ -37,159 +32,21 @@ from export_core.export_types import (
 )
 from export_core.records import (
     ACTIVE,
-    FINISHED,
     SORT_FIELDS,
     CreateResult,
-    ExportStore,
     RequestOptions,
     TooManyPending,
     utcnow,
 )
 from export_core.schedules import InvalidSchedule, parse_destinations
-from export_core.secrets import SecretBox
-from export_core.settings import Settings
 from export_core.views import HIDDEN_FIELDS, iso_utc, record_view, to_json  # noqa: F401 (shared)
 
-MAX_BODY_BYTES = 64 * 1024
-MAX_LIMIT = 100
-MAX_PAGE = 1_000_000  # keeps page * limit far inside what a MongoDB skip accepts
 MAX_DEV_TOKEN_SECONDS = 30 * 24 * 3600
 DEV_TOKEN_FIELDS = frozenset({"userId", "campaignId", "permissions", "supreme", "expiresIn"})
-NO_STORE = {"Cache-Control": "no-store"}  # signed URLs and tokens must not sit in shared caches
-RETRY_AFTER_SECONDS = 60  # PENDING exports drain one run at a time: minutes, not milliseconds
 RERUN_RETRY_AFTER_SECONDS = 5  # a re-run refused for a moment (engine unreachable, last run ending)
-CAMPAIGN_CACHE_SECONDS = 30.0  # a campaign's name changes rarely; a renamed one shows within this
-CAMPAIGN_CACHE_SIZE = 10_000
-SIGNED_URL_REUSE_MAX_SECONDS = 60.0  # a reused URL keeps at least TTL - this (and 90 % of the TTL)
-SIGNED_URL_CACHE_SIZE = 10_000
-MAX_DATE_TIME_LENGTH = 64
-
-
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
-
-
-class ExpiringCache(Generic[K, V]):
-    """Values kept for `seconds` after they were put; emptied when it reaches `size` entries."""
-
-    def __init__(self, seconds: float, size: int) -> None:
-        self.seconds, self.size = seconds, size
-        self._kept: dict[K, tuple[float, V]] = {}
-
-    def get(self, key: K) -> V | None:
-        kept = self._kept.get(key)
-        return kept[1] if kept is not None and time.monotonic() - kept[0] < self.seconds else None
-
-    def put(self, key: K, value: V) -> None:
-        if len(self._kept) >= self.size:
-            self._kept.clear()
-        self._kept[key] = (time.monotonic(), value)
-
-
-class CampaignNames:
-    """Campaign id → name, read from `campaigns` and kept for CAMPAIGN_CACHE_SECONDS.
-
-    Every POST and list needs the campaign (SPEC §6: unknown → 400); asking MongoDB each time
-    doubled their round trips. Only campaigns that exist are kept, so a new campaign is usable
-    at once; one deleted in the last CAMPAIGN_CACHE_SECONDS is still accepted (its exports
-    then run on what is left of its data).
-    """
-
-    def __init__(self, db: Database) -> None:
-        self.collection = db["campaigns"]
-        self._found: ExpiringCache[str, str] = ExpiringCache(CAMPAIGN_CACHE_SECONDS, CAMPAIGN_CACHE_SIZE)
-
-    def name(self, campaign_id: str) -> str:
-        """The campaign's name ("" when it has none); ApiError 400 when there is no such campaign."""
-        kept = self._found.get(campaign_id)
-        if kept is not None:
-            return kept
-        campaign = self.collection.find_one({"_id": campaign_id}, {"name": 1})
-        if campaign is None:
-            raise ApiError(400, "Campaign not found.", campaign_id[:100])
-        name = str(campaign.get("name") or "")
-        self._found.put(campaign_id, name)
-        return name
-
-
-class DownloadSigner:
-    """Signed GET URLs of export objects, each reused for a short while.
-
-    The client signs with Signature Version 4 against the bucket region's endpoint
-    (clients.s3_config); the objects carry their Content-Disposition from the upload.
-
-    botocore spends ~0.5 ms of CPU per signature (endpoint rules, event hooks), about half of a
-    GET's CPU in the API, and clients poll a finished export again and again. A URL is handed
-    out again for at most min(60 s, TTL / 10) after it was signed, so every URL given out is
-    valid for at least 90 % of SIGNED_URL_TTL_SECONDS.
-    """
-
-    def __init__(self, s3: Any, ttl_seconds: int) -> None:
-        self.s3, self.ttl_seconds = s3, ttl_seconds
-        reuse_seconds = min(SIGNED_URL_REUSE_MAX_SECONDS, ttl_seconds / 10)
-        self._signed: ExpiringCache[tuple[str, str], str] = ExpiringCache(reuse_seconds, SIGNED_URL_CACHE_SIZE)
-
-    def url(self, bucket: str, key: str) -> str:
-        kept = self._signed.get((bucket, key))
-        if kept is not None:
-            return kept
-        url = cast(
-            str,
-            self.s3.generate_presigned_url(
-                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=self.ttl_seconds
-            ),
-        )
-        self._signed.put((bucket, key), url)
-        return url
-
-
-@dataclass(frozen=True)
-class ApiState:
-    """Everything endpoints need; built once by the app's lifespan (`app.state.api`)."""
-
-    settings: Settings
-    verifier: auth.TokenVerifier
-    metrics: ApiMetrics
-    db: Database
-    store: ExportStore
-    s3: Any
-    http: httpx.AsyncClient
-    runs: RunStatusReader
-    campaigns: CampaignNames
-    signer: DownloadSigner
-    secret_box: SecretBox  # SECRETS_KEY: encrypts the secrets stored (webhooks')
-
-
-def api_state(request: Request) -> ApiState:
-    return cast(ApiState, request.app.state.api)
-
-
-def authenticate(request: Request) -> auth.Principal:
-    """The caller's principal, or 401 (for routes that are not tied to a campaign, e.g. CCPA)."""
-    return api_state(request).verifier.authenticate(request.headers.get("authorization"))
-
-
-def authorize_report(request: Request, campaign_id: str) -> auth.Principal:
-    return auth.require_report(authenticate(request), campaign_id)
 
 
 # -- JSON rendering ---------------------------------------------------------------------
-
-
-def download_links(state: ApiState, record: dict[str, Any]) -> dict[str, Any]:
-    """`path` (one key) or `paths` (several keys) of signed GET URLs for a downloadable record."""
-    key = record.get("key")
-    export_type = EXPORT_TYPES.get(record.get("exportType", ""))
-    # A record claimed by a CCPA deletion (`deletion`, even before `date.deleted`) offers no download.
-    deleted = record.get("date", {}).get("deleted") or record.get("deletion")
-    if record.get("status") != FINISHED or deleted or not key or export_type is None:
-        return {}
-    # The bucket the export went to, as its record says (its plan's); a record from before
-    # `meta.bucket` existed falls back to the type's configured bucket.
-    bucket = str((record.get("meta") or {}).get("bucket") or state.settings.bucket_for(export_type.bucket))
-    if isinstance(key, list):
-        return {"paths": [{"key": k, "url": state.signer.url(bucket, k)} for k in key]}
-    return {"path": state.signer.url(bucket, key)}
 
 
 # -- request parsing --------------------------------------------------------------------
@@ -201,11 +58,11 @@ async def json_body(request: Request) -> Any:
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > MAX_BODY_BYTES:
-            raise ApiError(413, f"Request body is larger than {MAX_BODY_BYTES} bytes.")
+            raise ApiError(413, TOO_LARGE)
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
-        raise ApiError(400, "Request body must be valid JSON.") from None
+        raise ApiError(400, NOT_JSON) from None
 
 
 def _int_param(params: QueryParams, name: str, default: int, low: int, high: int) -> int:
@@ -225,19 +82,6 @@ def _choice_param(params: QueryParams, name: str, default: str | None, choices: 
     if raw not in choices:
         raise ApiError(400, f"'{name}' must be one of: {', '.join(choices)}.", raw[:100])
     return raw
-
-
-def parse_date_time(value: object, field: str) -> datetime:
-    """An ISO 8601 date-time (with an offset or `Z`; without one it is UTC) as an aware UTC datetime;
-    400 naming `field` for anything else (a date alone, too, so midnight of which zone is never guessed)."""
-    refused = ApiError(400, f"'{field}' must be an ISO 8601 date-time, e.g. '2027-03-14T07:00:00Z'.", field)
-    if not isinstance(value, str) or len(value) > MAX_DATE_TIME_LENGTH or not any(t in value for t in "Tt "):
-        raise refused
-    try:
-        parsed = datetime.fromisoformat(value)
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    except (ValueError, OverflowError):  # OverflowError: before year 1 or after 9999 once in UTC
-        raise refused from None
 
 
 def parse_export_post(body: object) -> tuple[ExportRequest, RequestOptions]:
@@ -263,13 +107,6 @@ def parse_export_post(body: object) -> tuple[ExportRequest, RequestOptions]:
     return request, RequestOptions(since=since, destinations=destinations)
 
 
-def refuse_unknown_destinations(db: Database, campaign_id: str, ids: tuple[str, ...] | list[str]) -> None:
-    """400 naming `destinations` when an id is not one of the campaign's destinations (SPEC §13)."""
-    unknown = DestinationStore(db).unknown_ids(campaign_id, ids) if ids else []
-    if unknown:
-        raise ApiError(400, f"'{unknown[0][:100]}' is not a destination of this campaign.", "destinations")
-
-
 def list_params(params: QueryParams) -> dict[str, Any]:
     export_type = params.get("exportType")
     if export_type is not None and export_type not in EXPORT_TYPES:
@@ -281,15 +118,6 @@ def list_params(params: QueryParams) -> dict[str, Any]:
         "sort": _choice_param(params, "sort", "created", tuple(SORT_FIELDS)),
         "sort_order": _choice_param(params, "sortOrder", "desc", ("asc", "desc")),
     }
-
-
-def queue_full(exc: TooManyPending) -> ApiError:
-    """The 429 of a request that would queue past MAX_PENDING_PER_CAMPAIGN."""
-    return ApiError(
-        429,
-        f"This campaign already has {exc.limit} queued exports; please wait for some to start.",
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )
 
 
 # -- endpoints --------------------------------------------------------------------------
@@ -418,19 +246,11 @@ async def get_export(request: Request) -> Response:
     state = api_state(request)
     campaign_id = request.path_params["campaignId"]
     authorize_report(request, campaign_id)
-    record, links = await run_in_threadpool(_load_export, state, campaign_id, request.path_params["exportId"])
+    record, links = await run_in_threadpool(load_export, state, campaign_id, request.path_params["exportId"])
     observability.set_export_id(str(record["_id"]))
     body = {**record_view(record), **links}
     body["run"] = await state.runs.read(record.get("runId"), export_ended=record.get("status") not in ACTIVE)
     return JSONResponse(body, headers=NO_STORE)
-
-
-def _load_export(state: ApiState, campaign_id: str, export_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    record = state.store.get(export_id)
-    # Another campaign's export is "not found": its existence is not the caller's business.
-    if record is None or record.get("campaignId") != campaign_id:
-        raise ApiError(404, "Export not found.", export_id[:100])
-    return record, download_links(state, record)
 
 
 async def rerun_export(request: Request) -> Response:

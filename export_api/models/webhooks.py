@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from export_api.models.errors import Body, invalid
+from export_api.models.base import Body, invalid
 from export_core.webhooks import EVENTS
 
 EVENTS_NEEDED = f"'events' must be a non-empty list of: {', '.join(EVENTS)}."

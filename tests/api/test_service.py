@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from export_api.app import create_app
 from export_api.errors import UNAVAILABLE_MESSAGE
-from export_api.routes import ApiState
+from export_api.state import ApiState
 from export_core.settings import Settings
 from tests.api.conftest import CAMPAIGN, EXPORTS, assert_error
 from tests.conftest import free_port

@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 
 from export_api.app import create_app
 from export_api.errors import ApiError
-from export_api.models.errors import parse_body
+from export_api.models.base import parse_body
 from export_api.models.webhooks import WebhookRequest
 from export_core import webhooks
 from export_core.records import ExportStore, utcnow

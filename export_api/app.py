@@ -18,7 +18,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from export_api import ccpa, dagster_status, destinations, openapi, routes, schedules, state, webhooks
+from export_api import (
+    ccpa,
+    dagster_status,
+    destinations,
+    exports,
+    openapi,
+    reruns,
+    schedules,
+    service,
+    state,
+    webhooks,
+)
 from export_api.auth import TokenVerifier
 from export_api.errors import exception_handlers
 from export_api.metrics import ApiMetrics, RequestMetricsMiddleware
@@ -93,9 +104,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if log_handler is not None:
                 remove_log_handler(log_handler)
 
-    app_routes: list[BaseRoute] = [*routes.routes]
+    app_routes: list[BaseRoute] = [*service.router.routes]  # /heartbeat, /metrics
     if settings.dev_mode:
-        app_routes += routes.dev_routes
+        app_routes += service.dev_router.routes  # POST /dev/token
+    app_routes += exports.router.routes  # /campaigns/{campaignId}/exports... (SPEC §6)
+    app_routes += reruns.router.routes  # POST .../exports/{exportId}/rerun (SPEC §4)
     app_routes += ccpa.router.routes  # DELETE /ccpa/users/{userId} (SPEC §7), supreme tokens only
     app_routes += webhooks.routes  # /campaigns/{campaignId}/webhooks... (SPEC §11)
     app_routes += schedules.routes  # /campaigns/{campaignId}/schedules... (SPEC §12)

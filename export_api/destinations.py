@@ -19,9 +19,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from export_api import observability
-from export_api.checks import load_export
+from export_api.checks import json_body, load_export
 from export_api.errors import ApiError
-from export_api.routes import json_body
 from export_api.state import NO_STORE, api_state, authorize_report
 from export_core import destination_delivery
 from export_core.destination_store import (

@@ -22,12 +22,8 @@ from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 
 from export_api import destinations, schedules, webhooks
-from export_api.checks import MAX_DATE_TIME_LENGTH
 from export_api.models.base import MAX_LIMIT, MAX_PAGE, Error
-from export_api.routes import MAX_DEV_TOKEN_SECONDS
-from export_core.export_types import EXPORT_TYPES, ExportType
-from export_core.formats import DEFAULT_FORMAT, FORMATS
-from export_core.records import SORT_FIELDS, STATUSES
+from export_api.models.exports import export_request_variants
 
 MAX_REQUEST_ID_LENGTH = 128
 ERROR_STATUSES = {
@@ -68,263 +64,10 @@ RESOURCE_ERRORS = {
 }
 
 
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {**schema, "nullable": True}
-
-
-def export_request_variants(*, schedule: bool = False) -> list[dict[str, Any]]:
-    """One object schema per (takes a dateKey, offered in every format, takes `since`) group of export
-    types: exactly what an export POST accepts (dateKey required for the types that take one and refused
-    for the others; `format` other than csv refused for the ZIP and multi-file types; `since` only for
-    the types whose rows say when they were created).
-
-    With `schedule`, what parse_schedule accepts: the request's fields and the schedule's own
-    (`cron` required), the groups split by whether the types offer `incremental` instead."""
-    date_key = {"type": "string", "pattern": "^[0-9]{1,16}$", "description": "epoch millis; codeWaves only"}
-    since = {
-        "type": "string",
-        "format": "date-time",
-        "maxLength": MAX_DATE_TIME_LENGTH,
-        "description": "Only rows created after this instant (ISO 8601 with offset or Z; without one, UTC);"
-        " not in the future.",
-    }
-
-    def offered(t: ExportType) -> bool:
-        return t.offers_incremental if schedule else t.since_field is not None
-
-    variants = []
-    for dated in (False, True):
-        for every_format in (True, False):
-            for extra in (True, False):
-                names = sorted(
-                    name
-                    for name, t in EXPORT_TYPES.items()
-                    if t.requires_date_key == dated and t.every_format == every_format and offered(t) == extra
-                )
-                if not names:
-                    continue
-                variant = _request_variant(names, dated=dated, every_format=every_format, date_key=date_key)
-                if schedule:
-                    fields = schedules.schedule_fields()
-                    if not extra:
-                        fields["incremental"] = {
-                            **fields["incremental"],
-                            "enum": [False],
-                            "description": "These types cannot be incremental.",
-                        }
-                    variant["properties"].update(fields)
-                    variant["required"].append("cron")
-                    if "example" in variant:
-                        variant["example"] = {"exportType": "entries", "cron": "0 6 * * *", "timezone": "UTC"}
-                else:
-                    variant["properties"]["destinations"] = schedules.schedule_fields()["destinations"]
-                    if extra:
-                        variant["properties"]["since"] = since
-                variants.append(variant)
-    return variants
-
-
-def _request_variant(names: list[str], *, dated: bool, every_format: bool, date_key: dict[str, Any]) -> dict[str, Any]:
-    formats = list(FORMATS) if every_format else [DEFAULT_FORMAT]
-    properties: dict[str, Any] = {"exportType": {"type": "string", "enum": names}}
-    if dated:
-        properties["dateKey"] = date_key
-    properties["includeAllMarkets"] = {"type": "boolean"}
-    properties["format"] = {
-        "type": "string",
-        "enum": formats,
-        "default": DEFAULT_FORMAT,
-        "description": "The file format (SPEC §3 Formats)"
-        + ("." if every_format else ": these types are delivered as CSV only."),
-    }
-    variant: dict[str, Any] = {
-        "type": "object",
-        "required": ["exportType", "dateKey"] if dated else ["exportType"],
-        "additionalProperties": False,
-        "properties": properties,
-    }
-    if "entries" in names:
-        variant["example"] = {"exportType": "entries", "format": "xlsx"}
-    return variant
-
-
-def component_schemas(max_limit: int, max_page: int) -> dict[str, Any]:
-    """Schemas shared by the operations; enums come from the registry and the record store."""
-    date_time = {"type": "string", "format": "date-time"}
-    dated = sorted(name for name, t in EXPORT_TYPES.items() if t.requires_date_key)
-    csv_only = sorted(name for name, t in EXPORT_TYPES.items() if not t.every_format)
+def component_schemas() -> dict[str, Any]:
+    """Schemas of the docstring operations (the path operations' come from their models)."""
     return {
         "Error": Error.model_json_schema(),
-        # Exactly what parse_export_request accepts (export_request_variants).
-        "ExportRequest": {
-            "description": "An export request; `dateKey` is required for, and only accepted for: "
-            + ", ".join(dated)
-            + ". `format` is one of "
-            + ", ".join(FORMATS)
-            + f" (default {DEFAULT_FORMAT}); these types are CSV only: "
-            + ", ".join(csv_only)
-            + ".",
-            "oneOf": export_request_variants(),
-        },
-        "Progress": {
-            "type": "object",
-            "properties": {
-                "stage": {"type": "string"},
-                "rows": {"type": "integer", "minimum": 0},
-                "total": _nullable({"type": "integer", "minimum": 0}),
-            },
-        },
-        "ExportRecord": {
-            "type": "object",
-            "description": "An export record (SPEC §4); records may carry more fields than listed.",
-            "required": ["id", "campaignId", "exportType", "status", "date"],
-            "properties": {
-                "id": {"type": "string"},
-                "campaignId": {"type": "string"},
-                "campaignName": {"type": "string"},
-                "exportType": {"type": "string"},
-                "status": {"type": "string", "enum": list(STATUSES)},
-                "requesterUserId": {"type": "string"},
-                "requestId": {"type": "string", "description": "X-Request-ID of the POST that created it."},
-                "dateKey": _nullable({"type": "string"}),
-                "includeAllMarkets": {"type": "boolean"},
-                "format": {
-                    "type": "string",
-                    "enum": list(FORMATS),
-                    "description": "The file format; csv for records made before formats existed.",
-                },
-                "date": {
-                    "type": "object",
-                    "properties": {
-                        name: date_time for name in ("created", "triggered", "finished", "failed", "expired", "deleted")
-                    },
-                },
-                "key": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-                "count": {"type": "integer"},
-                "preliminaryCount": {"type": "integer"},
-                "meta": {"type": "object"},
-                "runId": {"type": "string"},
-                "progress": {"$ref": "#/components/schemas/Progress"},
-                "error": {
-                    "type": "object",
-                    "properties": {"message": {"type": "string"}, "payload": {"type": "string"}},
-                },
-                "deleted": {"type": "boolean", "description": "CCPA: its files are gone."},
-                "deletedBy": {"type": "string"},
-                "since": {**date_time, "description": "Only rows created after this instant were asked for."},
-                "schedule": {
-                    "type": "object",
-                    "description": "The schedule tick that queued it (SPEC §12); `manual` for POST .../run.",
-                    "required": ["id", "scheduledFor"],
-                    "properties": {"id": {"type": "string"}, "scheduledFor": date_time, "manual": {"type": "boolean"}},
-                },
-                "incremental": {"type": "boolean", "description": "Only rows its schedule has not sent yet."},
-                "skipEmpty": {"type": "boolean", "description": "No new rows: FINISHED with count 0 and no file."},
-                "window": {"description": "What an incremental run covers."},
-                "destinations": {
-                    "type": "array",
-                    "items": {"type": "string"},
-                    "description": "Ids of the destinations its files are pushed to once FINISHED (SPEC §13).",
-                },
-                "deliveredTo": {
-                    "type": "array",
-                    "description": "Where its files were delivered: one entry per delivery that succeeded.",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "destinationId": {"type": "string"},
-                            "type": {"type": "string"},
-                            "name": {"type": "string"},
-                            "remotePaths": {"type": "array", "items": {"type": "string"}},
-                            "deliveredAt": date_time,
-                        },
-                    },
-                },
-            },
-        },
-        "Run": {
-            "type": "object",
-            "description": "The Dagster run behind the export; `available` false when Dagster could not tell.",
-            "required": ["id", "status", "available"],
-            "properties": {
-                "id": _nullable({"type": "string"}),
-                "status": _nullable({"type": "string"}),
-                "available": {"type": "boolean"},
-                "stepsSucceeded": {"type": "integer"},
-                "stepsFailed": {"type": "integer"},
-                "steps": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {"key": _nullable({"type": "string"}), "status": _nullable({"type": "string"})},
-                    },
-                },
-            },
-        },
-        "ExportDetail": {
-            "description": "A record with its download link(s) when FINISHED and its run.",
-            "allOf": [
-                {"$ref": "#/components/schemas/ExportRecord"},
-                {
-                    "type": "object",
-                    "required": ["run"],
-                    "properties": {
-                        "path": {"type": "string", "description": "Signed GET URL (single-file types)."},
-                        "paths": {
-                            "type": "array",
-                            "description": "Signed GET URLs, one per key (multi-file types).",
-                            "items": {
-                                "type": "object",
-                                "required": ["key", "url"],
-                                "properties": {"key": {"type": "string"}, "url": {"type": "string"}},
-                            },
-                        },
-                        "run": {"$ref": "#/components/schemas/Run"},
-                    },
-                },
-            ],
-        },
-        "ExportList": {
-            "type": "object",
-            "required": ["exports", "page", "limit", "total"],
-            "additionalProperties": False,
-            "properties": {
-                "exports": {"type": "array", "items": {"$ref": "#/components/schemas/ExportRecord"}},
-                "page": {"type": "integer", "minimum": 0, "maximum": max_page},
-                "limit": {"type": "integer", "minimum": 1, "maximum": max_limit},
-                "total": {"type": "integer", "minimum": 0},
-            },
-        },
-        "DevTokenRequest": {
-            "type": "object",
-            "required": ["userId", "campaignId", "permissions"],
-            "additionalProperties": False,
-            "properties": {
-                "userId": {"type": "string", "minLength": 1},
-                "campaignId": {"type": "string", "minLength": 1},
-                "permissions": {"type": "array", "items": {"type": "string"}},
-                "supreme": {"type": "boolean"},
-                "expiresIn": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": MAX_DEV_TOKEN_SECONDS,
-                    "default": 3600,
-                    "description": "seconds",
-                },
-            },
-        },
-        "Token": {
-            "type": "object",
-            "required": ["token"],
-            "additionalProperties": False,
-            "properties": {"token": {"type": "string"}},
-        },
-        "Heartbeat": {
-            "type": "object",
-            "required": ["status"],
-            "additionalProperties": False,
-            "properties": {"status": {"type": "string", "enum": ["ok"]}},
-        },
         **webhooks.component_schemas(),  # SPEC §11, next to their operations in export_api/webhooks.py
         **schedules.component_schemas(export_request_variants(schedule=True)),  # SPEC §12, export_api/schedules.py
         **destinations.component_schemas(),  # SPEC §13, export_api/destinations.py
@@ -353,7 +96,7 @@ def components(max_limit: int, max_page: int) -> dict[str, Any]:
             }
         responses[name] = {"description": description, "headers": headers, "content": error_content}
     return {
-        "schemas": component_schemas(max_limit, max_page),
+        "schemas": component_schemas(),
         "responses": responses,
         "headers": {"X-Request-ID": _request_id_header()},
         "parameters": {
@@ -374,11 +117,6 @@ def components(max_limit: int, max_page: int) -> dict[str, Any]:
                 "description": "Printable, at most 128 characters; otherwise a new id is generated.",
                 "schema": {"type": "string"},
             },
-            "exportType": {
-                "name": "exportType",
-                "in": "query",
-                "schema": {"type": "string", "enum": sorted(EXPORT_TYPES)},
-            },
             "page": {
                 "name": "page",
                 "in": "query",
@@ -388,16 +126,6 @@ def components(max_limit: int, max_page: int) -> dict[str, Any]:
                 "name": "limit",
                 "in": "query",
                 "schema": {"type": "integer", "minimum": 1, "maximum": max_limit, "default": 20},
-            },
-            "sort": {
-                "name": "sort",
-                "in": "query",
-                "schema": {"type": "string", "enum": list(SORT_FIELDS), "default": "created"},
-            },
-            "sortOrder": {
-                "name": "sortOrder",
-                "in": "query",
-                "schema": {"type": "string", "enum": ["asc", "desc"], "default": "desc"},
             },
         },
         "securitySchemes": {

@@ -17,9 +17,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from export_api import observability
-from export_api.checks import parse_date_time, queue_full, refuse_unknown_destinations
+from export_api.checks import json_body, parse_date_time, queue_full, refuse_unknown_destinations
 from export_api.errors import SCOPE_KEY, ApiError
-from export_api.routes import json_body
 from export_api.state import ApiState, api_state, authorize_report
 from export_core.records import STATUSES, TooManyPending, utcnow
 from export_core.schedule_store import OUTCOMES, RUNS_SHOWN, ScheduleStore, TooManySchedules, schedule_view

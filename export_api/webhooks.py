@@ -18,10 +18,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from export_api.checks import _int_param, json_body
 from export_api.errors import ApiError
 from export_api.models.base import MAX_LIMIT, MAX_PAGE, parse_body
 from export_api.models.webhooks import WebhookRequest
-from export_api.routes import _int_param, json_body
 from export_api.state import NO_STORE, api_state, authorize_report
 from export_core import outbox, webhooks
 

@@ -48,8 +48,14 @@ class Error(BaseModel):
 
 
 def invalid(sentence: str, payload: str = "") -> PydanticCustomError:
-    """A validator's refusal whose message is `sentence` as it stands (braces in echoed input included)."""
-    return PydanticCustomError("invalid", "{sentence}", {"sentence": sentence, "payload": payload})
+    """A validator's refusal whose message is `sentence` as it stands (braces in echoed input included).
+
+    pydantic cannot hold a lone surrogate (JSON may escape one): it becomes "?", as in any error body."""
+
+    def held(text: str) -> str:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+    return PydanticCustomError("invalid", "{sentence}", {"sentence": held(sentence), "payload": held(payload)})
 
 
 class Body(BaseModel):
@@ -66,14 +72,20 @@ class Body(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _decoded(cls, data: Any) -> Any:
-        if isinstance(data, bytes | bytearray):
-            if len(data) > MAX_BODY_BYTES:
-                raise PydanticCustomError("too_large", TOO_LARGE)
-            try:
-                return json.loads(data)
-            except (ValueError, RecursionError):
-                raise PydanticCustomError("json_invalid", NOT_JSON) from None
-        return data
+        return decoded(data)
+
+
+def decoded(data: Any) -> Any:
+    """`data`, JSON-decoded when it came as raw bytes; a subclass's own "before" validator runs before
+    Body's, so one that looks at the whole body calls this first."""
+    if isinstance(data, bytes | bytearray):
+        if len(data) > MAX_BODY_BYTES:
+            raise PydanticCustomError("too_large", TOO_LARGE)
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError):
+            raise PydanticCustomError("json_invalid", NOT_JSON) from None
+    return data
 
 
 class QueryModel(BaseModel):
@@ -137,5 +149,6 @@ class PageQuery(QueryModel):
         "limit": (f"'limit' must be an integer from 1 to {MAX_LIMIT}.", ECHO),
     }
 
-    page: Annotated[int, BeforeValidator(plain_digits), Field(ge=0, le=MAX_PAGE)] = 0
-    limit: Annotated[int, BeforeValidator(plain_digits), Field(ge=1, le=MAX_LIMIT)] = 20
+    # The bounds before the digits check, so the document says them as `minimum`/`maximum`.
+    page: Annotated[int, Field(ge=0, le=MAX_PAGE), BeforeValidator(plain_digits)] = 0
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT), BeforeValidator(plain_digits)] = 20

@@ -31,7 +31,7 @@ def export_request_variants(*, schedule: bool = False) -> list[dict[str, Any]]:
 
     With `schedule`, what parse_schedule accepts: the request's fields and the schedule's own
     (`cron` required), the groups split by whether the types offer `incremental` instead."""
-    from export_api import schedules  # the schedule's own fields; imported late, as schedules imports these
+    from export_api import schedules  # the schedule's fields: needed by the document only, not by the models
 
     date_key = {"type": "string", "pattern": "^[0-9]{1,16}$", "description": "epoch millis; codeWaves only"}
     since = {

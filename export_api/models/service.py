@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from export_api.models.base import Body, Message
 
 MAX_DEV_TOKEN_SECONDS = 30 * 24 * 3600
+
+
+def whole(value: object) -> object:
+    """A float without a fraction as its int: JSON Schema's integers include `60.0`, so the document's readers
+    (and generated clients) may send one; true/false stay refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class DevTokenRequest(Body):
@@ -26,7 +32,9 @@ class DevTokenRequest(Body):
     campaignId: str = Field(min_length=1)
     permissions: list[str]
     supreme: bool = False
-    expiresIn: int = Field(default=3600, ge=1, le=MAX_DEV_TOKEN_SECONDS, description="seconds")
+    expiresIn: Annotated[int, Field(ge=1, le=MAX_DEV_TOKEN_SECONDS), BeforeValidator(whole)] = Field(
+        default=3600, description="seconds"
+    )
 
 
 class Token(BaseModel):

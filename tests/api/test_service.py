@@ -112,6 +112,10 @@ def test_dev_token_supreme_and_expiry(client: TestClient, jwt_keys: tuple[str, s
     claims = jwt.decode(token, jwt_keys[1], algorithms=["RS256"])
     assert claims["supreme"] is True and 50 <= claims["exp"] - time.time() <= 60
     assert client.get(EXPORTS, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    # 60.0 is an integer to JSON Schema, hence to the document; 60.5 is not.
+    whole = client.post("/dev/token", json={**body, "expiresIn": 60.0})
+    assert 50 <= jwt.decode(whole.json()["token"], jwt_keys[1], algorithms=["RS256"])["exp"] - time.time() <= 60
+    assert_error(client.post("/dev/token", json={**body, "expiresIn": 60.5}), 400)
 
 
 @pytest.mark.parametrize(

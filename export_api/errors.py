@@ -75,6 +75,8 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
             if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is Match.PARTIAL
             for method in route.methods
         }
+        if "GET" in allowed:
+            allowed.add("HEAD")  # answered as GET by every route (export_api/routing.py ApiRoute)
         headers["Allow"] = ", ".join(sorted(allowed)) or headers.get("Allow", "")
     return error_response(exc.status_code, message, headers=headers)
 

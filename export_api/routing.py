@@ -20,6 +20,8 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import Receive, Scope, Send
 
 from export_api import auth
 from export_api.errors import error_response
@@ -103,11 +105,27 @@ def request_models(endpoint: Callable[..., Any]) -> dict[str, type[Body] | type[
 
 
 class ApiRoute(APIRoute):
-    """An APIRoute that reads its body through LenientRequest and knows its request models."""
+    """An APIRoute that reads its body through LenientRequest, knows its request models, and answers HEAD
+    as GET (as Starlette's own routes do; the document lists GET only)."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
         self.request_models = request_models(endpoint)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        if match is Match.PARTIAL and self._head_as_get(scope):
+            return Match.FULL, child_scope
+        return match, child_scope
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._head_as_get(scope):
+            await self.app(scope, receive, send)
+        else:
+            await super().handle(scope, receive, send)
+
+    def _head_as_get(self, scope: Scope) -> bool:
+        return scope.get("method") == "HEAD" and "GET" in (self.methods or set())
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()

@@ -130,7 +130,8 @@ class ExportRequest(Body):
     @model_validator(mode="before")
     @classmethod
     def _checked(cls, data: Any) -> Any:
-        """Today's checks in today's order; the fields then take what they let through."""
+        """export_core's checks and `since`'s, in the order the API always made them; the fields then take
+        what they let through."""
         data = decoded(data)
         if not isinstance(data, dict):
             raise invalid(NOT_AN_OBJECT, "body")

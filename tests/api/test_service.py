@@ -31,6 +31,10 @@ def api_state(client: TestClient) -> ApiState:
 def test_heartbeat_ok(client: TestClient) -> None:
     response = client.get("/heartbeat")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
+    # HEAD is answered as GET (load balancers probe with either), and a 405 says it is allowed.
+    head = client.head("/heartbeat")
+    assert head.status_code == 200 and head.headers["content-type"] == "application/json"
+    assert client.delete("/heartbeat").headers["allow"] == "GET, HEAD"
 
 
 def test_heartbeat_is_503_when_the_database_is_gone(client: TestClient) -> None:

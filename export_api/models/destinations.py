@@ -9,7 +9,7 @@ write-only: no response model has them, and no refusal echoes them.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, TypeAdapter, model_validator
 from pydantic.json_schema import JsonSchemaValue
@@ -149,8 +149,6 @@ REQUEST_SHAPES: TypeAdapter[Any] = TypeAdapter(
 class DestinationRequest(Body):
     """A POST body, checked by `read_destination` as it is read; `check_pgp_key` and `check_host` (gpg, DNS)
     come after, off the event loop."""
-
-    field_messages: ClassVar[dict[str, str]] = {}
 
     checked: CheckedDestination
 

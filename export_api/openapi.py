@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 
-from export_api import destinations, schedules, webhooks
+from export_api import schedules, webhooks
 from export_api.models.base import MAX_LIMIT, MAX_PAGE, Error
 from export_api.models.exports import export_request_variants
 
@@ -70,7 +70,6 @@ def component_schemas() -> dict[str, Any]:
         "Error": Error.model_json_schema(),
         **webhooks.component_schemas(),  # SPEC §11, next to their operations in export_api/webhooks.py
         **schedules.component_schemas(export_request_variants(schedule=True)),  # SPEC §12, export_api/schedules.py
-        **destinations.component_schemas(),  # SPEC §13, export_api/destinations.py
     }
 
 

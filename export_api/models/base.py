@@ -76,8 +76,8 @@ class Body(BaseModel):
 
 
 def decoded(data: Any) -> Any:
-    """`data`, JSON-decoded when it came as raw bytes; a subclass's own "before" validator runs before
-    Body's, so one that looks at the whole body calls this first."""
+    """A body as parsed JSON: raw bytes decoded, or refused when too large or not JSON. A subclass's own "before"
+    validator runs ahead of Body's, so one that reads the body as a whole calls this first."""
     if isinstance(data, bytes | bytearray):
         if len(data) > MAX_BODY_BYTES:
             raise PydanticCustomError("too_large", TOO_LARGE)

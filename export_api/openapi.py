@@ -21,9 +21,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 
-from export_api import destinations, schedules, webhooks
+from export_api import destinations, schedules
 from export_api.checks import MAX_DATE_TIME_LENGTH
 from export_api.models.base import MAX_LIMIT, MAX_PAGE, Error
+from export_api.models.webhooks import receiver_schemas
 from export_api.routes import MAX_DEV_TOKEN_SECONDS
 from export_core.export_types import EXPORT_TYPES, ExportType
 from export_core.formats import DEFAULT_FORMAT, FORMATS
@@ -325,7 +326,7 @@ def component_schemas(max_limit: int, max_page: int) -> dict[str, Any]:
             "additionalProperties": False,
             "properties": {"status": {"type": "string", "enum": ["ok"]}},
         },
-        **webhooks.component_schemas(),  # SPEC §11, next to their operations in export_api/webhooks.py
+        **receiver_schemas(),  # SPEC §11: what a webhook receiver gets (export_api/models/webhooks.py)
         **schedules.component_schemas(export_request_variants(schedule=True)),  # SPEC §12, export_api/schedules.py
         **destinations.component_schemas(),  # SPEC §13, export_api/destinations.py
     }

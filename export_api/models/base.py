@@ -147,5 +147,6 @@ class PageQuery(QueryModel):
         "limit": (f"'limit' must be an integer from 1 to {MAX_LIMIT}.", ECHO),
     }
 
-    page: Annotated[int, BeforeValidator(plain_digits), Field(ge=0, le=MAX_PAGE)] = 0
-    limit: Annotated[int, BeforeValidator(plain_digits), Field(ge=1, le=MAX_LIMIT)] = 20
+    # The bounds as Field(...) defaults: inside Annotated after a validator they reach the document as "ge"/"le".
+    page: Annotated[int, BeforeValidator(plain_digits)] = Field(0, ge=0, le=MAX_PAGE)
+    limit: Annotated[int, BeforeValidator(plain_digits)] = Field(20, ge=1, le=MAX_LIMIT)

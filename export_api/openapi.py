@@ -21,9 +21,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 
-from export_api import schedules, webhooks
+from export_api import schedules
 from export_api.models.base import MAX_LIMIT, MAX_PAGE, Error
 from export_api.models.exports import export_request_variants
+from export_api.models.webhooks import receiver_schemas
 
 MAX_REQUEST_ID_LENGTH = 128
 ERROR_STATUSES = {
@@ -68,7 +69,7 @@ def component_schemas() -> dict[str, Any]:
     """Schemas of the docstring operations (the path operations' come from their models)."""
     return {
         "Error": Error.model_json_schema(),
-        **webhooks.component_schemas(),  # SPEC §11, next to their operations in export_api/webhooks.py
+        **receiver_schemas(),  # the event webhook receivers get (SPEC §11), export_api/models/webhooks.py
         **schedules.component_schemas(export_request_variants(schedule=True)),  # SPEC §12, export_api/schedules.py
     }
 

@@ -20,7 +20,7 @@ from export_api import observability
 from export_api.checks import json_body, parse_date_time, queue_full, refuse_unknown_destinations
 from export_api.errors import SCOPE_KEY, ApiError
 from export_api.state import ApiState, api_state, authorize_report
-from export_core.records import STATUSES, TooManyPending, utcnow
+from export_core.records import TooManyPending, utcnow
 from export_core.schedule_store import OUTCOMES, RUNS_SHOWN, ScheduleStore, TooManySchedules, schedule_view
 from export_core.schedules import (
     MAX_CRON_LENGTH,
@@ -32,6 +32,7 @@ from export_core.schedules import (
     parse_schedule,
 )
 from export_core.views import record_view
+from export_core.vocabulary import STATUSES
 
 NOT_FOUND = "Schedule not found."
 

@@ -36,7 +36,6 @@ from export_core.secrets import SecretBox, UnreadableSecret
 from export_core.slots import insert_in_free_slot
 from export_core.views import to_json
 from export_core.vocabulary import COMMON_FIELDS, DEFAULT_PORT, S3, SFMC
-from export_core.vocabulary import DEFAULT_FILE_NAME as DEFAULT_FILE_NAME  # the API imports it from here
 from export_core.vocabulary import DESTINATION_FIELDS as FIELDS
 from export_core.vocabulary import DESTINATION_TYPES as TYPES
 

@@ -51,9 +51,7 @@ from export_core.records import utcnow
 from export_core.schedule_store import SCHEDULES, schedule_view
 from export_core.secrets import SecretBox, UnreadableSecret
 from export_core.views import iso_utc, record_view, to_json
-from export_core.vocabulary import EXPORT_EVENTS, SCHEDULE_EVENTS, WEBHOOK_EVENTS
-
-EVENTS = WEBHOOK_EVENTS  # what a subscription may ask for (the API and CLI read it here)
+from export_core.vocabulary import EXPORT_EVENTS, SCHEDULE_EVENTS
 
 MAX_PER_CAMPAIGN = 10
 # After the 1st, 2nd, ... failed attempt the next one waits this long; after the last, it is given up.

@@ -17,9 +17,6 @@ from pydantic_core import CoreSchema
 
 from export_api.models.base import Body, decoded, invalid
 from export_core.destination_store import (
-    ACLS,
-    DEFAULT_FILE_NAME,
-    DEFAULT_PORT,
     FILE_NAME_FIELDS,
     MAX_FILE_NAME_LENGTH,
     MAX_HOST_KEY_LENGTH,
@@ -30,12 +27,12 @@ from export_core.destination_store import (
     MAX_PER_CAMPAIGN,
     MAX_PREFIX_LENGTH,
     MAX_USERNAME_LENGTH,
-    TYPES,
     DestinationInvalid,
     read_destination,
 )
 from export_core.destination_store import DestinationRequest as CheckedDestination
 from export_core.outbox import DELIVERED, GAVE_UP, PENDING
+from export_core.vocabulary import DEFAULT_FILE_NAME, DEFAULT_PORT, DESTINATION_TYPES, S3_ACLS
 
 
 def _absent_not_null(schema: dict[str, Any]) -> None:
@@ -138,7 +135,7 @@ class S3Bucket(DestinationFields):
         description="A role in the partner's account, assumed (STS) per delivery.",
     )
     externalId: str | None = Field(None, pattern="^[A-Za-z0-9+=,.@:/_-]{2,1224}$", description="Only with `roleArn`.")
-    acl: Literal[ACLS] = ACLS[0]  # type: ignore[valid-type]
+    acl: Literal[S3_ACLS] = S3_ACLS[0]  # type: ignore[valid-type]
 
 
 REQUEST_SHAPES: TypeAdapter[Any] = TypeAdapter(
@@ -188,7 +185,7 @@ class Destination(Shape):
 
     id: str
     campaignId: str
-    type: Literal[TYPES]  # type: ignore[valid-type]
+    type: Literal[DESTINATION_TYPES]  # type: ignore[valid-type]
     name: str
     host: str | None = None
     port: int | None = Field(None, ge=1, le=65535)
@@ -202,7 +199,7 @@ class Destination(Shape):
     region: str | None = None
     roleArn: str | None = None
     externalId: str | None = None
-    acl: Literal[ACLS] | None = None  # type: ignore[valid-type]
+    acl: Literal[S3_ACLS] | None = None  # type: ignore[valid-type]
     fileName: str | None = None
     pgpFingerprint: str | None = None
     pgpPublicKey: str | None = None

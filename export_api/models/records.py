@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from export_api.models.base import MAX_LIMIT, MAX_PAGE
 from export_core.formats import FORMATS
-from export_core.records import STATUSES
+from export_core.vocabulary import STATUSES
 
 
 class Progress(BaseModel):

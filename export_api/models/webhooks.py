@@ -10,7 +10,7 @@ from pydantic.json_schema import models_json_schema
 
 from export_api.models.base import MAX_LIMIT, MAX_PAGE, Body, invalid
 from export_core import outbox, webhooks
-from export_core.webhooks import EVENTS
+from export_core.vocabulary import WEBHOOK_EVENTS
 
 ERROR_CLASSES = [
     webhooks.TIMEOUT,
@@ -20,9 +20,9 @@ ERROR_CLASSES = [
     webhooks.ADDRESS_REFUSED,
     webhooks.REDIRECT,
 ]
-EVENTS_NEEDED = f"'events' must be a non-empty list of: {', '.join(EVENTS)}."
+EVENTS_NEEDED = f"'events' must be a non-empty list of: {', '.join(WEBHOOK_EVENTS)}."
 
-Event = Annotated[str, Field(json_schema_extra={"enum": list(EVENTS)})]
+Event = Annotated[str, Field(json_schema_extra={"enum": list(WEBHOOK_EVENTS)})]
 NullableDateTime = datetime | None
 
 
@@ -44,14 +44,14 @@ class WebhookRequest(Body):
         " only (loopback/private too with WEBHOOK_ALLOW_PRIVATE=1; link-local never).",
         json_schema_extra={"maxLength": webhooks.MAX_URL_LENGTH, "format": "uri"},  # check_url's own message
     )
-    events: list[Event] = Field(min_length=1, json_schema_extra={"maxItems": len(EVENTS), "uniqueItems": True})
+    events: list[Event] = Field(min_length=1, json_schema_extra={"maxItems": len(WEBHOOK_EVENTS), "uniqueItems": True})
 
     @field_validator("events")
     @classmethod
     def _known_once(cls, events: list[str]) -> list[str]:
         for event in events:
-            if event not in EVENTS:
-                raise invalid(f"Unknown event '{event[:100]}'; events are: {', '.join(EVENTS)}.")
+            if event not in WEBHOOK_EVENTS:
+                raise invalid(f"Unknown event '{event[:100]}'; events are: {', '.join(WEBHOOK_EVENTS)}.")
         if len(set(events)) != len(events):
             raise invalid("'events' must not repeat an event.")
         return events

@@ -22,6 +22,7 @@ from export_api import (
     ccpa,
     dagster_status,
     destinations,
+    docs_page,
     exports,
     openapi,
     reruns,
@@ -113,9 +114,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app_routes += webhooks.router.routes  # /campaigns/{campaignId}/webhooks... (SPEC §11)
     app_routes += schedules.routes  # /campaigns/{campaignId}/schedules... (SPEC §12)
     app_routes += destinations.router.routes  # /campaigns/{campaignId}/destinations..., deliveries (SPEC §13)
-    app_routes += openapi.routes  # /openapi.json and /docs, generated from the routes above
+    app_routes += openapi.router.routes  # /openapi.json, generated from the routes above
+    app_routes += [*docs_page.router.routes, docs_page.assets]  # /docs: Swagger UI and its assets
     # FastAPI (a Starlette app): its path operations take pydantic models (export_api/routing.py). It
-    # serves no document of its own: export_api/openapi.py serves /openapi.json and /docs.
+    # serves no document of its own: export_api/openapi.py and docs_page.py serve /openapi.json and /docs.
     return FastAPI(
         routes=app_routes,
         openapi_url=None,

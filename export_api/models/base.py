@@ -88,6 +88,16 @@ def decoded(data: Any) -> Any:
     return data
 
 
+def integral(value: object) -> object:
+    """JSON has one number type, and OpenAPI 3.1's `integer` is any number without a fraction: 30.0 is 30."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(integral)]  # an integer field of a Body (strict would refuse 30.0)
+
+
 class QueryModel(BaseModel):
     """Query parameters as one model (FastAPI `Annotated[Model, Query()]`); unknown parameters are ignored."""
 

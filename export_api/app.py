@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app_routes += reruns.router.routes  # POST .../exports/{exportId}/rerun (SPEC §4)
     app_routes += ccpa.router.routes  # DELETE /ccpa/users/{userId} (SPEC §7), supreme tokens only
     app_routes += webhooks.routes  # /campaigns/{campaignId}/webhooks... (SPEC §11)
-    app_routes += schedules.routes  # /campaigns/{campaignId}/schedules... (SPEC §12)
+    app_routes += schedules.router.routes  # /campaigns/{campaignId}/schedules... (SPEC §12)
     app_routes += destinations.routes  # /campaigns/{campaignId}/destinations..., an export's deliveries (SPEC §13)
     app_routes += openapi.routes  # /openapi.json and /docs, generated from the routes above
     # FastAPI (a Starlette app): its path operations take pydantic models (export_api/routing.py). It

@@ -21,9 +21,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 
-from export_api import destinations, schedules, webhooks
+from export_api import destinations, webhooks
 from export_api.models.base import MAX_LIMIT, MAX_PAGE, Error
-from export_api.models.exports import export_request_variants
 
 MAX_REQUEST_ID_LENGTH = 128
 ERROR_STATUSES = {
@@ -48,13 +47,6 @@ ERROR_STATUSES = {
 }
 # Errors of one resource, described for it (same body and headers as the ones above).
 RESOURCE_ERRORS = {
-    "ScheduleBadRequest": (
-        400,
-        "A cron, time zone, type/format/incremental combination or field the service refuses (`payload` names the"
-        " field: e.g. `cron` for a cron that runs more often than SCHEDULE_MIN_INTERVAL_MINUTES, `from` for a"
-        " preview date that does not parse), campaign not found, or a malformed body.",
-    ),
-    "ScheduleNotFound": (404, "No such schedule in this campaign (also: another campaign's schedule)."),
     "DestinationBadRequest": (
         400,
         "A field the service refuses (`payload` names it: e.g. `hostKey` that is not a host key, `pgpPublicKey`"
@@ -69,7 +61,6 @@ def component_schemas() -> dict[str, Any]:
     return {
         "Error": Error.model_json_schema(),
         **webhooks.component_schemas(),  # SPEC §11, next to their operations in export_api/webhooks.py
-        **schedules.component_schemas(export_request_variants(schedule=True)),  # SPEC §12, export_api/schedules.py
         **destinations.component_schemas(),  # SPEC §13, export_api/destinations.py
     }
 
@@ -108,7 +99,6 @@ def components(max_limit: int, max_page: int) -> dict[str, Any]:
                 "example": "123",  # the demo campaign `make run` seeds
             },
             "exportId": {"name": "exportId", "in": "path", "required": True, "schema": {"type": "string"}},
-            "scheduleId": {"name": "scheduleId", "in": "path", "required": True, "schema": {"type": "string"}},
             "destinationId": {"name": "destinationId", "in": "path", "required": True, "schema": {"type": "string"}},
             "RequestId": {
                 "name": "X-Request-ID",

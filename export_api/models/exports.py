@@ -31,7 +31,7 @@ def export_request_variants(*, schedule: bool = False) -> list[dict[str, Any]]:
 
     With `schedule`, what parse_schedule accepts: the request's fields and the schedule's own
     (`cron` required), the groups split by whether the types offer `incremental` instead."""
-    from export_api import schedules  # the schedule's fields: needed by the document only, not by the models
+    from export_api.models.schedules import schedule_fields  # imported late: that module imports this one
 
     date_key = {"type": "string", "pattern": "^[0-9]{1,16}$", "description": "epoch millis; codeWaves only"}
     since = {
@@ -58,7 +58,7 @@ def export_request_variants(*, schedule: bool = False) -> list[dict[str, Any]]:
                     continue
                 variant = _request_variant(names, dated=dated, every_format=every_format, date_key=date_key)
                 if schedule:
-                    fields = schedules.schedule_fields()
+                    fields = schedule_fields()
                     if not extra:
                         fields["incremental"] = {
                             **fields["incremental"],
@@ -70,7 +70,7 @@ def export_request_variants(*, schedule: bool = False) -> list[dict[str, Any]]:
                     if "example" in variant:
                         variant["example"] = {"exportType": "entries", "cron": "0 6 * * *", "timezone": "UTC"}
                 else:
-                    variant["properties"]["destinations"] = schedules.schedule_fields()["destinations"]
+                    variant["properties"]["destinations"] = schedule_fields()["destinations"]
                     if extra:
                         variant["properties"]["since"] = since
                 variants.append(variant)

@@ -1,19 +1,14 @@
 """Checks that requests of several resources make: a date-time field, the queue's room, the campaign's
-destinations, the export named in the path (and its download links); and, until the last endpoint that
-reads its body or parameters by hand is a path operation, `json_body` and `_int_param`."""
+destinations, the export named in the path (and its download links)."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.database import Database
-from starlette.datastructures import QueryParams
-from starlette.requests import Request
 
 from export_api.errors import ApiError
-from export_api.models.base import MAX_BODY_BYTES, NOT_JSON, TOO_LARGE
 from export_api.state import ApiState
 from export_core.destination_store import DestinationStore
 from export_core.export_types import EXPORT_TYPES
@@ -74,26 +69,3 @@ def download_links(state: ApiState, record: dict[str, Any]) -> dict[str, Any]:
     if isinstance(key, list):
         return {"paths": [{"key": k, "url": state.signer.url(bucket, k)} for k in key]}
     return {"path": state.signer.url(bucket, key)}
-
-
-async def json_body(request: Request) -> Any:
-    """The parsed JSON body; bodies are a few small fields, so anything large is refused early."""
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            raise ApiError(413, TOO_LARGE)
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        raise ApiError(400, NOT_JSON) from None
-
-
-def _int_param(params: QueryParams, name: str, default: int, low: int, high: int) -> int:
-    raw = params.get(name)
-    if raw is None:
-        return default
-    # The length check comes first: int() of thousands of digits is refused by Python itself.
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9 and low <= int(raw) <= high):
-        raise ApiError(400, f"'{name}' must be an integer from {low} to {high}.", raw[:100])
-    return int(raw)

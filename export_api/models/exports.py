@@ -9,7 +9,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from export_api.checks import MAX_DATE_TIME_LENGTH, parse_date_time
 from export_api.errors import ApiError
@@ -18,20 +27,31 @@ from export_core import export_types
 from export_core.export_types import EXPORT_TYPES, InvalidExportRequest, parse_export_request
 from export_core.formats import DEFAULT_FORMAT, FORMATS
 from export_core.records import SORT_FIELDS, RequestOptions, utcnow
-from export_core.schedules import InvalidSchedule, parse_destinations
+from export_core.schedules import MAX_DESTINATIONS, InvalidSchedule, parse_destinations
 
 SORT_ORDERS = ("asc", "desc")
 
 
-def export_request_variants(*, schedule: bool = False) -> list[dict[str, Any]]:
+DestinationIds = Annotated[
+    list[Annotated[str, StringConstraints(min_length=1, max_length=100)]],
+    Field(
+        max_length=MAX_DESTINATIONS,
+        description="Ids of the campaign's destinations the files are pushed to.",
+        json_schema_extra={"uniqueItems": True},
+    ),
+]
+DESTINATIONS_SCHEMA = TypeAdapter(DestinationIds).json_schema()
+
+
+def export_request_variants(schedule_fields: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One object schema per (takes a dateKey, offered in every format, takes `since`) group of export
     types: exactly what an export POST accepts (dateKey required for the types that take one and refused
     for the others; `format` other than csv refused for the ZIP and multi-file types; `since` only for
     the types whose rows say when they were created).
 
-    With `schedule`, what parse_schedule accepts: the request's fields and the schedule's own
-    (`cron` required), the groups split by whether the types offer `incremental` instead."""
-    from export_api.models.schedules import schedule_fields  # imported late: that module imports this one
+    With `schedule_fields` (a schedule's own fields, models/schedules.py), what parse_schedule accepts: the
+    request's fields and those (`cron` required), the groups split by whether the types offer `incremental`."""
+    schedule = schedule_fields is not None
 
     date_key = {"type": "string", "pattern": "^[0-9]{1,16}$", "description": "epoch millis; codeWaves only"}
     since = {
@@ -57,8 +77,8 @@ def export_request_variants(*, schedule: bool = False) -> list[dict[str, Any]]:
                 if not names:
                     continue
                 variant = _request_variant(names, dated=dated, every_format=every_format, date_key=date_key)
-                if schedule:
-                    fields = schedule_fields()
+                if schedule_fields is not None:
+                    fields = {name: dict(field) for name, field in schedule_fields.items()}
                     if not extra:
                         fields["incremental"] = {
                             **fields["incremental"],
@@ -70,7 +90,7 @@ def export_request_variants(*, schedule: bool = False) -> list[dict[str, Any]]:
                     if "example" in variant:
                         variant["example"] = {"exportType": "entries", "cron": "0 6 * * *", "timezone": "UTC"}
                 else:
-                    variant["properties"]["destinations"] = schedule_fields()["destinations"]
+                    variant["properties"]["destinations"] = DESTINATIONS_SCHEMA
                     if extra:
                         variant["properties"]["since"] = since
                 variants.append(variant)

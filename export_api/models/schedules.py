@@ -12,19 +12,18 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 from starlette.requests import Request
 
 from export_api.checks import parse_date_time
 from export_api.errors import ApiError
 from export_api.models.base import Body, QueryModel, decoded, invalid
-from export_api.models.exports import export_request_variants
+from export_api.models.exports import DestinationIds, export_request_variants
 from export_api.state import api_state
 from export_core.export_types import EXPORT_TYPES
 from export_core.schedule_store import OUTCOMES, RUNS_SHOWN
 from export_core.schedules import (
     MAX_CRON_LENGTH,
-    MAX_DESTINATIONS,
     MAX_TIMEZONE_LENGTH,
     NEXT_RUNS,
     InvalidSchedule,
@@ -57,14 +56,6 @@ Timezone = Annotated[
 ]
 SkipEmpty = Annotated[
     bool, Field(description="A run without new rows ends FINISHED with count 0 and no file (default: incremental).")
-]
-DestinationIds = Annotated[
-    list[Annotated[str, StringConstraints(min_length=1, max_length=100)]],
-    Field(
-        max_length=MAX_DESTINATIONS,
-        description="Ids of the campaign's destinations the files are pushed to.",
-        json_schema_extra={"uniqueItems": True},
-    ),
 ]
 DateTime = Annotated[datetime, WithJsonSchema({"type": "string", "format": "date-time"})]
 
@@ -103,7 +94,7 @@ def _create_schema(schema: dict[str, Any]) -> None:
         "A saved export request (as for POST .../exports; `incremental` only for the types that offer it)"
         " and when it runs."
     )
-    schema["oneOf"] = export_request_variants(schedule=True)
+    schema["oneOf"] = export_request_variants(schedule_fields())
 
 
 def _refused(exc: InvalidSchedule) -> Exception:

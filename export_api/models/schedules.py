@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 from starlette.requests import Request
 
 from export_api.checks import parse_date_time
@@ -58,6 +59,14 @@ SkipEmpty = Annotated[
     bool, Field(description="A run without new rows ends FINISHED with count 0 and no file (default: incremental).")
 ]
 DateTime = Annotated[datetime, WithJsonSchema({"type": "string", "format": "date-time"})]
+Absent = SkipJsonSchema[None]  # `X | Absent = None`: a field that may be left out, never null in JSON
+
+
+def _never_null(schema: dict[str, Any]) -> None:
+    """The document of a model with `Absent` fields: no `default: null` on them."""
+    for field in schema.get("properties", {}).values():
+        if "default" in field and field["default"] is None:
+            del field["default"]
 
 
 async def schedule_rules(request: Request) -> None:
@@ -68,10 +77,12 @@ async def schedule_rules(request: Request) -> None:
 class ScheduleFields(Body):
     """A schedule's own fields (beyond the export request's), as POST takes them."""
 
+    model_config = ConfigDict(json_schema_extra=_never_null)
+
     cron: Cron
     timezone: Timezone = "UTC"
     incremental: bool = Field(default=False, description="Send only the rows earlier successful runs have not sent.")
-    skipEmpty: SkipEmpty | None = None
+    skipEmpty: SkipEmpty | Absent = None
     destinations: DestinationIds = []
     paused: bool = False
 
@@ -80,10 +91,7 @@ def schedule_fields() -> dict[str, dict[str, Any]]:
     """The schemas of a schedule's own fields, for the variants of the POST body (models/exports.py)."""
     properties = ScheduleFields.model_json_schema()["properties"]
     for schema in properties.values():
-        schema.pop("title", None)
-        if "anyOf" in schema:  # an optional field: the JSON value is never null
-            schema.update(schema.pop("anyOf")[0])
-            schema.pop("default", None)
+        schema.pop("title")
     return dict(properties)
 
 
@@ -136,16 +144,21 @@ class ScheduleCreate(ScheduleFields):
         )
 
 
+def _patch_schema(schema: dict[str, Any]) -> None:
+    _never_null(schema)
+    schema["example"] = {"paused": False}
+
+
 class SchedulePatch(Body):
     """The fields to change; the others stay."""
 
-    model_config = ConfigDict(json_schema_extra={"example": {"paused": False}})
+    model_config = ConfigDict(json_schema_extra=_patch_schema)
 
-    cron: Cron | None = None
-    timezone: Timezone | None = None
-    paused: bool | None = None
-    skipEmpty: SkipEmpty | None = None
-    destinations: DestinationIds | None = None
+    cron: Cron | Absent = None
+    timezone: Timezone | Absent = None
+    paused: bool | Absent = None
+    skipEmpty: SkipEmpty | Absent = None
+    destinations: DestinationIds | Absent = None
 
     @model_validator(mode="before")
     @classmethod
@@ -163,8 +176,10 @@ class SchedulePatch(Body):
 class ScheduleQuery(QueryModel):
     """GET one schedule: its next runs after `from` (a preview of any date) instead of after now."""
 
+    model_config = ConfigDict(json_schema_extra=_never_null)
+
     from_: Annotated[
-        DateTime | None,
+        DateTime | Absent,
         Field(
             alias="from",
             description="Show the runs after this ISO 8601 date-time (offset or Z; none: UTC) instead of after now.",
@@ -191,26 +206,28 @@ class NextRun(BaseModel):
 class ScheduleRun(BaseModel):
     """One tick: its export record, or `missed` (the stack was down; a later tick caught up)."""
 
+    model_config = ConfigDict(json_schema_extra=_never_null)
+
     scheduledFor: DateTime
     exportId: str | None
     status: Literal[STATUSES] | None  # type: ignore[valid-type]
     count: int | None
     window: Any = Field(default=None, description="What the run covers (incremental runs).")
     outcome: Literal[OUTCOMES]  # type: ignore[valid-type]
-    manual: bool | None = Field(default=None, description="Asked for through POST .../run.")
+    manual: bool | Absent = Field(default=None, description="Asked for through POST .../run.")
 
 
 class Schedule(BaseModel):
     """A schedule as the API shows it, with its next runs."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_never_null)
 
     id: str
     campaignId: str
     exportType: str
     format: str
-    dateKey: str | None = None
-    includeAllMarkets: bool | None = None
+    dateKey: str | Absent = None
+    includeAllMarkets: bool | Absent = None
     cron: Cron
     timezone: Timezone
     incremental: bool
@@ -221,10 +238,10 @@ class Schedule(BaseModel):
         default=None,
         description="Why it is paused: by a user, or after SCHEDULE_PAUSE_AFTER_FAILURES failed runs in a row.",
     )
-    pausedAt: DateTime | None = None
+    pausedAt: DateTime | Absent = None
     createdBy: str = Field(description="The `sub` of the token that created it.")
     createdAt: DateTime
-    updatedAt: DateTime | None = None
+    updatedAt: DateTime | Absent = None
     nextRuns: list[NextRun] = Field(
         max_length=NEXT_RUNS,
         description=f"The next {NEXT_RUNS} runs (none while paused), exactly as they will happen across DST.",

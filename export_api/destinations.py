@@ -28,7 +28,7 @@ from export_api.models.destinations import (
     DestinationRequest,
     DestinationTest,
 )
-from export_api.routing import ApiRoute, Report, error_responses
+from export_api.routing import ApiRoute, CampaignId, Report, error_responses
 from export_api.state import NO_STORE, api_state
 from export_core import destination_delivery
 from export_core.destination_store import (
@@ -81,7 +81,7 @@ def _with(statuses: tuple[int, ...], responses: dict[str, Any]) -> dict[str, Any
     openapi_extra=_with((413, 503), BAD_REQUEST),
 )
 async def create_destination(
-    request: Request, campaignId: str, principal: Report, body: DestinationRequest
+    request: Request, campaignId: CampaignId, principal: Report, body: DestinationRequest
 ) -> Response:
     """Add a destination; for `generateKey: true` the answer carries the public key to authorize."""
     state = api_state(request)
@@ -113,7 +113,7 @@ async def create_destination(
     " private key.",
     openapi_extra=error_responses(400, 503),
 )
-def list_destinations(request: Request, campaignId: str, principal: Report) -> Response:
+def list_destinations(request: Request, campaignId: CampaignId, principal: Report) -> Response:
     """The campaign's destinations, oldest first, without their secrets (sync: pymongo)."""
     api_state(request).campaigns.name(campaignId)
     found = _store(request).for_campaign(campaignId)
@@ -128,7 +128,7 @@ def list_destinations(request: Request, campaignId: str, principal: Report) -> R
     response_description="The destination; never a password or private key.",
     openapi_extra=_with((503,), NOT_FOUND_RESPONSE),
 )
-def get_destination(request: Request, campaignId: str, destinationId: str, principal: Report) -> Response:
+def get_destination(request: Request, campaignId: CampaignId, destinationId: str, principal: Report) -> Response:
     """One destination, without its secrets (sync: pymongo)."""
     return JSONResponse(destination_view(_found(_store(request).get(campaignId, destinationId), destinationId)))
 
@@ -143,7 +143,7 @@ def get_destination(request: Request, campaignId: str, destinationId: str, princ
     " it that is still pending ends failed.",
     openapi_extra=_with((503,), NOT_FOUND_RESPONSE),
 )
-def delete_destination(request: Request, campaignId: str, destinationId: str, principal: Report) -> Response:
+def delete_destination(request: Request, campaignId: CampaignId, destinationId: str, principal: Report) -> Response:
     """Remove the destination; the campaign's schedules stop naming it (sync: pymongo)."""
     if not _store(request).delete(campaignId, destinationId):
         raise ApiError(404, NOT_FOUND, destinationId[:100])
@@ -159,7 +159,9 @@ def delete_destination(request: Request, campaignId: str, destinationId: str, pr
     " login, folder, permission, address); nothing else is left on the destination.",
     openapi_extra=_with((503,), NOT_FOUND_RESPONSE),
 )
-async def check_destination(request: Request, campaignId: str, destinationId: str, principal: Report) -> Response:
+async def check_destination(
+    request: Request, campaignId: CampaignId, destinationId: str, principal: Report
+) -> Response:
     """Connect to the destination (address rules, pinned host key, login or role), write and remove a small file."""
     state = api_state(request)
 
@@ -186,7 +188,7 @@ async def check_destination(request: Request, campaignId: str, destinationId: st
     " order of its destinations; attempts newest first.",
     openapi_extra=error_responses(404, 503),
 )
-def list_export_deliveries(request: Request, campaignId: str, exportId: str, principal: Report) -> Response:
+def list_export_deliveries(request: Request, campaignId: CampaignId, exportId: str, principal: Report) -> Response:
     """An export's deliveries, one per destination it named, each with its attempts (sync: pymongo)."""
     record, _ = load_export(api_state(request), campaignId, exportId)
     observability.set_export_id(str(record["_id"]))

@@ -14,7 +14,7 @@ from export_api.checks import load_export, queue_full, refuse_unknown_destinatio
 from export_api.errors import SCOPE_KEY
 from export_api.models.exports import ExportListQuery, ExportRequest
 from export_api.models.records import ExportDetail, ExportList, ExportRecord
-from export_api.routing import ApiRoute, Report, error_responses
+from export_api.routing import ApiRoute, CampaignId, Report, error_responses
 from export_api.state import NO_STORE, ApiState, api_state
 from export_core import export_types
 from export_core.records import ACTIVE, CreateResult, RequestOptions, TooManyPending
@@ -34,7 +34,7 @@ EXPORTS = "/campaigns/{campaignId}/exports"
     responses={200: {"model": ExportRecord, "description": "The identical PENDING/TRIGGERED export (none is queued)."}},
     openapi_extra=error_responses(400, 413, 429, 503),
 )
-async def create_export(request: Request, campaignId: str, principal: Report, body: ExportRequest) -> Response:
+async def create_export(request: Request, campaignId: CampaignId, principal: Report, body: ExportRequest) -> Response:
     """Queue an export; an identical PENDING/TRIGGERED one (type, dateKey, format) is returned instead (200)."""
     state = api_state(request)
     request_id = request.scope.get(SCOPE_KEY)
@@ -89,7 +89,7 @@ def _create(
     openapi_extra=error_responses(400, 503),
 )
 def list_exports(
-    request: Request, campaignId: str, principal: Report, query: Annotated[ExportListQuery, Query()]
+    request: Request, campaignId: CampaignId, principal: Report, query: Annotated[ExportListQuery, Query()]
 ) -> Response:
     """A page of the campaign's records, newest first unless asked otherwise (sync: pymongo)."""
     state = api_state(request)
@@ -114,7 +114,7 @@ def list_exports(
     response_description="The record; `path`/`paths` when FINISHED; `run` from Dagster.",
     openapi_extra=error_responses(404, 503),
 )
-async def get_export(request: Request, campaignId: str, exportId: str, principal: Report) -> Response:
+async def get_export(request: Request, campaignId: CampaignId, exportId: str, principal: Report) -> Response:
     """One record, its download link(s) when finished, and its Dagster run's status."""
     state = api_state(request)
     record, links = await run_in_threadpool(load_export, state, campaignId, exportId)

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from export_api import dagster_launch, observability
 from export_api.errors import ApiError
 from export_api.models.records import ExportRecord
-from export_api.routing import ApiRoute, Report, error_responses
+from export_api.routing import ApiRoute, CampaignId, Report, error_responses
 from export_api.state import ApiState, api_state
 from export_core.export_types import EXPORT_TYPES
 from export_core.views import record_view
@@ -32,7 +32,7 @@ router = APIRouter(route_class=ApiRoute, tags=["exports"])
     " last run, or a fresh run when Dagster has none), which waits its turn in the one-at-a-time queue.",
     openapi_extra=error_responses(409, 503),
 )
-async def rerun_export(request: Request, campaignId: str, exportId: str, principal: Report) -> Response:
+async def rerun_export(request: Request, campaignId: CampaignId, exportId: str, principal: Report) -> Response:
     """Re-run a FAILED or EXPIRED export (SPEC §4): it is TRIGGERED at once and its run is queued."""
     state = api_state(request)
     # Claimed first (FAILED/EXPIRED → TRIGGERED in one conditional update): of identical

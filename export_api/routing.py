@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
-from fastapi import Depends, Security
+from fastapi import Depends, Path, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -46,10 +46,12 @@ bearer = HTTPBearer(
     bearerFormat="JWT",
     description='RS256 JWT: `sub`, `exp`, `campaigns` {campaignId: ["REPORT"]}, optional `supreme`.',
 )
+# The path's campaign; the example is the demo campaign `make run` seeds (and the fuzz run's).
+CampaignId = Annotated[str, Path(examples=["123"])]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]  # for the document only
 
 
-def report_principal(request: Request, campaignId: str, _: Credentials) -> auth.Principal:
+def report_principal(request: Request, campaignId: CampaignId, _: Credentials) -> auth.Principal:
     """The caller, who holds REPORT on the path's campaign (401 otherwise)."""
     return authorize_report(request, campaignId)
 

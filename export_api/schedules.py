@@ -29,7 +29,7 @@ from export_api.models.schedules import (
     ScheduleQuery,
     schedule_rules,
 )
-from export_api.routing import ApiRoute, Report, error_responses
+from export_api.routing import ApiRoute, CampaignId, Report, error_responses
 from export_api.state import ApiState, api_state
 from export_core.records import TooManyPending, utcnow
 from export_core.schedule_store import ScheduleStore, TooManySchedules, schedule_view
@@ -71,7 +71,9 @@ def _found(doc: dict[str, Any] | None, schedule_id: str) -> dict[str, Any]:
     },
     openapi_extra=error_responses(413, 503),
 )
-async def create_schedule(request: Request, campaignId: str, principal: Report, body: ScheduleCreate) -> Response:
+async def create_schedule(
+    request: Request, campaignId: CampaignId, principal: Report, body: ScheduleCreate
+) -> Response:
     """Save a request that runs on a cron; the answer shows its next runs."""
     state = api_state(request)
     schedule = body.schedule_request()
@@ -101,7 +103,7 @@ async def create_schedule(request: Request, campaignId: str, principal: Report, 
     response_description="Every schedule of the campaign.",
     openapi_extra=error_responses(400, 503),
 )
-def list_schedules(request: Request, campaignId: str, principal: Report) -> Response:
+def list_schedules(request: Request, campaignId: CampaignId, principal: Report) -> Response:
     """The campaign's schedules, oldest first, each with its next runs (sync: pymongo)."""
     state = api_state(request)
     state.campaigns.name(campaignId)
@@ -120,7 +122,11 @@ def list_schedules(request: Request, campaignId: str, principal: Report) -> Resp
     openapi_extra=error_responses(503),
 )
 def get_schedule(
-    request: Request, campaignId: str, scheduleId: str, principal: Report, query: Annotated[ScheduleQuery, Query()]
+    request: Request,
+    campaignId: CampaignId,
+    scheduleId: str,
+    principal: Report,
+    query: Annotated[ScheduleQuery, Query()],
 ) -> Response:
     """The schedule, its next runs (after `from`, a preview of any date) and its runs, newest first."""
     after = utcnow() if query.from_ is None else query.from_
@@ -141,7 +147,7 @@ def get_schedule(
     openapi_extra=error_responses(413, 503),
 )
 async def update_schedule(
-    request: Request, campaignId: str, scheduleId: str, principal: Report, body: SchedulePatch
+    request: Request, campaignId: CampaignId, scheduleId: str, principal: Report, body: SchedulePatch
 ) -> Response:
     """Change `cron`, `timezone`, `paused`, `skipEmpty` or `destinations`; a resume clears `pausedReason`."""
     state = api_state(request)
@@ -165,7 +171,7 @@ async def update_schedule(
     responses=NOT_FOUND_RESPONSE,
     openapi_extra=error_responses(503),
 )
-def delete_schedule(request: Request, campaignId: str, scheduleId: str, principal: Report) -> Response:
+def delete_schedule(request: Request, campaignId: CampaignId, scheduleId: str, principal: Report) -> Response:
     """Remove the schedule: no further runs; the exports it made stay (sync: pymongo)."""
     if not ScheduleStore(api_state(request).db).delete(campaignId, scheduleId):
         raise ApiError(404, NOT_FOUND, scheduleId[:100])
@@ -183,7 +189,7 @@ def delete_schedule(request: Request, campaignId: str, scheduleId: str, principa
     responses=NOT_FOUND_RESPONSE,
     openapi_extra=error_responses(400, 429, 503),
 )
-async def run_schedule(request: Request, campaignId: str, scheduleId: str, principal: Report) -> Response:
+async def run_schedule(request: Request, campaignId: CampaignId, scheduleId: str, principal: Report) -> Response:
     """Queue a run of the schedule now, outside its cron (also while it is paused)."""
     state = api_state(request)
     request_id = request.scope.get(SCOPE_KEY)

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from export_api.errors import ApiError
 from export_api.models.base import Error, PageQuery
 from export_api.models.webhooks import WebhookCreated, WebhookDeliveryList, WebhookList, WebhookRequest
-from export_api.routing import ApiRoute, Report, error_responses
+from export_api.routing import ApiRoute, CampaignId, Report, error_responses
 from export_api.state import NO_STORE, api_state
 from export_core import webhooks
 
@@ -48,7 +48,7 @@ def _store(request: Request) -> webhooks.WebhookStore:
     responses={409: {"model": Error, "description": "The campaign already has 10 webhooks."}},
     openapi_extra=error_responses(400, 413, 503),
 )
-async def create_webhook(request: Request, campaignId: str, principal: Report, body: WebhookRequest) -> Response:
+async def create_webhook(request: Request, campaignId: CampaignId, principal: Report, body: WebhookRequest) -> Response:
     """Subscribe a URL to export events; the answer carries the signing secret, this once."""
     allow_private = api_state(request).settings.webhook_allow_private
     try:
@@ -78,7 +78,7 @@ def _create(request: Request, campaign_id: str, body: WebhookRequest, user_id: s
     response_description="Every subscription of the campaign (at most 10); never a secret.",
     openapi_extra=error_responses(400, 503),
 )
-def list_webhooks(request: Request, campaignId: str, principal: Report) -> Response:
+def list_webhooks(request: Request, campaignId: CampaignId, principal: Report) -> Response:
     """The campaign's subscriptions, oldest first, without their secrets (sync: pymongo)."""
     api_state(request).campaigns.name(campaignId)
     found = _store(request).for_campaign(campaignId)
@@ -95,7 +95,7 @@ def list_webhooks(request: Request, campaignId: str, principal: Report) -> Respo
     responses=NOT_FOUND_RESPONSE,
     openapi_extra=error_responses(503),
 )
-def delete_webhook(request: Request, campaignId: str, webhookId: str, principal: Report) -> Response:
+def delete_webhook(request: Request, campaignId: CampaignId, webhookId: str, principal: Report) -> Response:
     """Unsubscribe: the subscription and its pending deliveries go (sync: pymongo)."""
     if not _store(request).delete(campaignId, webhookId):
         raise ApiError(404, NOT_FOUND, webhookId[:100])
@@ -112,7 +112,7 @@ def delete_webhook(request: Request, campaignId: str, webhookId: str, principal:
     openapi_extra=error_responses(400, 503),
 )
 def list_deliveries(
-    request: Request, campaignId: str, webhookId: str, principal: Report, query: Annotated[PageQuery, Query()]
+    request: Request, campaignId: CampaignId, webhookId: str, principal: Report, query: Annotated[PageQuery, Query()]
 ) -> Response:
     """A subscription's deliveries, newest first, each with its attempts (sync: pymongo)."""
     store = _store(request)

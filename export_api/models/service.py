@@ -6,15 +6,9 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from export_api.models.base import Body, Message
+from export_api.models.base import Body, Message, integral
 
 MAX_DEV_TOKEN_SECONDS = 30 * 24 * 3600
-
-
-def whole(value: object) -> object:
-    """A float without a fraction as its int: JSON Schema's integers include `60.0`, so the document's readers
-    (and generated clients) may send one; true/false stay refused."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class DevTokenRequest(Body):
@@ -32,7 +26,7 @@ class DevTokenRequest(Body):
     campaignId: str = Field(min_length=1)
     permissions: list[str]
     supreme: bool = False
-    expiresIn: Annotated[int, Field(ge=1, le=MAX_DEV_TOKEN_SECONDS), BeforeValidator(whole)] = Field(
+    expiresIn: Annotated[int, Field(ge=1, le=MAX_DEV_TOKEN_SECONDS), BeforeValidator(integral)] = Field(
         default=3600, description="seconds"
     )
 

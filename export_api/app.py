@@ -11,16 +11,31 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
-from export_api import ccpa, dagster_status, destinations, openapi, routes, schedules, webhooks
+from export_api import (
+    ccpa,
+    dagster_status,
+    destinations,
+    docs_page,
+    exports,
+    openapi,
+    reruns,
+    schedules,
+    service,
+    state,
+    webhooks,
+)
 from export_api.auth import TokenVerifier
 from export_api.errors import exception_handlers
 from export_api.metrics import ApiMetrics, RequestMetricsMiddleware
 from export_api.observability import RequestContextMiddleware, install_log_handler, json_log_handler, remove_log_handler
+from export_api.routing import validation_error_handler
 from export_core import ccpa as ccpa_domain
 from export_core import webhooks as webhooks_domain
 from export_core.clients import mongo_client, s3_client
@@ -77,9 +92,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             s3 = await run_in_threadpool(s3_client, settings)
             metrics.exports.store = store
             runs = dagster_status.RunStatusReader(http, settings.dagster_graphql_url)
-            campaigns = routes.CampaignNames(db)
-            signer = routes.DownloadSigner(s3, settings.signed_url_ttl_seconds)
-            app.state.api = routes.ApiState(
+            campaigns = state.CampaignNames(db)
+            signer = state.DownloadSigner(s3, settings.signed_url_ttl_seconds)
+            app.state.api = state.ApiState(
                 settings, verifier, metrics, db, store, s3, http, runs, campaigns, signer, secret_box
             )
             yield
@@ -90,19 +105,27 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if log_handler is not None:
                 remove_log_handler(log_handler)
 
-    app_routes: list[BaseRoute] = [*routes.routes]
+    app_routes: list[BaseRoute] = [*service.router.routes]  # /heartbeat, /metrics
     if settings.dev_mode:
-        app_routes += routes.dev_routes
-    app_routes += ccpa.routes  # DELETE /ccpa/users/{userId} (SPEC §7), supreme tokens only
-    app_routes += webhooks.routes  # /campaigns/{campaignId}/webhooks... (SPEC §11)
-    app_routes += schedules.routes  # /campaigns/{campaignId}/schedules... (SPEC §12)
-    app_routes += destinations.routes  # /campaigns/{campaignId}/destinations..., an export's deliveries (SPEC §13)
-    app_routes += openapi.routes  # /openapi.json and /docs, generated from the routes above
-    return Starlette(
+        app_routes += service.dev_router.routes  # POST /dev/token
+    app_routes += exports.router.routes  # /campaigns/{campaignId}/exports... (SPEC §6)
+    app_routes += reruns.router.routes  # POST .../exports/{exportId}/rerun (SPEC §4)
+    app_routes += ccpa.router.routes  # DELETE /ccpa/users/{userId} (SPEC §7), supreme tokens only
+    app_routes += webhooks.router.routes  # /campaigns/{campaignId}/webhooks... (SPEC §11)
+    app_routes += schedules.router.routes  # /campaigns/{campaignId}/schedules... (SPEC §12)
+    app_routes += destinations.router.routes  # /campaigns/{campaignId}/destinations..., deliveries (SPEC §13)
+    app_routes += openapi.router.routes  # /openapi.json, generated from the routes above
+    app_routes += [*docs_page.router.routes, docs_page.assets]  # /docs: Swagger UI and its assets
+    # FastAPI (a Starlette app): its path operations take pydantic models (export_api/routing.py). It
+    # serves no document of its own: export_api/openapi.py and docs_page.py serve /openapi.json and /docs.
+    return FastAPI(
         routes=app_routes,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
         # The request-id middleware is outermost: its access line and header cover every response.
         middleware=[Middleware(RequestContextMiddleware), Middleware(RequestMetricsMiddleware, metrics=metrics)],
-        exception_handlers=exception_handlers,
+        exception_handlers={**exception_handlers, RequestValidationError: validation_error_handler},
         lifespan=lifespan,
     )
 

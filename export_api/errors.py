@@ -11,6 +11,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match, Route
 
 logger = logging.getLogger("export_api")
 
@@ -62,10 +63,22 @@ async def api_error_handler(request: Request, exc: Exception) -> Response:
 
 
 async def http_exception_handler(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404 (no route) and 405 (wrong method) in our error shape."""
+    """Starlette's own 404 (no route) and 405 (wrong method) in our error shape; a 405 allows the methods
+    of every route of the path (FastAPI has one route per method)."""
     assert isinstance(exc, HTTPException)
     message = _DEFAULT_MESSAGES.get(exc.status_code, exc.detail)
-    return error_response(exc.status_code, message, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        allowed = {
+            method
+            for route in request.app.routes
+            if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is Match.PARTIAL
+            for method in route.methods
+        }
+        if "GET" in allowed:
+            allowed.add("HEAD")  # answered as GET by every route (export_api/routing.py ApiRoute)
+        headers["Allow"] = ", ".join(sorted(allowed)) or headers.get("Allow", "")
+    return error_response(exc.status_code, message, headers=headers)
 
 
 async def internal_error_handler(request: Request, exc: Exception) -> Response:
@@ -96,8 +109,14 @@ async def database_error_handler(request: Request, exc: Exception) -> Response:
 
 
 def route_template(scope: Mapping[str, Any]) -> str:
-    """The matched route's path template (no user data), or "<unmatched>"."""
+    """The matched route's path template (no user data), or "<unmatched>".
+
+    FastAPI's router stores the matched route in the scope only for its own path operations; for a plain
+    Starlette route the router is asked again (a few dozen regular expressions, once per request)."""
     route = scope.get("route")
+    if route is None and "endpoint" in scope:
+        routes = getattr(scope.get("router"), "routes", ())
+        route = next((r for r in routes if isinstance(r, Route) and r.matches(dict(scope))[0] is not Match.NONE), None)
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "<unmatched>"
 

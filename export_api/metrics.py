@@ -24,7 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from export_api.errors import route_template
 from export_core.export_types import EXPORT_TYPES
-from export_core.records import PENDING, STATUSES, ExportStore
+from export_core.records import PENDING, ExportStore
+from export_core.vocabulary import STATUSES
 
 logger = logging.getLogger("export_api.metrics")
 

@@ -1,62 +1,39 @@
-"""`GET /openapi.json` and `GET /docs` (SPEC §6): the API described from its own code.
+"""`GET /openapi.json` (SPEC §6): the document FastAPI generates from the path operations and their models.
 
-Each endpoint's docstring carries its operation as YAML after `---` (read by Starlette's
-`SchemaGenerator`); the shared parts — component schemas, error responses, the request-id
-header, the bearer scheme — are built here in Python from the same constants the endpoints
-use (export types, statuses, sort fields, limits), so the document cannot drift from the code.
-Swagger UI's assets come from the pinned `swagger-ui-bundle` package, served from this process.
+What is configured here is only what every operation shares: the error responses (one body, the
+`Error` model), the `X-Request-ID` header on every answer, 404/500 everywhere and 401 where a token is
+needed. The schemas of what webhook receivers get are added, though no operation returns them.
 """
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 from typing import Any
 
-import swagger_ui_bundle
+from fastapi import APIRouter
+from fastapi.openapi.utils import get_openapi
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.schemas import SchemaGenerator
-from starlette.staticfiles import StaticFiles
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute
 
-from export_api import destinations, schedules, webhooks
-from export_api.routes import MAX_DATE_TIME_LENGTH, MAX_DEV_TOKEN_SECONDS, MAX_LIMIT, MAX_PAGE
-from export_core.export_types import EXPORT_TYPES, ExportType
-from export_core.formats import DEFAULT_FORMAT, FORMATS
-from export_core.records import SORT_FIELDS, STATUSES
+from export_api.models.base import Error
+from export_api.models.webhooks import receiver_schemas
+from export_api.routing import ERROR_RESPONSES, ApiRoute
 
-OPENAPI_VERSION = "3.0.3"  # what the bundled Swagger UI (4.15) renders
 MAX_REQUEST_ID_LENGTH = 128
-ERROR_STATUSES = {
-    400: (
-        "BadRequest",
-        "Invalid input: unknown export type, campaign not found, bad dateKey, a format the type is not offered in, "
-        "malformed body.",
-    ),
-    401: ("Unauthorized", "No, invalid or expired token, or it lacks the permission this operation needs."),
-    404: ("NotFound", "No such export (also: an export of another campaign), or no such path."),
-    409: (
-        "Conflict",
-        "A re-run of an export that is not FAILED or EXPIRED, or whose last run is still ending (with Retry-After).",
-    ),
-    413: ("PayloadTooLarge", "The request body is too large."),
-    429: ("TooManyRequests", "The campaign already has the maximum number of PENDING exports."),
-    500: ("InternalError", "An internal fault; the body never carries a stack trace."),
-    503: (
-        "Unavailable",
-        "The database, or another dependency the request needs (the export engine, for a re-run), is unreachable.",
-    ),
+# The shared error responses (export_api/routing.py error_responses refers to them by status).
+ERROR_DESCRIPTIONS = {
+    400: "Invalid input: unknown export type, campaign not found, bad dateKey, a format the type is not offered in, "
+    "malformed body.",
+    401: "No, invalid or expired token, or it lacks the permission this operation needs.",
+    404: "No such export (also: an export of another campaign), or no such path.",
+    409: "A re-run of an export that is not FAILED or EXPIRED, or whose last run is still ending (with Retry-After).",
+    413: "The request body is too large.",
+    429: "The campaign already has the maximum number of PENDING exports.",
+    500: "An internal fault; the body never carries a stack trace.",
+    503: "The database, or another dependency the request needs (the export engine, for a re-run), is unreachable.",
 }
 # Errors of one resource, described for it (same body and headers as the ones above).
 RESOURCE_ERRORS = {
-    "ScheduleBadRequest": (
-        400,
-        "A cron, time zone, type/format/incremental combination or field the service refuses (`payload` names the"
-        " field: e.g. `cron` for a cron that runs more often than SCHEDULE_MIN_INTERVAL_MINUTES, `from` for a"
-        " preview date that does not parse), campaign not found, or a malformed body.",
-    ),
-    "ScheduleNotFound": (404, "No such schedule in this campaign (also: another campaign's schedule)."),
     "DestinationBadRequest": (
         400,
         "A field the service refuses (`payload` names it: e.g. `hostKey` that is not a host key, `pgpPublicKey`"
@@ -64,327 +41,17 @@ RESOURCE_ERRORS = {
     ),
     "DestinationNotFound": (404, "No such destination in this campaign (also: another campaign's destination)."),
 }
+REQUEST_ID = {"$ref": "#/components/headers/X-Request-ID"}
+
+router = APIRouter(route_class=ApiRoute, tags=["meta"])
 
 
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {**schema, "nullable": True}
-
-
-def export_request_variants(*, schedule: bool = False) -> list[dict[str, Any]]:
-    """One object schema per (takes a dateKey, offered in every format, takes `since`) group of export
-    types: exactly what an export POST accepts (dateKey required for the types that take one and refused
-    for the others; `format` other than csv refused for the ZIP and multi-file types; `since` only for
-    the types whose rows say when they were created).
-
-    With `schedule`, what parse_schedule accepts: the request's fields and the schedule's own
-    (`cron` required), the groups split by whether the types offer `incremental` instead."""
-    date_key = {"type": "string", "pattern": "^[0-9]{1,16}$", "description": "epoch millis; codeWaves only"}
-    since = {
-        "type": "string",
-        "format": "date-time",
-        "maxLength": MAX_DATE_TIME_LENGTH,
-        "description": "Only rows created after this instant (ISO 8601 with offset or Z; without one, UTC);"
-        " not in the future.",
-    }
-
-    def offered(t: ExportType) -> bool:
-        return t.offers_incremental if schedule else t.since_field is not None
-
-    variants = []
-    for dated in (False, True):
-        for every_format in (True, False):
-            for extra in (True, False):
-                names = sorted(
-                    name
-                    for name, t in EXPORT_TYPES.items()
-                    if t.requires_date_key == dated and t.every_format == every_format and offered(t) == extra
-                )
-                if not names:
-                    continue
-                variant = _request_variant(names, dated=dated, every_format=every_format, date_key=date_key)
-                if schedule:
-                    fields = schedules.schedule_fields()
-                    if not extra:
-                        fields["incremental"] = {
-                            **fields["incremental"],
-                            "enum": [False],
-                            "description": "These types cannot be incremental.",
-                        }
-                    variant["properties"].update(fields)
-                    variant["required"].append("cron")
-                    if "example" in variant:
-                        variant["example"] = {"exportType": "entries", "cron": "0 6 * * *", "timezone": "UTC"}
-                else:
-                    variant["properties"]["destinations"] = schedules.schedule_fields()["destinations"]
-                    if extra:
-                        variant["properties"]["since"] = since
-                variants.append(variant)
-    return variants
-
-
-def _request_variant(names: list[str], *, dated: bool, every_format: bool, date_key: dict[str, Any]) -> dict[str, Any]:
-    formats = list(FORMATS) if every_format else [DEFAULT_FORMAT]
-    properties: dict[str, Any] = {"exportType": {"type": "string", "enum": names}}
-    if dated:
-        properties["dateKey"] = date_key
-    properties["includeAllMarkets"] = {"type": "boolean"}
-    properties["format"] = {
-        "type": "string",
-        "enum": formats,
-        "default": DEFAULT_FORMAT,
-        "description": "The file format (SPEC §3 Formats)"
-        + ("." if every_format else ": these types are delivered as CSV only."),
-    }
-    variant: dict[str, Any] = {
-        "type": "object",
-        "required": ["exportType", "dateKey"] if dated else ["exportType"],
-        "additionalProperties": False,
-        "properties": properties,
-    }
-    if "entries" in names:
-        variant["example"] = {"exportType": "entries", "format": "xlsx"}
-    return variant
-
-
-def component_schemas(max_limit: int, max_page: int) -> dict[str, Any]:
-    """Schemas shared by the operations; enums come from the registry and the record store."""
-    date_time = {"type": "string", "format": "date-time"}
-    dated = sorted(name for name, t in EXPORT_TYPES.items() if t.requires_date_key)
-    csv_only = sorted(name for name, t in EXPORT_TYPES.items() if not t.every_format)
-    return {
-        "Error": {
-            "type": "object",
-            "description": "Every error (SPEC §6).",
-            "required": ["error"],
-            "additionalProperties": False,
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "required": ["status", "message", "payload"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "status": {"type": "integer", "minimum": 400, "maximum": 599},
-                        "message": {"type": "string", "description": "One plain sentence."},
-                        "payload": {"type": "string", "description": "The offending value, or detail; may be empty."},
-                    },
-                }
-            },
-        },
-        # Exactly what parse_export_request accepts (export_request_variants).
-        "ExportRequest": {
-            "description": "An export request; `dateKey` is required for, and only accepted for: "
-            + ", ".join(dated)
-            + ". `format` is one of "
-            + ", ".join(FORMATS)
-            + f" (default {DEFAULT_FORMAT}); these types are CSV only: "
-            + ", ".join(csv_only)
-            + ".",
-            "oneOf": export_request_variants(),
-        },
-        "Progress": {
-            "type": "object",
-            "properties": {
-                "stage": {"type": "string"},
-                "rows": {"type": "integer", "minimum": 0},
-                "total": _nullable({"type": "integer", "minimum": 0}),
-            },
-        },
-        "ExportRecord": {
-            "type": "object",
-            "description": "An export record (SPEC §4); records may carry more fields than listed.",
-            "required": ["id", "campaignId", "exportType", "status", "date"],
-            "properties": {
-                "id": {"type": "string"},
-                "campaignId": {"type": "string"},
-                "campaignName": {"type": "string"},
-                "exportType": {"type": "string"},
-                "status": {"type": "string", "enum": list(STATUSES)},
-                "requesterUserId": {"type": "string"},
-                "requestId": {"type": "string", "description": "X-Request-ID of the POST that created it."},
-                "dateKey": _nullable({"type": "string"}),
-                "includeAllMarkets": {"type": "boolean"},
-                "format": {
-                    "type": "string",
-                    "enum": list(FORMATS),
-                    "description": "The file format; csv for records made before formats existed.",
-                },
-                "date": {
-                    "type": "object",
-                    "properties": {
-                        name: date_time for name in ("created", "triggered", "finished", "failed", "expired", "deleted")
-                    },
-                },
-                "key": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-                "count": {"type": "integer"},
-                "preliminaryCount": {"type": "integer"},
-                "meta": {"type": "object"},
-                "runId": {"type": "string"},
-                "progress": {"$ref": "#/components/schemas/Progress"},
-                "error": {
-                    "type": "object",
-                    "properties": {"message": {"type": "string"}, "payload": {"type": "string"}},
-                },
-                "deleted": {"type": "boolean", "description": "CCPA: its files are gone."},
-                "deletedBy": {"type": "string"},
-                "since": {**date_time, "description": "Only rows created after this instant were asked for."},
-                "schedule": {
-                    "type": "object",
-                    "description": "The schedule tick that queued it (SPEC §12); `manual` for POST .../run.",
-                    "required": ["id", "scheduledFor"],
-                    "properties": {"id": {"type": "string"}, "scheduledFor": date_time, "manual": {"type": "boolean"}},
-                },
-                "incremental": {"type": "boolean", "description": "Only rows its schedule has not sent yet."},
-                "skipEmpty": {"type": "boolean", "description": "No new rows: FINISHED with count 0 and no file."},
-                "window": {"description": "What an incremental run covers."},
-                "destinations": {
-                    "type": "array",
-                    "items": {"type": "string"},
-                    "description": "Ids of the destinations its files are pushed to once FINISHED (SPEC §13).",
-                },
-                "deliveredTo": {
-                    "type": "array",
-                    "description": "Where its files were delivered: one entry per delivery that succeeded.",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "destinationId": {"type": "string"},
-                            "type": {"type": "string"},
-                            "name": {"type": "string"},
-                            "remotePaths": {"type": "array", "items": {"type": "string"}},
-                            "deliveredAt": date_time,
-                        },
-                    },
-                },
-            },
-        },
-        "Run": {
-            "type": "object",
-            "description": "The Dagster run behind the export; `available` false when Dagster could not tell.",
-            "required": ["id", "status", "available"],
-            "properties": {
-                "id": _nullable({"type": "string"}),
-                "status": _nullable({"type": "string"}),
-                "available": {"type": "boolean"},
-                "stepsSucceeded": {"type": "integer"},
-                "stepsFailed": {"type": "integer"},
-                "steps": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {"key": _nullable({"type": "string"}), "status": _nullable({"type": "string"})},
-                    },
-                },
-            },
-        },
-        "ExportDetail": {
-            "description": "A record with its download link(s) when FINISHED and its run.",
-            "allOf": [
-                {"$ref": "#/components/schemas/ExportRecord"},
-                {
-                    "type": "object",
-                    "required": ["run"],
-                    "properties": {
-                        "path": {"type": "string", "description": "Signed GET URL (single-file types)."},
-                        "paths": {
-                            "type": "array",
-                            "description": "Signed GET URLs, one per key (multi-file types).",
-                            "items": {
-                                "type": "object",
-                                "required": ["key", "url"],
-                                "properties": {"key": {"type": "string"}, "url": {"type": "string"}},
-                            },
-                        },
-                        "run": {"$ref": "#/components/schemas/Run"},
-                    },
-                },
-            ],
-        },
-        "ExportList": {
-            "type": "object",
-            "required": ["exports", "page", "limit", "total"],
-            "additionalProperties": False,
-            "properties": {
-                "exports": {"type": "array", "items": {"$ref": "#/components/schemas/ExportRecord"}},
-                "page": {"type": "integer", "minimum": 0, "maximum": max_page},
-                "limit": {"type": "integer", "minimum": 1, "maximum": max_limit},
-                "total": {"type": "integer", "minimum": 0},
-            },
-        },
-        "CcpaBlock": {
-            "type": "object",
-            "required": ["total", "byType", "exports"],
-            "properties": {
-                "total": {"type": "integer", "minimum": 0},
-                "byType": {"type": "object", "additionalProperties": {"type": "integer"}},
-                "exports": {"type": "array", "items": {"type": "object"}},
-            },
-        },
-        "CcpaSummary": {
-            "type": "object",
-            "required": ["userId", "requestedBy", "auditId", "requestedAt", "complete", "message"],
-            "properties": {
-                "userId": {"type": "string"},
-                "requestedBy": {"type": "string"},
-                "auditId": {"type": "string"},
-                "requestedAt": date_time,
-                "complete": {"type": "boolean"},
-                "message": {"type": "string", "description": "One plain sentence."},
-                **{
-                    name: {"$ref": "#/components/schemas/CcpaBlock"}
-                    for name in ("deleted", "skipped", "alreadyDeleted", "inFlight", "failed", "resumed")
-                },
-            },
-        },
-        "DevTokenRequest": {
-            "type": "object",
-            "required": ["userId", "campaignId", "permissions"],
-            "additionalProperties": False,
-            "properties": {
-                "userId": {"type": "string", "minLength": 1},
-                "campaignId": {"type": "string", "minLength": 1},
-                "permissions": {"type": "array", "items": {"type": "string"}},
-                "supreme": {"type": "boolean"},
-                "expiresIn": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": MAX_DEV_TOKEN_SECONDS,
-                    "default": 3600,
-                    "description": "seconds",
-                },
-            },
-        },
-        "Token": {
-            "type": "object",
-            "required": ["token"],
-            "additionalProperties": False,
-            "properties": {"token": {"type": "string"}},
-        },
-        "Heartbeat": {
-            "type": "object",
-            "required": ["status"],
-            "additionalProperties": False,
-            "properties": {"status": {"type": "string", "enum": ["ok"]}},
-        },
-        **webhooks.component_schemas(),  # SPEC §11, next to their operations in export_api/webhooks.py
-        **schedules.component_schemas(export_request_variants(schedule=True)),  # SPEC §12, export_api/schedules.py
-        **destinations.component_schemas(),  # SPEC §13, export_api/destinations.py
-    }
-
-
-def _request_id_header() -> dict[str, Any]:
-    return {
-        "description": "The request's own X-Request-ID when valid, else one generated for it.",
-        "required": True,
-        "schema": {"type": "string", "maxLength": MAX_REQUEST_ID_LENGTH},
-    }
-
-
-def components(max_limit: int, max_page: int) -> dict[str, Any]:
+def shared_components() -> dict[str, Any]:
     error_content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    named = {ERROR_RESPONSES[status]: (status, text) for status, text in ERROR_DESCRIPTIONS.items()}
     responses: dict[str, Any] = {}
-    errors = {name: (status, description) for status, (name, description) in ERROR_STATUSES.items()}
-    for name, (status, description) in {**errors, **RESOURCE_ERRORS}.items():
-        headers: dict[str, Any] = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}}
+    for name, (status, description) in {**named, **RESOURCE_ERRORS}.items():
+        headers: dict[str, Any] = {"X-Request-ID": REQUEST_ID}
         if status == 429:
             headers["Retry-After"] = {
                 "description": "Seconds to wait before asking again.",
@@ -393,187 +60,70 @@ def components(max_limit: int, max_page: int) -> dict[str, Any]:
             }
         responses[name] = {"description": description, "headers": headers, "content": error_content}
     return {
-        "schemas": component_schemas(max_limit, max_page),
         "responses": responses,
-        "headers": {"X-Request-ID": _request_id_header()},
-        "parameters": {
-            "campaignId": {
-                "name": "campaignId",
-                "in": "path",
+        "headers": {
+            "X-Request-ID": {
+                "description": "The request's own X-Request-ID when valid, else one generated for it.",
                 "required": True,
-                "schema": {"type": "string"},
-                "example": "123",  # the demo campaign `make run` seeds
-            },
-            "exportId": {"name": "exportId", "in": "path", "required": True, "schema": {"type": "string"}},
-            "scheduleId": {"name": "scheduleId", "in": "path", "required": True, "schema": {"type": "string"}},
-            "destinationId": {"name": "destinationId", "in": "path", "required": True, "schema": {"type": "string"}},
+                "schema": {"type": "string", "maxLength": MAX_REQUEST_ID_LENGTH},
+            }
+        },
+        "parameters": {
             "RequestId": {
                 "name": "X-Request-ID",
                 "in": "header",
                 "required": False,
-                "description": "Printable, at most 128 characters; otherwise a new id is generated.",
+                "description": f"Printable, at most {MAX_REQUEST_ID_LENGTH} characters; else a new id is generated.",
                 "schema": {"type": "string"},
-            },
-            "exportType": {
-                "name": "exportType",
-                "in": "query",
-                "schema": {"type": "string", "enum": sorted(EXPORT_TYPES)},
-            },
-            "page": {
-                "name": "page",
-                "in": "query",
-                "schema": {"type": "integer", "minimum": 0, "maximum": max_page, "default": 0},
-            },
-            "limit": {
-                "name": "limit",
-                "in": "query",
-                "schema": {"type": "integer", "minimum": 1, "maximum": max_limit, "default": 20},
-            },
-            "sort": {
-                "name": "sort",
-                "in": "query",
-                "schema": {"type": "string", "enum": list(SORT_FIELDS), "default": "created"},
-            },
-            "sortOrder": {
-                "name": "sortOrder",
-                "in": "query",
-                "schema": {"type": "string", "enum": ["asc", "desc"], "default": "desc"},
-            },
-        },
-        "securitySchemes": {
-            "bearerAuth": {
-                "type": "http",
-                "scheme": "bearer",
-                "bearerFormat": "JWT",
-                "description": 'RS256 JWT: `sub`, `exp`, `campaigns` {campaignId: ["REPORT"]}, optional `supreme`.',
             }
         },
     }
 
 
-class ApiSchemaGenerator(SchemaGenerator):
-    """Adds what every operation shares, so docstrings state only what is particular to them.
-
-    Every operation gets the optional X-Request-ID parameter, a 500 and a 404 response and the
-    X-Request-ID header on each response; operations with `security` also get 401.
-    """
-
-    def get_schema(self, routes: list[BaseRoute]) -> dict[str, Any]:
-        schema = copy.deepcopy(super().get_schema(routes))
-        for operations in schema["paths"].values():
-            for operation in operations.values():
-                operation.setdefault("parameters", []).append({"$ref": "#/components/parameters/RequestId"})
-                responses = operation.setdefault("responses", {})
-                shared = {"404": "NotFound", "500": "InternalError"}
-                if operation.get("security"):
-                    shared["401"] = "Unauthorized"
-                for status, name in shared.items():
-                    responses.setdefault(status, {"$ref": f"#/components/responses/{name}"})
-                for response in responses.values():
-                    if "$ref" not in response:
-                        response.setdefault("headers", {})["X-Request-ID"] = {
-                            "$ref": "#/components/headers/X-Request-ID"
-                        }
-        return schema
-
-
-def build_schema(routes: list[BaseRoute], *, max_limit: int, max_page: int) -> dict[str, Any]:
-    generator = ApiSchemaGenerator(
-        {
-            "openapi": OPENAPI_VERSION,
-            "info": {
-                "title": "export-service",
-                "version": "0.1.0",
-                "description": "Campaign-data exports (CSV, csv.gz, Parquet, xlsx or ZIP in S3), queued and run "
-                "one at a time.",
-            },
-            "components": components(max_limit, max_page),
-        }
+def build_schema(routes: list[BaseRoute]) -> dict[str, Any]:
+    """FastAPI's document of the routes, with what every operation shares added."""
+    schema = get_openapi(
+        title="export-service",
+        version="0.1.0",
+        description="Campaign-data exports (CSV, csv.gz, Parquet, xlsx or ZIP in S3), queued and run one at a time.",
+        routes=routes,
     )
-    return generator.get_schema(routes)
+    found = schema.setdefault("components", {})
+    schemas = found.setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422, which this API answers as 400
+        schemas.pop(name, None)
+    schemas.setdefault("Error", Error.model_json_schema())
+    for name, receivers in receiver_schemas().items():
+        schemas.setdefault(name, receivers)
+    found.update(shared_components())
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            operation.setdefault("parameters", []).append({"$ref": "#/components/parameters/RequestId"})
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            common = {"404": "NotFound", "500": "InternalError"}
+            if operation.get("security"):
+                common["401"] = "Unauthorized"
+            for status, name in common.items():
+                responses.setdefault(status, {"$ref": f"#/components/responses/{name}"})
+            for response in responses.values():
+                if "$ref" not in response:
+                    response.setdefault("headers", {})["X-Request-ID"] = REQUEST_ID
+    return schema
 
 
+@router.get(
+    "/openapi.json",
+    summary="This API's OpenAPI 3.1 document",
+    operation_id="getOpenApi",
+    response_model=dict[str, Any],
+    response_description="The document.",
+)
 async def openapi_json(request: Request) -> Response:
-    """The OpenAPI 3 description of this app, generated from its routes once per process.
-    ---
-    summary: This API's OpenAPI 3 document
-    operationId: getOpenApi
-    tags: [meta]
-    responses:
-      "200":
-        description: The document.
-        content:
-          application/json:
-            schema: {type: object}
-    """
+    """The OpenAPI 3.1 description of this app, generated from its routes once per process."""
     app = request.app
     schema = getattr(app.state, "openapi_schema", None)
     if schema is None:
-        schema = build_schema(app.routes, max_limit=MAX_LIMIT, max_page=MAX_PAGE)
+        schema = build_schema(app.routes)
         app.state.openapi_schema = schema
     return JSONResponse(schema)
-
-
-SWAGGER_DIR = Path(swagger_ui_bundle.swagger_ui_path)
-ASSETS = "/docs/assets"
-# Everything the page needs comes from this origin; inline styles are Swagger UI's own.
-DOCS_CSP = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'"
-)
-DOCS_HTML = f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>export-service API</title>
-  <link rel="stylesheet" href="{ASSETS}/swagger-ui.css">
-  <link rel="icon" type="image/png" href="{ASSETS}/favicon-32x32.png">
-</head>
-<body>
-  <div id="swagger-ui"></div>
-  <script src="{ASSETS}/swagger-ui-bundle.js"></script>
-  <script src="{ASSETS}/swagger-ui-standalone-preset.js"></script>
-  <script src="/docs/init.js"></script>
-</body>
-</html>
-"""
-# validatorUrl null: Swagger UI would otherwise send the document to an online validator.
-DOCS_INIT_JS = """window.onload = function () {
-  window.ui = SwaggerUIBundle({
-    url: "/openapi.json",
-    dom_id: "#swagger-ui",
-    deepLinking: true,
-    validatorUrl: null,
-    presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
-    layout: "StandaloneLayout"
-  });
-};
-"""
-
-
-async def docs(request: Request) -> Response:
-    """Interactive Swagger UI for /openapi.json, with assets served by this process.
-    ---
-    summary: Interactive API documentation (Swagger UI)
-    operationId: getDocs
-    tags: [meta]
-    responses:
-      "200":
-        description: The HTML page.
-        content:
-          text/html:
-            schema: {type: string}
-    """
-    return HTMLResponse(DOCS_HTML, headers={"Content-Security-Policy": DOCS_CSP})
-
-
-async def docs_init(request: Request) -> Response:
-    return Response(DOCS_INIT_JS, media_type="text/javascript")
-
-
-routes: list[BaseRoute] = [
-    Route("/openapi.json", openapi_json, methods=["GET"]),
-    Route("/docs", docs, methods=["GET"]),
-    Route("/docs/init.js", docs_init, methods=["GET"], include_in_schema=False),
-    Mount(ASSETS, app=StaticFiles(directory=SWAGGER_DIR), name="docs-assets"),
-]

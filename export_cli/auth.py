@@ -8,7 +8,7 @@ from collections.abc import Callable
 from export_cli.api import EXIT_OK, Api
 from export_cli.output import say
 
-# The body's fields are the API's DEV_TOKEN_FIELDS (export_api/routes.py); the client cannot import the API.
+# The body's fields are the API's DevTokenRequest (export_api/models/service.py); the client cannot import the API.
 
 
 def cmd_token(api: Api, args: argparse.Namespace) -> int:

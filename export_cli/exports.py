@@ -16,7 +16,7 @@ from export_core.formats import DEFAULT_FORMAT, FORMATS
 from export_core.vocabulary import ENDED, EXPIRED, FAILED, FINISHED, TRIGGERED
 
 OTHER_FORMATS = [name for name in FORMATS if name != DEFAULT_FORMAT]
-# What POST .../exports takes besides the export's REQUEST_FIELDS; only the API (export_api/routes.py) lists them.
+# What POST .../exports takes besides the export's REQUEST_FIELDS; only the API (export_api/models/exports.py) has them.
 EXPORT_OPTIONS = ("since", "destinations")
 # "csv (default), csv.gz, parquet or xlsx"
 FORMAT_CHOICES = f"{DEFAULT_FORMAT} (default), {', '.join(OTHER_FORMATS[:-1])} or {OTHER_FORMATS[-1]}"

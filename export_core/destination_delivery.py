@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from export_core.clients import local_s3_credentials
-from export_core.destination_store import DEFAULT_FILE_NAME, FILE_NAME_FIELDS, S3, SFMC
+from export_core.destination_store import FILE_NAME_FIELDS
 from export_core.destinations import Delivered, PermanentDeliveryError, RetryableDeliveryError, pgp, sftp
 from export_core.destinations import s3 as s3_transport
 from export_core.keys import safe_key_part
 from export_core.settings import Settings
 from export_core.storage import sha256_of
+from export_core.vocabulary import DEFAULT_FILE_NAME, S3, SFMC
 
 
 @dataclass(frozen=True)

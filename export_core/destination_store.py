@@ -8,8 +8,9 @@ of a key pair the service generated (`generateKey: true`; its public half is `pu
 partner) — as one JSON object encrypted with SECRETS_KEY (export_core/secrets.py). Only `login_secrets`
 decrypts it, for a delivery or a test; no view carries it.
 
-`parse_destination` checks a POST body field by field (DestinationInvalid names the field for the 400);
-the SFTP host's addresses are checked separately (`check_host`), since that needs DNS.
+`parse_destination` checks a POST body field by field (DestinationInvalid names the field for the 400): all
+but its `pgpPublicKey` (`read_destination`), then that key with gpg (`check_pgp_key`); the SFTP host's
+addresses are checked separately (`check_host`), since that needs DNS.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import re
 import string
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -35,7 +36,6 @@ from export_core.secrets import SecretBox, UnreadableSecret
 from export_core.slots import insert_in_free_slot
 from export_core.views import to_json
 from export_core.vocabulary import COMMON_FIELDS, DEFAULT_PORT, S3, SFMC
-from export_core.vocabulary import DEFAULT_FILE_NAME as DEFAULT_FILE_NAME  # the API imports it from here
 from export_core.vocabulary import DESTINATION_FIELDS as FIELDS
 from export_core.vocabulary import DESTINATION_TYPES as TYPES
 
@@ -247,11 +247,14 @@ def check_file_name(template: object, destination_type: str) -> str:
 
 
 def parse_destination(body: object) -> DestinationRequest:
-    """Validate a POST body (SPEC §13) into a DestinationRequest, or raise DestinationInvalid naming the field.
+    """Validate a POST body (SPEC §13) into a DestinationRequest, or raise DestinationInvalid naming the field:
+    `read_destination`, then `check_pgp_key`."""
+    return check_pgp_key(read_destination(body))
 
-    A `pgpPublicKey` is checked with gpg (export_core/destinations/pgp.py): an expired, revoked, private,
-    signing-only or unreadable key is refused here, not at the first delivery.
-    """
+
+def read_destination(body: object) -> DestinationRequest:
+    """Every check of a POST body but the `pgpPublicKey` one, which runs gpg (`check_pgp_key`, the last check):
+    pure and quick, so the API runs it while it reads the body. A `pgpPublicKey` is kept as given until then."""
     if not isinstance(body, dict):
         raise DestinationInvalid("body", "Request body must be a JSON object.")
     kind = body.get("type")
@@ -271,13 +274,24 @@ def parse_destination(body: object) -> DestinationRequest:
     if "fileName" in body:
         fields["fileName"] = check_file_name(body["fileName"], kind)
     if "pgpPublicKey" in body:
-        armored = body["pgpPublicKey"]
-        try:
-            fields["pgpFingerprint"] = pgp.check_public_key(armored)
-        except ValueError as exc:
-            raise DestinationInvalid("pgpPublicKey", str(exc)) from None
-        fields["pgpPublicKey"] = armored.strip()
+        fields["pgpPublicKey"] = body["pgpPublicKey"]
     return DestinationRequest(kind, fields, password, generate)
+
+
+def check_pgp_key(request: DestinationRequest) -> DestinationRequest:
+    """The request with its `pgpPublicKey` checked by gpg (export_core/destinations/pgp.py) and its
+    `pgpFingerprint`: an expired, revoked, private, signing-only or unreadable key is refused here
+    (DestinationInvalid('pgpPublicKey')), not at the first delivery."""
+    if "pgpPublicKey" not in request.fields:
+        return request
+    fields = dict(request.fields)
+    armored = fields.pop("pgpPublicKey")
+    try:
+        fields["pgpFingerprint"] = pgp.check_public_key(armored)
+    except ValueError as exc:
+        raise DestinationInvalid("pgpPublicKey", str(exc)) from None
+    fields["pgpPublicKey"] = armored.strip()
+    return replace(request, fields=fields)
 
 
 def check_host(request: DestinationRequest, *, allow_private: bool) -> None:

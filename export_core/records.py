@@ -20,7 +20,6 @@ from pymongo.errors import DuplicateKeyError
 from pymongo.write_concern import WriteConcern
 
 from export_core.vocabulary import ACTIVE, EXPIRED, FAILED, FINISHED, PENDING, RERUNNABLE, TRIGGERED
-from export_core.vocabulary import STATUSES as STATUSES  # the API imports it from here
 
 SORT_FIELDS = {"created": "date.created", "status": "status", "exportType": "exportType"}
 

@@ -52,7 +52,6 @@ from export_core.schedule_store import SCHEDULES, schedule_view
 from export_core.secrets import SecretBox, UnreadableSecret
 from export_core.views import iso_utc, record_view, to_json
 from export_core.vocabulary import EXPORT_EVENTS, SCHEDULE_EVENTS
-from export_core.vocabulary import WEBHOOK_EVENTS as EVENTS
 
 MAX_PER_CAMPAIGN = 10
 # After the 1st, 2nd, ... failed attempt the next one waits this long; after the last, it is given up.
@@ -97,26 +96,6 @@ class TooManyWebhooks(Exception):
 
 
 # -- the subscription request ------------------------------------------------------------------
-
-
-def parse_subscription(body: Any) -> tuple[str, list[str]]:
-    """(url, events) of a `{url, events}` body; InvalidWebhook otherwise. The URL's address is not checked here."""
-    if not isinstance(body, dict):
-        raise InvalidWebhook("Request body must be a JSON object.")
-    unknown = sorted(str(k) for k in body if k not in ("url", "events"))
-    if unknown:
-        raise InvalidWebhook(f"Unknown field in the request body: '{unknown[0][:100]}'.")
-    url, events = body.get("url"), body.get("events")
-    if not isinstance(url, str) or not url:
-        raise InvalidWebhook("'url' must be a non-empty string.")
-    if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
-        raise InvalidWebhook(f"'events' must be a non-empty list of: {', '.join(EVENTS)}.")
-    for event in events:
-        if event not in EVENTS:
-            raise InvalidWebhook(f"Unknown event '{event[:100]}'; events are: {', '.join(EVENTS)}.")
-    if len(set(events)) != len(events):
-        raise InvalidWebhook("'events' must not repeat an event.")
-    return url, events
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from export_core import webhooks
+from export_core.vocabulary import WEBHOOK_EVENTS
 from tests.api.conftest import CAMPAIGN, LiveServer, TokenFactory
 from tests.api.test_cli import one_line_error, run_cli
 
@@ -41,7 +41,7 @@ def test_refusals_are_one_line(live_api: LiveServer, make_token: TokenFactory):
     bad_events = run_cli(
         live_api, "webhooks", "add", CAMPAIGN, "https://8.8.8.8/", "--events", "export.done", token=token
     )
-    listed = ", ".join(webhooks.EVENTS)  # the service's own list: the CLI has no copy of it
+    listed = ", ".join(WEBHOOK_EVENTS)  # the service's own list: the CLI has no copy of it
     assert one_line_error(bad_events, 2) == f"export-service: --events takes a comma-separated list of: {listed}"
     http = run_cli(live_api, "webhooks", "add", CAMPAIGN, "http://8.8.8.8/", token=token)
     assert one_line_error(http, 3).startswith("export-service: The webhook URL must start with https://. (HTTP 400")
@@ -55,4 +55,4 @@ def test_add_subscribes_to_every_event_of_the_service_by_default(live_api: LiveS
     added = run_cli(live_api, "webhooks", "add", CAMPAIGN, "https://8.8.8.8/all", token=make_token())
     assert added.returncode == 0, added.stderr
     first = added.stdout.splitlines()[0]
-    assert first == f"webhook {first.split()[1]}  {','.join(webhooks.EVENTS)}  https://8.8.8.8/all"
+    assert first == f"webhook {first.split()[1]}  {','.join(WEBHOOK_EVENTS)}  https://8.8.8.8/all"

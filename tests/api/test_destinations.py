@@ -153,6 +153,33 @@ def test_past_ten_per_campaign_is_409(client: TestClient, headers: dict[str, str
     assert other.status_code == 201, "the limit is per campaign"
 
 
+def test_a_caller_without_report_learns_nothing_of_the_body(client: TestClient, make_token: TokenFactory):
+    read_only = {"Authorization": f"Bearer {make_token(campaigns={CAMPAIGN: ['READ']})}"}
+    for auth in ({}, read_only):
+        for body in ({"json": []}, {"json": {"type": "ftp"}}, {"content": b"{"}):
+            assert_error(client.post(DESTINATIONS, headers=auth, **body), 401)
+
+
+def test_the_document_describes_each_type_and_no_answer_carries_a_secret(client: TestClient):
+    from jsonschema import ValidationError, validate
+
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    request = schemas["DestinationRequest"]
+    shapes = [schemas[ref["$ref"].rsplit("/", 1)[1]] for ref in request["oneOf"]]
+    logins = sorted((s["properties"]["type"]["const"], "password" in s["required"]) for s in shapes)
+    assert logins == [("s3", False), ("sfmc", False), ("sfmc", True), ("sftp", False), ("sftp", True)]
+    for shape in shapes:
+        assert shape["additionalProperties"] is False
+        assert {"password", "generateKey"} & set(shape["properties"]) <= set(shape["required"])
+        assert shape["properties"].get("password", {"writeOnly": True})["writeOnly"] is True
+    assert not {"password", "privateKey", "encryptedSecrets"} & set(schemas["Destination"]["properties"])
+    document = {"components": {"schemas": schemas}}
+    validate(S3_BODY, {**request, **document})
+    for refused in ({**S3_BODY, "password": "x"}, {**S3_BODY, "acl": "public-read"}, {"type": "ftp"}):
+        with pytest.raises(ValidationError):
+            validate(refused, {**request, **document})
+
+
 def test_every_operation_needs_report_and_another_campaigns_destination_is_not_found(
     client: TestClient, headers: dict[str, str], make_token: TokenFactory
 ):

@@ -14,7 +14,7 @@ from bson import ObjectId
 from pymongo.database import Database
 from starlette.testclient import TestClient
 
-from export_api.routes import DownloadSigner
+from export_api.state import DownloadSigner
 from export_core.records import ExportStore
 from tests.api.conftest import CAMPAIGN, EXPORTS, OTHER_CAMPAIGN, assert_error
 

@@ -13,7 +13,7 @@ from pymongo.database import Database
 from starlette.testclient import TestClient
 
 from export_api.app import create_app
-from export_api.routes import ApiState
+from export_api.state import ApiState
 from export_core.json_logs import JsonFormatter, scrub
 from export_core.settings import Settings
 from tests.api.conftest import EXPORTS, TokenFactory

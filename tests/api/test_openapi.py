@@ -14,6 +14,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from export_api.app import create_app
+from export_api.models.exports import export_request_variants
 from export_core.export_types import EXPORT_TYPES
 from export_core.settings import Settings
 from tests.api.conftest import LiveServer
@@ -113,12 +114,18 @@ def test_document_is_generated_from_the_code(client: TestClient, settings: Setti
         expected = ["csv", "csv.gz", "parquet", "xlsx"] if single_file == {True} else ["csv"]
         assert variant["properties"]["format"]["enum"] == expected, names
     assert schemas["ExportRecord"]["properties"]["format"]["enum"] == ["csv", "csv.gz", "parquet", "xlsx"]
-    params = doc["components"]["parameters"]
-    assert params["limit"]["schema"]["maximum"] == 100 and params["sort"]["schema"]["enum"] == [
-        "created",
-        "status",
-        "exportType",
+    listing = doc["paths"]["/campaigns/{campaignId}/exports"]["get"]
+    params = {p["name"]: p["schema"] for p in listing["parameters"] if "name" in p}
+    assert params["limit"]["maximum"] == 100 and params["page"]["maximum"] == 1_000_000
+    assert params["sort"]["enum"] == ["created", "status", "exportType"] and params["sortOrder"]["enum"] == [
+        "asc",
+        "desc",
     ]
+    assert params["exportType"]["enum"] == sorted(EXPORT_TYPES)
+    post = doc["paths"]["/campaigns/{campaignId}/exports"]["post"]
+    # The POST body is the model's schema: its variants, not the looser schema of its fields.
+    body = resolve(doc, post["requestBody"]["content"]["application/json"]["schema"])
+    assert body["oneOf"] == export_request_variants() and set(body) == {"description", "oneOf"}
     assert set(schemas["Error"]["properties"]["error"]["required"]) == {"status", "message", "payload"}
     # Outside dev mode the dev endpoint is neither served nor described.
     with TestClient(create_app(settings.model_copy(update={"dev_mode": False}))) as prod:

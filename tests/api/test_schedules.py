@@ -431,7 +431,7 @@ def test_runs_show_each_outcome_and_records_show_their_schedule_fields(
 def test_since_on_an_export_post_is_stored_in_utc(
     client: TestClient, headers: dict[str, str], db: Database, since: str, stored: datetime, monkeypatch: Any
 ):
-    monkeypatch.setattr("export_api.routes.utcnow", lambda: datetime(2027, 2, 1, tzinfo=UTC))
+    monkeypatch.setattr("export_api.models.exports.utcnow", lambda: datetime(2027, 2, 1, tzinfo=UTC))
     response = client.post(EXPORTS, json={"exportType": "entries", "since": since}, headers=headers)
     assert response.status_code == 201, response.text
     assert response.json()["since"] == stored.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stored.microsecond // 1000:03d}Z"

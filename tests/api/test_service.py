@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from export_api.app import create_app
 from export_api.errors import UNAVAILABLE_MESSAGE
-from export_api.routes import ApiState
+from export_api.state import ApiState
 from export_core.settings import Settings
 from tests.api.conftest import CAMPAIGN, EXPORTS, assert_error
 from tests.conftest import free_port
@@ -31,6 +31,10 @@ def api_state(client: TestClient) -> ApiState:
 def test_heartbeat_ok(client: TestClient) -> None:
     response = client.get("/heartbeat")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
+    # HEAD is answered as GET (load balancers probe with either), and a 405 says it is allowed.
+    head = client.head("/heartbeat")
+    assert head.status_code == 200 and head.headers["content-type"] == "application/json"
+    assert client.delete("/heartbeat").headers["allow"] == "GET, HEAD"
 
 
 def test_heartbeat_is_503_when_the_database_is_gone(client: TestClient) -> None:
@@ -112,6 +116,10 @@ def test_dev_token_supreme_and_expiry(client: TestClient, jwt_keys: tuple[str, s
     claims = jwt.decode(token, jwt_keys[1], algorithms=["RS256"])
     assert claims["supreme"] is True and 50 <= claims["exp"] - time.time() <= 60
     assert client.get(EXPORTS, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    # 60.0 is an integer to JSON Schema, hence to the document; 60.5 is not.
+    whole = client.post("/dev/token", json={**body, "expiresIn": 60.0})
+    assert 50 <= jwt.decode(whole.json()["token"], jwt_keys[1], algorithms=["RS256"])["exp"] - time.time() <= 60
+    assert_error(client.post("/dev/token", json={**body, "expiresIn": 60.5}), 400)
 
 
 @pytest.mark.parametrize(

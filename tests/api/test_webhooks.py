@@ -19,6 +19,9 @@ from standardwebhooks import Webhook
 from starlette.testclient import TestClient
 
 from export_api.app import create_app
+from export_api.errors import ApiError
+from export_api.models.base import parse_body
+from export_api.models.webhooks import WebhookRequest
 from export_core import webhooks
 from export_core.records import ExportStore, utcnow
 from export_core.secrets import SecretBox
@@ -27,6 +30,11 @@ from tests.api.conftest import CAMPAIGN, OTHER_CAMPAIGN, LiveServer, TokenFactor
 
 HOOKS = f"/campaigns/{CAMPAIGN}/webhooks"
 PUBLIC_URL = "https://8.8.8.8/hooks/exports"
+WEBHOOK_EVENTS = (
+    "export.finished, export.failed, export.expired, export.delivered, export.delivery_failed, schedule.paused"
+)
+WEBHOOK_EVENTS_NEEDED = f"'events' must be a non-empty list of: {WEBHOOK_EVENTS}."
+UNKNOWN_EVENT = f"Unknown event 'export.started'; events are: {WEBHOOK_EVENTS}."
 LINK_LOCAL = "The webhook URL's host resolves to a link-local address, which is never allowed."
 PRIVATE = "The webhook URL's host resolves to a loopback, private or shared address; only public addresses are allowed."
 
@@ -291,3 +299,22 @@ def test_no_secret_reaches_the_log(settings: Settings, campaigns: None, headers:
         client.get(HOOKS, headers=headers)
     log = (tmp_path / "logs" / "api.jsonl").read_text()
     assert "/webhooks" in log and secret not in log and secret.removeprefix("whsec_") not in log
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([], "Request body must be a JSON object."),
+        ({"url": PUBLIC_URL}, WEBHOOK_EVENTS_NEEDED),
+        ({"url": PUBLIC_URL, "events": []}, WEBHOOK_EVENTS_NEEDED),
+        ({"url": PUBLIC_URL, "events": ["export.started"]}, UNKNOWN_EVENT),
+        ({"url": PUBLIC_URL, "events": ["export.failed", "export.failed"]}, "'events' must not repeat an event."),
+        ({"url": "", "events": ["export.failed"]}, "'url' must be a non-empty string."),
+        ({"url": 5, "events": ["export.failed"]}, "'url' must be a non-empty string."),
+        ({"url": PUBLIC_URL, "events": ["export.failed"], "x": 1}, "Unknown field in the request body: 'x'."),
+    ],
+)  # fmt: skip
+def test_subscription_bodies_are_checked(body: object, message: str):
+    with pytest.raises(ApiError) as refused:
+        parse_body(WebhookRequest, body)
+    assert (refused.value.status, refused.value.message) == (400, message)

@@ -21,8 +21,6 @@ LINK_LOCAL = "The webhook URL's host resolves to a link-local address, which is 
 PRIVATE = "The webhook URL's host resolves to a loopback, private or shared address; only public addresses are allowed."
 SPECIAL = "The webhook URL's host resolves to an address that cannot receive webhooks."
 URL = "https://8.8.8.8/"
-ALL_EVENTS = "export.finished, export.failed, export.expired, export.delivered, export.delivery_failed, schedule.paused"
-EVENTS_NEEDED = f"'events' must be a non-empty list of: {ALL_EVENTS}."
 
 
 def test_every_refusal_of_the_guard_has_its_webhook_sentence():
@@ -90,25 +88,6 @@ def test_the_request_goes_to_the_checked_address_with_the_urls_host_name():
     assert default_port.host == "xn--bcher-kva.example" and default_port.port == 443
     assert default_port.host_header == "xn--bcher-kva.example"
     assert parse_url("http://[::1]/", allow_private=True).host_header == "[::1]"
-
-
-@pytest.mark.parametrize(
-    ("body", "message"),
-    [
-        ([], "Request body must be a JSON object."),
-        ({"url": URL}, EVENTS_NEEDED),
-        ({"url": URL, "events": []}, EVENTS_NEEDED),
-        ({"url": URL, "events": ["export.started"]}, f"Unknown event 'export.started'; events are: {ALL_EVENTS}."),
-        ({"url": URL, "events": ["export.failed", "export.failed"]}, "'events' must not repeat an event."),
-        ({"url": "", "events": ["export.failed"]}, "'url' must be a non-empty string."),
-        ({"url": 5, "events": ["export.failed"]}, "'url' must be a non-empty string."),
-        ({"url": URL, "events": ["export.failed"], "secret": "x"}, "Unknown field in the request body: 'secret'."),
-    ],
-)  # fmt: skip
-def test_subscription_bodies_are_checked(body: object, message: str):
-    with pytest.raises(InvalidWebhook) as refused:
-        webhooks.parse_subscription(body)
-    assert str(refused.value) == message
 
 
 def test_secrets_are_standard_webhooks_secrets_and_never_repeat():

@@ -21,6 +21,7 @@ from export_core.schedules import parse_schedule
 from export_core.secrets import SecretBox
 from export_core.settings import Settings
 from export_core.views import iso_utc
+from export_core.vocabulary import WEBHOOK_EVENTS
 from export_pipelines.deliveries import LEASE, Channel, attempt_due, deliver
 from export_pipelines.resources import MongoResource
 from export_pipelines.schedule_ticks import evaluate_schedules
@@ -271,7 +272,7 @@ def test_an_end_that_ends_again_before_the_sensor_looks_is_delivered_twice_in_or
     db: Database, store: ExportStore, receiver: Receiver, clock: Clock
 ):
     """FAILED, re-run, FINISHED between two ticks: both events go out (the outbox is a list)."""
-    subscribe(db, receiver, "/all", list(webhooks.EVENTS))
+    subscribe(db, receiver, "/all", list(WEBHOOK_EVENTS))
     failed = failed_export(store, export_type="entries")
     store.mark_triggered(failed["id"], run_id="run-3", preliminary_count=None)
     store.mark_finished(failed["id"], key="k.csv", count=0, meta={})

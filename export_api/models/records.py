@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from export_api.models.base import MAX_LIMIT, MAX_PAGE
 from export_core.formats import FORMATS
@@ -25,6 +26,12 @@ class RecordDates(BaseModel):
     failed: datetime | None = None
     expired: datetime | None = None
     deleted: datetime | None = None
+
+
+class RecordMeta(BaseModel):
+    """What the run noted about its output (e.g. `bucket`, `skipped`); its fields vary by export type."""
+
+    model_config = ConfigDict(extra="allow")
 
 
 class RecordError(BaseModel):
@@ -73,7 +80,8 @@ class ExportRecord(BaseModel):
     key: str | list[str] | None = None
     count: int | None = None
     preliminaryCount: int | None = None
-    meta: dict[str, Any] | None = None
+    # Absent until the export ends, never null (a union of an object and null defeats client generators).
+    meta: RecordMeta | SkipJsonSchema[None] = None
     runId: str | None = None
     progress: Progress | None = None
     error: RecordError | None = None

@@ -41,22 +41,21 @@ async def rerun_export(request: Request, campaignId: CampaignId, exportId: str, 
     observability.set_export_id(exportId)
     try:
         run_id = await dagster_launch.launch_rerun(state.http, state.settings.dagster_graphql_url, before)
-    except dagster_launch.PreviousRunActive:
+    except BaseException as exc:
+        # Not launched: the record goes back to what it was, whatever stopped the launch.
         await run_in_threadpool(state.store.release_rerun, exportId, claim=claim, before=before)
-        raise ApiError(
-            409,
-            "This export's last run is still ending; please try again in a moment.",
-            headers={"Retry-After": str(RERUN_RETRY_AFTER_SECONDS)},
-        ) from None
-    except dagster_launch.LaunchFailed:
-        await run_in_threadpool(state.store.release_rerun, exportId, claim=claim, before=before)
-        raise ApiError(
-            503,
-            "The export engine is unreachable right now, so the export was not re-run; please try again in a moment.",
-            headers={"Retry-After": str(RERUN_RETRY_AFTER_SECONDS)},
-        ) from None
-    except BaseException:
-        await run_in_threadpool(state.store.release_rerun, exportId, claim=claim, before=before)
+        retry_after = {"Retry-After": str(RERUN_RETRY_AFTER_SECONDS)}
+        if isinstance(exc, dagster_launch.PreviousRunActive):
+            raise ApiError(
+                409, "This export's last run is still ending; please try again in a moment.", headers=retry_after
+            ) from None
+        if isinstance(exc, dagster_launch.LaunchFailed):
+            raise ApiError(
+                503,
+                "The export engine is unreachable right now, so the export was not re-run; please try again in a"
+                " moment.",
+                headers=retry_after,
+            ) from None
         raise
     record = await run_in_threadpool(_rerun_launched, state, exportId, claim, run_id)
     return JSONResponse(record_view(record), 202)

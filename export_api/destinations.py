@@ -46,9 +46,17 @@ from export_core.secrets import UnreadableSecret
 NOT_FOUND = "Destination not found."
 DESTINATIONS = "/campaigns/{campaignId}/destinations"
 ONE = DESTINATIONS + "/{destinationId}"
-# The per-resource errors of export_api/openapi.py (RESOURCE_ERRORS).
-BAD_REQUEST = {"400": {"$ref": "#/components/responses/DestinationBadRequest"}}
-NOT_FOUND_RESPONSE = {"404": {"$ref": "#/components/responses/DestinationNotFound"}}
+BAD_REQUEST_RESPONSE: dict[int | str, dict[str, Any]] = {
+    400: {
+        "model": Error,
+        "description": "A field the service refuses (`payload` names it: e.g. `hostKey` that is not a host key,"
+        " `pgpPublicKey` that has expired, `host` that resolves to a private address), campaign not found, or a"
+        " malformed body.",
+    }
+}
+NOT_FOUND_RESPONSE: dict[int | str, dict[str, Any]] = {
+    404: {"model": Error, "description": "No such destination in this campaign (also: another campaign's destination)."}
+}
 
 router = APIRouter(route_class=ApiRoute, tags=["destinations"])
 
@@ -63,12 +71,6 @@ def _found(doc: dict[str, Any] | None, destination_id: str) -> dict[str, Any]:
     return doc
 
 
-def _with(statuses: tuple[int, ...], responses: dict[str, Any]) -> dict[str, Any]:
-    extra = error_responses(*statuses)
-    extra["responses"].update(responses)
-    return extra
-
-
 @router.post(
     DESTINATIONS,
     summary="Add a destination (SFTP, S3 or Marketing Cloud)",
@@ -77,8 +79,11 @@ def _with(statuses: tuple[int, ...], responses: dict[str, Any]) -> dict[str, Any
     response_model=Destination,
     response_description="The destination, without its password or private key (never shown); `publicKey`"
     " (OpenSSH) when the service generated the key pair.",
-    responses={409: {"model": Error, "description": f"The campaign already has {MAX_PER_CAMPAIGN} destinations."}},
-    openapi_extra=_with((413, 503), BAD_REQUEST),
+    responses={
+        **BAD_REQUEST_RESPONSE,
+        409: {"model": Error, "description": f"The campaign already has {MAX_PER_CAMPAIGN} destinations."},
+    },
+    openapi_extra=error_responses(413, 503),
 )
 async def create_destination(
     request: Request, campaignId: CampaignId, principal: Report, body: DestinationRequest
@@ -126,7 +131,8 @@ def list_destinations(request: Request, campaignId: CampaignId, principal: Repor
     operation_id="getDestination",
     response_model=Destination,
     response_description="The destination; never a password or private key.",
-    openapi_extra=_with((503,), NOT_FOUND_RESPONSE),
+    responses=NOT_FOUND_RESPONSE,
+    openapi_extra=error_responses(503),
 )
 def get_destination(request: Request, campaignId: CampaignId, destinationId: str, principal: Report) -> Response:
     """One destination, without its secrets (sync: pymongo)."""
@@ -141,7 +147,8 @@ def get_destination(request: Request, campaignId: CampaignId, destinationId: str
     response_class=Response,
     response_description="Removed with its secrets; the campaign's schedules no longer name it, and a delivery to"
     " it that is still pending ends failed.",
-    openapi_extra=_with((503,), NOT_FOUND_RESPONSE),
+    responses=NOT_FOUND_RESPONSE,
+    openapi_extra=error_responses(503),
 )
 def delete_destination(request: Request, campaignId: CampaignId, destinationId: str, principal: Report) -> Response:
     """Remove the destination; the campaign's schedules stop naming it (sync: pymongo)."""
@@ -157,7 +164,8 @@ def delete_destination(request: Request, campaignId: CampaignId, destinationId: 
     response_model=DestinationTest,
     response_description="`ok` true with what was checked, or false with what failed (one sentence: host key,"
     " login, folder, permission, address); nothing else is left on the destination.",
-    openapi_extra=_with((503,), NOT_FOUND_RESPONSE),
+    responses=NOT_FOUND_RESPONSE,
+    openapi_extra=error_responses(503),
 )
 async def check_destination(
     request: Request, campaignId: CampaignId, destinationId: str, principal: Report

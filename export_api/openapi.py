@@ -32,15 +32,6 @@ ERROR_DESCRIPTIONS = {
     500: "An internal fault; the body never carries a stack trace.",
     503: "The database, or another dependency the request needs (the export engine, for a re-run), is unreachable.",
 }
-# Errors of one resource, described for it (same body and headers as the ones above).
-RESOURCE_ERRORS = {
-    "DestinationBadRequest": (
-        400,
-        "A field the service refuses (`payload` names it: e.g. `hostKey` that is not a host key, `pgpPublicKey`"
-        " that has expired, `host` that resolves to a private address), campaign not found, or a malformed body.",
-    ),
-    "DestinationNotFound": (404, "No such destination in this campaign (also: another campaign's destination)."),
-}
 REQUEST_ID = {"$ref": "#/components/headers/X-Request-ID"}
 
 router = APIRouter(route_class=ApiRoute, tags=["meta"])
@@ -50,7 +41,7 @@ def shared_components() -> dict[str, Any]:
     error_content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     named = {ERROR_RESPONSES[status]: (status, text) for status, text in ERROR_DESCRIPTIONS.items()}
     responses: dict[str, Any] = {}
-    for name, (status, description) in {**named, **RESOURCE_ERRORS}.items():
+    for name, (status, description) in named.items():
         headers: dict[str, Any] = {"X-Request-ID": REQUEST_ID}
         if status == 429:
             headers["Retry-After"] = {

@@ -109,14 +109,8 @@ async def database_error_handler(request: Request, exc: Exception) -> Response:
 
 
 def route_template(scope: Mapping[str, Any]) -> str:
-    """The matched route's path template (no user data), or "<unmatched>".
-
-    FastAPI's router stores the matched route in the scope only for its own path operations; for a plain
-    Starlette route the router is asked again (a few dozen regular expressions, once per request)."""
+    """The matched route's path template (no user data), or "<unmatched>"."""
     route = scope.get("route")
-    if route is None and "endpoint" in scope:
-        routes = getattr(scope.get("router"), "routes", ())
-        route = next((r for r in routes if isinstance(r, Route) and r.matches(dict(scope))[0] is not Match.NONE), None)
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "<unmatched>"
 
